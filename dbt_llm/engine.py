@@ -1,0 +1,226 @@
+"""The engine: takes requests, returns validated answers with their usage and cost.
+
+It knows nothing of dbt or DuckDB. Requests from every thread share one event loop,
+one concurrency limit and one in-flight table, so a text asked for twice at the same
+time is sent once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from .errors import ConfigError, DbtLlmError, ProviderError
+from .pricing import PriceTable
+from .providers.base import FatalProviderError, Provider, RowError, TransientError, Usage
+from .tasks import InvalidAnswer, Task
+
+log = logging.getLogger("dbt_llm")
+T = TypeVar("T")
+
+
+class Budget:
+    """A spending cap shared by every request of one invocation."""
+
+    def __init__(self, cap_usd: float | None) -> None:
+        self.cap_usd = cap_usd
+        self._spent = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def spent_usd(self) -> float:
+        with self._lock:
+            return self._spent
+
+    def charge(self, cost_usd: float) -> None:
+        with self._lock:
+            self._spent += cost_usd
+
+    def exhausted(self) -> bool:
+        return self.cap_usd is not None and self.spent_usd >= self.cap_usd
+
+
+@dataclass(frozen=True)
+class Request:
+    key: str
+    task: Task
+    text: str
+    budget: Budget
+
+
+@dataclass
+class Outcome:
+    key: str
+    result: str | None = None  # canonical JSON of a valid answer
+    error_kind: str | None = None  # set when no valid answer: retries_exhausted, invalid_answer, bad_request, budget
+    error: str | None = None
+    attempts: int = 0  # requests sent for this row
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = 0.0
+    shared: bool = False  # answered by a request another caller had in flight: cost counted there
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+class _BudgetReached(Exception):
+    pass
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, TransientError) and exc.retry_after is not None:
+        return min(exc.retry_after, 120.0)
+    if isinstance(exc, InvalidAnswer):
+        return 0.0
+    return min(20.0, 0.25 * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1.0)
+
+
+class Engine:
+    def __init__(
+        self,
+        provider_factory: Callable[[], Provider],
+        *,
+        prices: PriceTable,
+        max_concurrency: int,
+        max_attempts: int,
+    ) -> None:
+        self._provider_factory = provider_factory
+        self._provider: Provider | None = None
+        self._prices = prices
+        self._max_concurrency = max_concurrency
+        self._max_attempts = max_attempts
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._inflight: dict[str, asyncio.Future[Outcome]] = {}
+        self._semaphore: asyncio.Semaphore | None = None
+
+    # -- the event loop, on its own thread so any caller thread can block on it --
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=loop.run_forever, name="dbt-llm-engine", daemon=True)
+                self._thread.start()
+                self._loop = loop
+            return self._loop
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop()).result()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        if self._provider is not None:
+            asyncio.run_coroutine_threadsafe(self._provider.aclose(), loop).result(timeout=10)
+            self._provider = None
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # -- public API --
+    def run(self, requests: list[Request], on_outcome: Callable[[Outcome], None]) -> list[Outcome]:
+        """Answer each request (keys must be distinct); `on_outcome` gets each new outcome
+        as soon as it is known, on the engine's thread. Blocks until all are done."""
+        if not requests:
+            return []
+        return self._call(self._run(requests, on_outcome))
+
+    async def _run(self, requests: list[Request], on_outcome: Callable[[Outcome], None]) -> list[Outcome]:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self._max_concurrency)
+        waits: list[asyncio.Future[Outcome]] = []
+        owned: list[bool] = []
+        for request in requests:
+            existing = self._inflight.get(request.key)
+            if existing is not None:
+                waits.append(existing)
+                owned.append(False)
+                continue
+            task = asyncio.ensure_future(self._answer(request, on_outcome))
+            self._inflight[request.key] = task
+            task.add_done_callback(lambda _t, key=request.key: self._inflight.pop(key, None))
+            waits.append(task)
+            owned.append(True)
+        results = await asyncio.gather(*waits)
+        out = []
+        for outcome, mine in zip(results, owned):
+            if not mine:
+                outcome = Outcome(key=outcome.key, result=outcome.result, error_kind=outcome.error_kind,
+                                  error=outcome.error, shared=True)
+            out.append(outcome)
+        return out
+
+    async def _answer(self, request: Request, on_outcome: Callable[[Outcome], None]) -> Outcome:
+        outcome = Outcome(key=request.key)
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((TransientError, InvalidAnswer)),
+                stop=stop_after_attempt(self._max_attempts),
+                wait=_wait,
+                reraise=True,
+            ):
+                with attempt:
+                    outcome.result = await self._attempt(request, outcome)
+        except _BudgetReached:
+            outcome.error_kind = "budget"
+            outcome.error = "not sent: max_cost_usd was reached"
+        except TransientError as exc:
+            outcome.error_kind, outcome.error = "retries_exhausted", f"{exc.kind}: {exc}"
+        except InvalidAnswer as exc:
+            outcome.error_kind, outcome.error = "invalid_answer", str(exc)
+        except RowError as exc:
+            outcome.error_kind, outcome.error = exc.kind, str(exc)
+        except FatalProviderError as exc:
+            raise ProviderError(f"dbt_llm: {exc}") from None
+        on_outcome(outcome)
+        return outcome
+
+    async def _attempt(self, request: Request, outcome: Outcome) -> str:
+        task = request.task
+        price = self._prices.price(task.model)
+        if price is None and request.budget.cap_usd is not None:
+            raise ConfigError(
+                f"dbt_llm: no price is known for model {task.model!r}, so `max_cost_usd` cannot be enforced. "
+                f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: <USD per 1M>}}}}."
+            )
+        if request.budget.exhausted():
+            raise _BudgetReached()
+        assert self._semaphore is not None
+        async with self._semaphore:
+            if self._provider is None:
+                self._provider = self._provider_factory()
+            outcome.attempts += 1
+            completion = await self._provider.complete(
+                model=task.model,
+                messages=task.messages(request.text),
+                response_format=task.response_format(),
+                max_tokens=task.max_tokens,
+                temperature=task.temperature,
+            )
+        outcome.usage = outcome.usage + completion.usage
+        if price is None:
+            outcome.cost_usd = None
+        else:
+            cost = price.cost(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+            outcome.cost_usd = (outcome.cost_usd or 0.0) + cost
+            request.budget.charge(cost)
+        if completion.finish_reason == "length":
+            raise InvalidAnswer(f"the answer was cut at max_tokens={task.max_tokens}")
+        if completion.finish_reason == "refusal":
+            raise InvalidAnswer("the model refused to answer")
+        return task.parse_answer(completion.content)
+
+
+__all__ = ["Budget", "DbtLlmError", "Engine", "Outcome", "Request"]

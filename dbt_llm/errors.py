@@ -1,0 +1,31 @@
+"""Errors raised by dbt-llm: one base class, each message names what is at fault and the fix."""
+
+from __future__ import annotations
+
+
+class DbtLlmError(Exception):
+    """Base class of every error dbt-llm raises on purpose."""
+
+
+class ConfigError(DbtLlmError):
+    """The plugin config in profiles.yml is invalid (raised when dbt opens the connection)."""
+
+
+class SpecError(DbtLlmError):
+    """A macro was called with invalid arguments (labels, fields, schema, ...)."""
+
+
+class ProviderError(DbtLlmError):
+    """The model provider refused the run as a whole (bad key, unknown model, ...)."""
+
+
+class RowFailuresError(DbtLlmError):
+    """Some rows of a model got no valid answer (raised after all rows were tried)."""
+
+
+class BudgetExceededError(DbtLlmError):
+    """The invocation reached `max_cost_usd`; paid answers are kept in the cache."""
+
+
+class InternalStateError(DbtLlmError):
+    """dbt-llm was used outside of what it supports (for example SQL run outside dbt)."""

@@ -1,0 +1,33 @@
+"""dbt-duckdb plugin: `- module: dbt_llm.plugin` in profiles.yml."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from dbt.adapters.duckdb.plugins import BasePlugin
+from duckdb.sqltypes import VARCHAR
+
+from .config import parse_config
+from .runtime import Runtime
+
+
+class Plugin(BasePlugin):  # type: ignore[misc]
+    def initialize(self, plugin_config: dict[str, Any]) -> None:
+        settings = getattr(self.creds, "settings", None) or {}
+        self.runtime = Runtime(parse_config(plugin_config, settings))
+
+    def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
+        runtime = self.runtime
+        runtime.attach(conn)
+
+        def resolve(cached: pa.Array, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
+            return runtime.resolve(cached, keys, texts, handles)
+
+        conn.create_function("dbt_llm_prepare", runtime.prepare, [VARCHAR], VARCHAR, side_effects=True)
+        conn.create_function(
+            "dbt_llm_resolve", resolve, [VARCHAR, VARCHAR, VARCHAR, VARCHAR], VARCHAR,
+            type="arrow", null_handling="special", side_effects=True,
+        )
+        conn.create_function("dbt_llm_finish", runtime.finish, [VARCHAR, VARCHAR], VARCHAR, side_effects=True)

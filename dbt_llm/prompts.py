@@ -1,0 +1,48 @@
+"""Prompt templates. Changing a template's text must bump its version: the version is
+part of every cache key, so old answers are not reused for a new prompt."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+TEMPLATE_VERSIONS = {"classify": "classify/1", "extract": "extract/1"}
+
+Message = dict[str, str]
+
+
+def _examples(examples: list[dict[str, Any]]) -> str:
+    lines = ["Examples:"]
+    for ex in examples:
+        lines.append(f"<input>\n{ex['input']}\n</input>\nAnswer: {json.dumps(ex['output'], ensure_ascii=False)}")
+    return "\n\n".join(lines)
+
+
+def classify_messages(
+    text: str, labels: dict[str, str | None], instructions: str | None, examples: list[dict[str, Any]]
+) -> list[Message]:
+    # The fixed part (labels, instructions, examples) comes first so providers' prefix caches apply;
+    # the question comes after the text, which small models follow better.
+    label_lines = "\n".join(f"- {name}: {desc}" if desc else f"- {name}" for name, desc in labels.items())
+    system = "You classify a text into exactly one of these labels.\n" f"Labels:\n{label_lines}"
+    if instructions:
+        system += f"\n\nInstructions: {instructions}"
+    if examples:
+        system += "\n\n" + _examples(examples)
+    user = f"<input>\n{text}\n</input>\n\nWhich one label fits the text above best? Answer with the label only."
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def extract_messages(
+    text: str, field_names: list[str], instructions: str | None, examples: list[dict[str, Any]]
+) -> list[Message]:
+    system = (
+        "You extract fields from a text. Use only what the text states; when the text does not "
+        "state a field, answer null for it. Never guess or invent a value. Dates are YYYY-MM-DD."
+    )
+    if instructions:
+        system += f"\n\nInstructions: {instructions}"
+    if examples:
+        system += "\n\n" + _examples(examples)
+    user = f"<input>\n{text}\n</input>\n\nExtract these fields from the text above: {', '.join(field_names)}."
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -1,0 +1,54 @@
+"""What every provider returns, and the errors that tell the engine whether to retry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str | None
+    finish_reason: str | None
+    usage: Usage
+
+
+class TransientError(Exception):
+    """Worth retrying: 429, 5xx, a timeout or a dropped connection."""
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+class RowError(Exception):
+    """The provider refused this one request (for example a 400 for a too-long input)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class FatalProviderError(Exception):
+    """No request can succeed (bad key, unknown model): stop the run."""
+
+
+class Provider(Protocol):
+    name: str
+
+    async def complete(
+        self, *, model: str, messages: list[dict[str, str]], response_format: dict[str, Any],
+        max_tokens: int, temperature: float,
+    ) -> Completion: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,119 @@
+"""Any OpenAI-compatible chat-completions endpoint, over httpx."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from .base import Completion, FatalProviderError, RowError, TransientError, Usage
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """`retry-after-ms` (OpenAI), else `retry-after` in seconds or as an HTTP date."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            return str(body["error"].get("message") or body["error"])
+    except ValueError:
+        pass
+    text = response.text.strip().replace("\n", " ")
+    return text[:200] or response.reason_phrase
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: Callable[[], str],
+        timeout: float,
+        max_connections: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._api_key = api_key
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
+        )
+        self._headers: dict[str, str] | None = None
+
+    def _auth_headers(self) -> dict[str, str]:
+        # Read the key on first use: a fully cached run never needs it.
+        if self._headers is None:
+            self._headers = {"Authorization": f"Bearer {self._api_key()}"}
+        return self._headers
+
+    async def complete(
+        self, *, model: str, messages: list[dict[str, str]], response_format: dict[str, Any],
+        max_tokens: int, temperature: float,
+    ) -> Completion:
+        body = {
+            "model": model,
+            "messages": messages,
+            "response_format": response_format,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        try:
+            response = await self._client.post(self._url, json=body, headers=self._auth_headers())
+        except httpx.TimeoutException as exc:
+            raise TransientError("timeout", f"request timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TransientError("connection", f"connection failed ({type(exc).__name__}: {exc})") from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            kind = "rate_limited" if status == 429 else "server_error"
+            raise TransientError(kind, f"HTTP {status}: {_error_message(response)}", parse_retry_after(response.headers))
+        if status in (401, 403):
+            raise FatalProviderError(
+                f"the provider at {self._url} refused the API key (HTTP {status}: {_error_message(response)}). "
+                "Check the key in the environment variable named by `api_key_env`."
+            )
+        if status == 404:
+            raise FatalProviderError(
+                f"HTTP 404 from {self._url} for model {model!r}: {_error_message(response)}. "
+                "Check `base_url` (it should end in /v1 for most servers) and the model name."
+            )
+        if status >= 400:
+            raise RowError("bad_request", f"HTTP {status}: {_error_message(response)}")
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+            usage = data.get("usage") or {}
+            refused = bool(message.get("refusal"))
+            return Completion(
+                content=None if refused else message.get("content"),
+                finish_reason="refusal" if refused else choice.get("finish_reason"),
+                usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+            )
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise TransientError("bad_response", f"HTTP {status} with a body that is not a chat completion: {response.text[:200]!r}") from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,272 @@
+"""One process's dbt-llm state behind the DuckDB functions: prepared calls, the engine,
+the writer, the per-model ledgers and the invocation's budget."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .config import LlmConfig
+from .engine import Budget, Engine, Outcome, Request
+from .errors import BudgetExceededError, DbtLlmError, InternalStateError, RowFailuresError, SpecError
+from .pricing import PriceTable
+from .providers import OpenAIProvider, Provider
+from .tasks import Task, build_task, sha256_hex
+from .warehouse import Writer, migrate, now
+
+
+def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+@dataclass(frozen=True)
+class Call:
+    """One macro call in one model of one invocation."""
+
+    handle: str
+    task: Task
+    invocation_id: str
+    node_id: str
+
+
+@dataclass
+class Ledger:
+    """Counters of one llm_audit row: (invocation, node, function, model)."""
+
+    invocation_id: str
+    node_id: str
+    function: str
+    model: str
+    provider: str
+    started_at: datetime = field(default_factory=now)
+    finished_at: datetime | None = None
+    rows: int = 0
+    cache_hits: int = 0
+    api_calls: int = 0
+    retries: int = 0
+    failed_rows: int = 0
+    skipped_rows: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+    status: str = "running"
+
+    def row(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Runtime:
+    def __init__(self, config: LlmConfig, provider_factory: Callable[[], Provider] | None = None) -> None:
+        self.config = config
+        self._prices = PriceTable(config.prices)
+        self.engine = Engine(
+            provider_factory or self._default_provider,
+            prices=self._prices,
+            max_concurrency=config.max_concurrency,
+            max_attempts=config.max_attempts,
+        )
+        self.writer = Writer()
+        self._schema: str | None = None
+        self._calls: dict[str, Call] = {}
+        self._ledgers: dict[tuple[str, str, str, str], Ledger] = {}
+        self._budgets: dict[str, Budget] = {}
+        # Answers paid for in this invocation: later chunks of a running query cannot see
+        # them in the cache table (their snapshot is older), so they are served from here.
+        self._answers: dict[str, str] = {}
+        self._answers_invocation: str | None = None
+        self._lock = threading.RLock()
+
+    def _default_provider(self) -> Provider:
+        return OpenAIProvider(
+            base_url=self.config.base_url,
+            api_key=self.config.api_key,
+            timeout=self.config.request_timeout,
+            max_connections=self.config.max_concurrency,
+        )
+
+    # -- connection --
+    def attach(self, conn: duckdb.DuckDBPyConnection) -> None:
+        qualified = migrate(conn, self.config.schema)
+        with self._lock:
+            self._schema = qualified
+        self.writer.bind(conn, qualified)
+
+    # -- dbt_llm_prepare(args_json): called once per macro call when the model renders --
+    def prepare(self, args_json: str) -> str:
+        try:
+            args = json.loads(args_json)
+            task = build_task(args, provider=self.config.provider, default_model=self.config.model,
+                              temperature=self.config.temperature)
+        except SpecError as exc:
+            return json.dumps({"error": str(exc)})
+        invocation_id, node_id = str(args.get("invocation_id")), str(args.get("node_id"))
+        handle = sha256_hex(f"{invocation_id}\n{node_id}\n{task.spec_hash}")[:32]
+        call = Call(handle, task, invocation_id, node_id)
+        with self._lock:
+            self._calls[handle] = call
+            schema = self._schema
+        self._ledger(call)  # so a run with no new rows still leaves an audit row
+        return json.dumps({
+            "handle": handle,
+            "spec_hash": task.spec_hash,
+            "cache_table": f"{schema}.llm_cache",
+            "structure": json.dumps(task.sql_structure),
+            "model": task.model,
+        })
+
+    def _ledger(self, call: Call) -> Ledger:
+        key = (call.invocation_id, call.node_id, call.task.function, call.task.model)
+        with self._lock:
+            if key not in self._ledgers:
+                self._ledgers[key] = Ledger(*key, provider=self.config.provider)
+            return self._ledgers[key]
+
+    def _budget(self, invocation_id: str) -> Budget:
+        with self._lock:
+            if invocation_id not in self._budgets:
+                self._budgets[invocation_id] = Budget(self.config.max_cost_usd)
+            if self._answers_invocation != invocation_id:
+                self._answers, self._answers_invocation = {}, invocation_id
+            return self._budgets[invocation_id]
+
+    # -- dbt_llm_resolve(cached, key, text, handle): one DuckDB chunk --
+    def resolve(self, cached: pa.Array, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
+        cached, keys, texts = _flat(cached), _flat(keys), _flat(texts)
+        if len(keys) == 0:
+            return cached
+        handle = handles[0].as_py()
+        with self._lock:
+            call = self._calls.get(handle)
+        if call is None:
+            raise InternalStateError(
+                "dbt_llm: this query was compiled in another dbt process; run the model with `dbt run`."
+            )
+        ledger = self._ledger(call)
+        present = pc.is_valid(texts)
+        missing = pc.and_(present, pc.is_null(cached))
+        n_rows = pc.sum(present).as_py() or 0
+        n_missing = pc.sum(missing).as_py() or 0
+        if n_missing == 0:
+            with self._lock:
+                ledger.rows += n_rows
+                ledger.cache_hits += n_rows
+                snapshot = ledger.row()
+            self.writer.put_audit(snapshot)
+            return cached
+
+        budget = self._budget(call.invocation_id)
+        idx = pc.indices_nonzero(missing)
+        miss_keys: list[str] = pc.take(keys, idx).to_pylist()
+        miss_texts: list[str] = pc.take(texts, idx).to_pylist()
+        texts_by_key = dict(zip(miss_keys, miss_texts))
+        with self._lock:
+            answers = {k: self._answers[k] for k in texts_by_key if k in self._answers}
+        requests = [Request(k, call.task, t, budget) for k, t in texts_by_key.items() if k not in answers]
+        outcomes: dict[str, Outcome] = {}
+        fatal: DbtLlmError | None = None
+        try:
+            for outcome in self.engine.run(requests, lambda o: self._record(call, ledger, o, texts_by_key)):
+                outcomes[outcome.key] = outcome
+        except DbtLlmError as exc:
+            fatal = exc
+
+        results: list[str | None] = []
+        hits = failed = skipped = 0
+        for key in miss_keys:
+            if key in answers:
+                results.append(answers[key])
+                hits += 1
+                continue
+            outcome = outcomes.get(key)
+            results.append(outcome.result if outcome else None)
+            if outcome is None or outcome.error_kind == "budget":
+                skipped += 1
+            elif not outcome.ok:
+                failed += 1
+            elif outcome.shared:
+                hits += 1
+        with self._lock:
+            ledger.rows += n_rows
+            ledger.cache_hits += n_rows - n_missing + hits
+            ledger.failed_rows += failed
+            ledger.skipped_rows += skipped
+            ledger.finished_at = now()
+            if fatal is not None:
+                ledger.status = "error"
+            snapshot = ledger.row()
+        self.writer.put_audit(snapshot)
+        self.writer.flush()
+        if fatal is not None:
+            raise fatal
+        return pc.replace_with_mask(cached, missing, pa.array(results, pa.string()))
+
+    def _record(self, call: Call, ledger: Ledger, outcome: Outcome, texts: dict[str, str]) -> None:
+        """On the engine's thread, as each answer arrives: queue it for the writer."""
+        task = call.task
+        with self._lock:
+            ledger.api_calls += outcome.attempts
+            ledger.retries += max(0, outcome.attempts - 1)
+            ledger.prompt_tokens += outcome.usage.prompt_tokens
+            ledger.completion_tokens += outcome.usage.completion_tokens
+            if ledger.cost_usd is not None:
+                ledger.cost_usd = None if outcome.cost_usd is None else ledger.cost_usd + outcome.cost_usd
+            if outcome.ok:
+                assert outcome.result is not None
+                self._answers[outcome.key] = outcome.result
+        if outcome.ok:
+            self.writer.put_cache({
+                "key": outcome.key, "function": task.function, "model": task.model, "result": outcome.result,
+                "prompt_tokens": outcome.usage.prompt_tokens, "completion_tokens": outcome.usage.completion_tokens,
+                "cost_usd": outcome.cost_usd, "created_at": now(), "invocation_id": call.invocation_id,
+                "node_id": call.node_id,
+            })
+        elif outcome.error_kind != "budget":
+            self.writer.put_error({
+                "invocation_id": call.invocation_id, "node_id": call.node_id, "key": outcome.key,
+                "function": task.function, "model": task.model, "error_kind": outcome.error_kind,
+                "message": outcome.error, "attempts": outcome.attempts,
+                "input_preview": texts.get(outcome.key, "")[:200], "created_at": now(),
+            })
+
+    # -- dbt_llm_finish(invocation_id, node_id): the model's post-hook --
+    def finish(self, invocation_id: str, node_id: str) -> str:
+        with self._lock:
+            ledgers = [lg for (inv, node, _f, _m), lg in self._ledgers.items() if inv == invocation_id and node == node_id]
+            budget = self._budgets.get(invocation_id)
+        failed = sum(lg.failed_rows for lg in ledgers)
+        skipped = sum(lg.skipped_rows for lg in ledgers)
+        status = "budget_exceeded" if skipped else ("failed_rows" if failed else "success")
+        for lg in ledgers:
+            with self._lock:
+                lg.finished_at, lg.status = now(), status
+                snapshot = lg.row()
+            self.writer.put_audit(snapshot)
+        self.writer.flush()
+        where = f"select * from {self._schema}.llm_errors where invocation_id = '{invocation_id}' and node_id = '{node_id}'"
+        if skipped:
+            spent = budget.spent_usd if budget else 0.0
+            cap = self.config.max_cost_usd
+            raise BudgetExceededError(
+                f"dbt_llm: budget reached in {node_id}: this invocation spent ${spent:.4f} of max_cost_usd "
+                f"${cap}; {skipped} row(s) are left without an answer. Paid answers are cached: raise "
+                "`max_cost_usd` (or remove it) and run again to finish only the rows left."
+            )
+        if failed and self.config.on_error == "fail":
+            raise RowFailuresError(
+                f"dbt_llm: {failed} row(s) of {node_id} got no valid answer. They are not cached, so the next "
+                f"run retries them. See why: {where}. To keep NULLs instead of failing, set on_error: null."
+            )
+        calls = sum(lg.api_calls for lg in ledgers)
+        hits = sum(lg.cache_hits for lg in ledgers)
+        return f"dbt_llm: {node_id}: {calls} API call(s), {hits} cache hit(s)"
+
+    def close(self) -> None:
+        self.engine.close()

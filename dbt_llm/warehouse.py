@@ -1,0 +1,221 @@
+"""The llm_* tables in DuckDB and the single writer that fills them.
+
+Every write goes through one thread with its own cursor: a UDF never uses the cursor
+of the query that calls it, and concurrent dbt threads never race on a key.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from .errors import DbtLlmError
+
+# Append only: a released migration is never edited; a change is a new entry.
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "create llm_cache",
+        """create table if not exists {s}.llm_cache (
+            key varchar primary key,
+            function varchar not null,
+            model varchar not null,
+            result varchar not null,
+            prompt_tokens bigint,
+            completion_tokens bigint,
+            cost_usd double,
+            created_at timestamp not null,
+            invocation_id varchar,
+            node_id varchar
+        )""",
+    ),
+    (
+        "create llm_audit",
+        """create table if not exists {s}.llm_audit (
+            invocation_id varchar not null,
+            node_id varchar not null,
+            function varchar not null,
+            model varchar not null,
+            provider varchar,
+            started_at timestamp,
+            finished_at timestamp,
+            rows bigint,
+            cache_hits bigint,
+            api_calls bigint,
+            retries bigint,
+            failed_rows bigint,
+            skipped_rows bigint,
+            prompt_tokens bigint,
+            completion_tokens bigint,
+            cost_usd double,
+            status varchar,
+            primary key (invocation_id, node_id, function, model)
+        )""",
+    ),
+    (
+        "create llm_errors",
+        """create table if not exists {s}.llm_errors (
+            invocation_id varchar not null,
+            node_id varchar not null,
+            key varchar not null,
+            function varchar,
+            model varchar,
+            error_kind varchar,
+            message varchar,
+            attempts integer,
+            input_preview varchar,
+            created_at timestamp,
+            primary key (invocation_id, node_id, key)
+        )""",
+    ),
+]
+
+CACHE_COLUMNS = ["key", "function", "model", "result", "prompt_tokens", "completion_tokens", "cost_usd",
+                 "created_at", "invocation_id", "node_id"]
+ERROR_COLUMNS = ["invocation_id", "node_id", "key", "function", "model", "error_kind", "message", "attempts",
+                 "input_preview", "created_at"]
+AUDIT_KEY = ["invocation_id", "node_id", "function", "model"]
+AUDIT_COLUMNS = [*AUDIT_KEY, "provider", "started_at", "finished_at", "rows", "cache_hits", "api_calls",
+                 "retries", "failed_rows", "skipped_rows", "prompt_tokens", "completion_tokens", "cost_usd", "status"]
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def migrate(conn: duckdb.DuckDBPyConnection, schema: str) -> str:
+    """Create the schema and tables if needed; returns the qualified schema name."""
+    cur = conn.cursor()
+    try:
+        database = cur.execute("select current_database()").fetchone()[0]  # type: ignore[index]
+        qualified = f"{quote(database)}.{quote(schema)}"
+        cur.execute(f"create schema if not exists {qualified}")
+        cur.execute(f"create table if not exists {qualified}.llm_migrations (id integer primary key, name varchar, applied_at timestamp)")
+        done = {row[0] for row in cur.execute(f"select id from {qualified}.llm_migrations").fetchall()}
+        for i, (name, sql) in enumerate(MIGRATIONS):
+            if i not in done:
+                cur.execute(sql.format(s=qualified))
+                cur.execute(f"insert into {qualified}.llm_migrations values (?, ?, now()) on conflict do nothing", [i, name])
+        return qualified
+    finally:
+        cur.close()
+
+
+@dataclass
+class _Flush:
+    done: threading.Event
+
+
+class Writer:
+    """One thread, one cursor: drains queued rows and commits them in small transactions."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._schema: str | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def bind(self, conn: duckdb.DuckDBPyConnection, qualified_schema: str) -> None:
+        """dbt-duckdb reopens its connection between models; write through the newest one."""
+        with self._lock:
+            self._conn = conn
+            self._schema = qualified_schema
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="dbt-llm-writer", daemon=True)
+                self._thread.start()
+
+    def put_cache(self, row: dict[str, Any]) -> None:
+        self._queue.put(("cache", row))
+
+    def put_error(self, row: dict[str, Any]) -> None:
+        self._queue.put(("error", row))
+
+    def put_audit(self, row: dict[str, Any]) -> None:
+        self._queue.put(("audit", row))
+
+    def flush(self, timeout: float = 120.0) -> None:
+        """Block until everything queued before this call is committed."""
+        done = threading.Event()
+        self._queue.put(("flush", _Flush(done)))
+        if not done.wait(timeout):
+            raise DbtLlmError(f"dbt_llm: the cache writer did not commit within {timeout:.0f}s.")
+        if self._error is not None:
+            raise DbtLlmError(f"dbt_llm: writing to the llm_* tables failed: {self._error}") from self._error
+
+    def _loop(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write(items)
+                self._error = None
+            except Exception as exc:  # kept and raised to the caller of flush()
+                self._error = exc
+            for kind, item in items:
+                if kind == "flush":
+                    item.done.set()
+
+    def _write(self, items: list[tuple[str, Any]]) -> None:
+        cache = [row for kind, row in items if kind == "cache"]
+        errors = [row for kind, row in items if kind == "error"]
+        audit = {tuple(row[k] for k in AUDIT_KEY): row for kind, row in items if kind == "audit"}
+        if not (cache or errors or audit):
+            return
+        with self._lock:
+            conn, schema = self._conn, self._schema
+        assert conn is not None and schema is not None
+        cur = conn.cursor()
+        try:
+            cur.execute("begin")
+            self._insert(cur, f"{schema}.llm_cache", CACHE_COLUMNS, cache, "on conflict do nothing")
+            self._insert(cur, f"{schema}.llm_errors", ERROR_COLUMNS, errors,
+                         "on conflict do update set error_kind = excluded.error_kind, message = excluded.message, "
+                         "attempts = excluded.attempts, created_at = excluded.created_at")
+            updates = ", ".join(f"{c} = excluded.{c}" for c in AUDIT_COLUMNS if c not in AUDIT_KEY)
+            self._insert(cur, f"{schema}.llm_audit", AUDIT_COLUMNS, audit.values(), f"on conflict do update set {updates}")
+            cur.execute("commit")
+        except Exception:
+            try:
+                cur.execute("rollback")
+            except duckdb.Error:
+                pass
+            raise
+        finally:
+            cur.close()
+
+    @staticmethod
+    def _insert(cur: duckdb.DuckDBPyConnection, table: str, columns: list[str], rows: Iterable[dict[str, Any]],
+                conflict: str) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        batch = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
+        cur.register("_dbt_llm_batch", batch)
+        try:
+            cols = ", ".join(columns)
+            cur.execute(f"insert into {table} ({cols}) select {cols} from _dbt_llm_batch {conflict}")
+        finally:
+            cur.unregister("_dbt_llm_batch")
+
+
+def now() -> Any:
+    """UTC wall clock as a naive timestamp (DuckDB TIMESTAMP)."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def monotonic() -> float:
+    return time.monotonic()

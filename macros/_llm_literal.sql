@@ -1,0 +1,3 @@
+{% macro _llm_literal(value) -%}
+  '{{ value | replace("'", "''") }}'
+{%- endmacro %}

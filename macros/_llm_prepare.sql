@@ -1,0 +1,18 @@
+{#- Register a macro call with the plugin (once, when the model renders) and attach the
+    post-hook that settles the model. Returns none while dbt parses. -#}
+{% macro _llm_prepare(function, text, args) -%}
+  {%- if not execute -%}
+    {#- At parse time: make the model's post-hook check failures and budget after all rows ran. -#}
+    {%- do config(post_hook=["{{ dbt_llm._llm_finish() }}"]) -%}
+    {{- return(none) -}}
+  {%- endif -%}
+  {%- set where = 'llm_' ~ function ~ '(' ~ text ~ ') in ' ~ model.unique_id -%}
+  {%- set payload = {'function': function, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id} -%}
+  {%- do payload.update(args) -%}
+  {%- set result = run_query('select dbt_llm_prepare(' ~ dbt_llm._llm_literal(tojson(payload)) ~ ')') -%}
+  {%- set call = fromjson(result.columns[0].values()[0]) -%}
+  {%- if call.error -%}
+    {{ exceptions.raise_compiler_error(call.error) }}
+  {%- endif -%}
+  {{- return(call) -}}
+{%- endmacro %}

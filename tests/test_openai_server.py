@@ -1,0 +1,343 @@
+"""Tests for the fake OpenAI server used by the test suite and benchmarks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from openai_server import FakeOpenAI, build_answer, is_valid
+
+CLASSIFY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "enum": ["positive", "negative", "neutral"]}
+    },
+    "required": ["label"],
+    "additionalProperties": False,
+}
+
+EXTRACT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"type": ["string", "null"]},
+        "country": {"type": ["string", "null"]},
+        "zip_code": {"type": ["string", "null"]},
+        "population": {"type": ["integer", "null"]},
+        "rating": {"type": "number"},
+        "is_capital": {"type": "boolean"},
+        "founded": {"type": ["string", "null"], "format": "date"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "sentiment": {"type": ["string", "null"], "enum": ["good", "bad", None]},
+        "address": {
+            "type": "object",
+            "properties": {"street": {"type": "string"}},
+            "required": ["street"],
+            "additionalProperties": False,
+        },
+    },
+    "required": [
+        "city",
+        "country",
+        "zip_code",
+        "population",
+        "rating",
+        "is_capital",
+        "founded",
+        "tags",
+        "sentiment",
+        "address",
+    ],
+    "additionalProperties": False,
+}
+
+
+def _body(
+    text: str, schema: dict[str, Any] | None = None, model: str = "gpt-test"
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "You label things."},
+            {"role": "user", "content": text},
+        ],
+    }
+    if schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "strict": True, "schema": schema},
+        }
+    return body
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def client(fake: FakeOpenAI) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fake.base_url, timeout=5) as c:
+        yield c
+
+
+def _chat(
+    client: httpx.Client, text: str, schema: dict[str, Any] | None = None
+) -> httpx.Response:
+    return client.post("/chat/completions", json=_body(text, schema))
+
+
+def _answer(response: httpx.Response) -> Any:
+    assert response.status_code == 200, response.text
+    return json.loads(response.json()["choices"][0]["message"]["content"])
+
+
+def test_classify_is_deterministic_and_valid(
+    fake: FakeOpenAI, client: httpx.Client
+) -> None:
+    prompt = "Labels: positive, negative, neutral.\n<input>\nWhat a NEGATIVE experience\n</input>"
+    assert _answer(_chat(client, prompt, CLASSIFY_SCHEMA)) == {"label": "negative"}
+    assert fake.requests[0].text == "What a NEGATIVE experience"
+
+    # No label in the text: a hash-chosen label, identical on every call.
+    text = "the weather is a thing"
+    first = _answer(_chat(client, text, CLASSIFY_SCHEMA))
+    assert _answer(_chat(client, text, CLASSIFY_SCHEMA)) == first
+    labels = ["positive", "negative", "neutral"]
+    assert first == {
+        "label": labels[int(hashlib.sha256(text.encode()).hexdigest(), 16) % 3]
+    }
+    # Whole words only: "neutrality" is not "neutral".
+    assert build_answer(CLASSIFY_SCHEMA, "neutrality")["label"] in labels
+    assert len(fake.answered()) == 3
+
+
+def test_extract_fields_and_nulls(client: httpx.Client) -> None:
+    text = (
+        "city: Paris, country: France; zip code = 75001\n"
+        "population: lots, rating: 4.5, is_capital: yes, founded: 0250-01-01, "
+        "street: Rue de Rivoli, vibe is good"
+    )
+    answer = _answer(_chat(client, text, EXTRACT_SCHEMA))
+    assert answer == {
+        "city": "Paris",
+        "country": "France",
+        "zip_code": "75001",
+        "population": None,  # "lots" is not an integer
+        "rating": 4.5,
+        "is_capital": True,
+        "founded": "0250-01-01",
+        "tags": [],
+        "sentiment": "good",
+        "address": {"street": "Rue de Rivoli"},
+    }
+    assert is_valid(EXTRACT_SCHEMA, answer)
+
+    empty = _answer(_chat(client, "nothing to see here", EXTRACT_SCHEMA))
+    assert empty == {
+        "city": None,
+        "country": None,
+        "zip_code": None,
+        "population": None,
+        "rating": 0.0,
+        "is_capital": False,
+        "founded": None,
+        "tags": [],
+        "sentiment": None,
+        "address": {"street": ""},
+    }
+    assert is_valid(EXTRACT_SCHEMA, empty)
+    assert (
+        _answer(_chat(client, "founded: last year", EXTRACT_SCHEMA))["founded"] is None
+    )
+
+
+def test_plain_text_usage_and_models(fake: FakeOpenAI, client: httpx.Client) -> None:
+    response = _chat(client, "hello there")
+    data = response.json()
+    assert data["object"] == "chat.completion"
+    assert data["id"].startswith("chatcmpl-")
+    assert data["model"] == "gpt-test"
+    assert data["choices"][0]["message"]["content"] == "ok"
+    assert data["choices"][0]["finish_reason"] == "stop"
+    prompt_chars = len("You label things.") + len("hello there")
+    assert data["usage"] == {
+        "prompt_tokens": math.ceil(prompt_chars / 4),
+        "completion_tokens": 1,
+        "total_tokens": math.ceil(prompt_chars / 4) + 1,
+    }
+    record = fake.requests[0]
+    assert (record.prompt_tokens, record.completion_tokens, record.content) == (
+        7,
+        1,
+        "ok",
+    )
+
+    models = client.get("/models")
+    assert models.status_code == 200
+    assert len(models.json()["data"]) == 1
+    missing = client.get("/nope")
+    assert missing.status_code == 404
+    assert "error" in missing.json()
+
+
+def test_wrong_api_key_is_401() -> None:
+    with FakeOpenAI(api_key="sk-right") as fake:
+        url = f"{fake.base_url}/chat/completions"
+        bad = httpx.post(
+            url, json=_body("hi"), headers={"Authorization": "Bearer sk-wrong"}
+        )
+        assert bad.status_code == 401
+        assert bad.json()["error"]["code"] == "invalid_api_key"
+        good = httpx.post(
+            url, json=_body("hi"), headers={"Authorization": "Bearer sk-right"}
+        )
+        assert good.status_code == 200
+        assert [r.status for r in fake.requests] == [401, 200]
+        assert fake.requests[0].authorization == "Bearer sk-wrong"
+
+
+def test_http_error_faults(fake: FakeOpenAI, client: httpx.Client) -> None:
+    fake.inject("429", retry_after=0.25)
+    fake.inject("500")
+    fake.inject("503")
+    fake.inject("502_html")
+    limited = _chat(client, "a", CLASSIFY_SCHEMA)
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "0.25"
+    assert limited.headers["retry-after-ms"] == "250"
+    assert limited.json()["error"]["type"] == "rate_limit_exceeded"
+    assert _chat(client, "b", CLASSIFY_SCHEMA).status_code == 500
+    assert _chat(client, "c", CLASSIFY_SCHEMA).json()["error"]["type"] == "server_error"
+    gateway = _chat(client, "d", CLASSIFY_SCHEMA)
+    assert gateway.status_code == 502
+    assert gateway.headers["content-type"].startswith("text/html")
+    assert "502 Bad Gateway" in gateway.text
+    assert _chat(client, "e", CLASSIFY_SCHEMA).status_code == 200  # queue drained
+    assert [(r.status, r.fault) for r in fake.requests] == [
+        (429, "429"),
+        (500, "500"),
+        (503, "503"),
+        (502, "502_html"),
+        (200, None),
+    ]
+    assert [r.text for r in fake.answered()] == ["e"]
+
+
+def test_invalid_truncated_and_match(fake: FakeOpenAI, client: httpx.Client) -> None:
+    fake.inject("invalid", times=2, match="row-7")
+    fake.inject("truncated")
+    assert (
+        _chat(client, "row-1", CLASSIFY_SCHEMA).json()["choices"][0]["finish_reason"]
+        == "length"
+    )
+    invalid = _answer(_chat(client, "row-7 positive", CLASSIFY_SCHEMA))
+    assert invalid == {"label": "not-a-label"}
+    assert not is_valid(CLASSIFY_SCHEMA, invalid)
+    missing_key = _answer(
+        _chat(
+            client,
+            "row-7 city: Oslo",
+            {
+                **EXTRACT_SCHEMA,
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        )
+    )
+    assert missing_key == {}
+    assert _answer(_chat(client, "row-7 positive", CLASSIFY_SCHEMA)) == {
+        "label": "positive"
+    }
+    assert [r.fault for r in fake.requests] == ["truncated", "invalid", "invalid", None]
+    assert len(fake.answered()) == 1
+
+
+def test_timeout_fault_drops_connection() -> None:
+    with FakeOpenAI(hang_seconds=0.5) as fake:
+        fake.inject("timeout")
+        with httpx.Client(base_url=fake.base_url, timeout=2) as client:
+            started = time.monotonic()
+            with pytest.raises(httpx.TransportError):
+                _chat(client, "x", CLASSIFY_SCHEMA)
+            assert 0.4 < time.monotonic() - started < 1.9
+            assert _chat(client, "x", CLASSIFY_SCHEMA).status_code == 200
+        assert [(r.status, r.fault, r.content) for r in fake.requests] == [
+            (0, "timeout", None),
+            (200, None, '{"label": "neutral"}'),
+        ]
+
+
+def test_stop_with_hung_connection_is_fast() -> None:
+    fake = FakeOpenAI(hang_seconds=30).start()
+    fake.inject("timeout")
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            httpx.post(f"{fake.base_url}/chat/completions", json=_body("x"), timeout=10)
+        except httpx.TransportError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    deadline = time.monotonic() + 2
+    while not fake._connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    started = time.monotonic()
+    fake.stop()
+    worker.join(timeout=5)
+    assert time.monotonic() - started < 2
+    assert len(errors) == 1
+
+
+def test_concurrency_and_counting() -> None:
+    with (
+        FakeOpenAI(latency=0.3) as fake,
+        httpx.Client(
+            base_url=fake.base_url, timeout=5, limits=httpx.Limits(max_connections=50)
+        ) as client,
+    ):
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            statuses = list(
+                pool.map(
+                    lambda i: _chat(client, f"item {i}", CLASSIFY_SCHEMA).status_code,
+                    range(30),
+                )
+            )
+        assert time.monotonic() - started < 1.5  # 30 x 0.3 s sequentially would be 9 s
+        assert statuses == [200] * 30
+        assert len(fake.requests) == 30
+        assert sorted(r.text for r in fake.answered()) == sorted(
+            f"item {i}" for i in range(30)
+        )
+        fake.reset()
+        assert fake.requests == []
+
+
+def test_fault_rates_are_deterministic(fake: FakeOpenAI, client: httpx.Client) -> None:
+    def run(seed: int) -> list[str | None]:
+        fake.reset()
+        fake.set_fault_rates({"500": 0.2, "invalid": 0.2, "429": 0.1}, seed=seed)
+        for i in range(40):
+            _chat(client, f"r{i}", CLASSIFY_SCHEMA)
+        return [r.fault for r in fake.requests]
+
+    first = run(7)
+    assert run(7) == first
+    assert {"500", "invalid", "429", None} <= set(first)
+    assert run(8) != first
+    fake.reset()
+    assert _chat(client, "clean", CLASSIFY_SCHEMA).status_code == 200
+    with pytest.raises(ValueError):
+        fake.inject("418")
