@@ -195,10 +195,11 @@ class Engine:
                 f"dbt_llm: no price is known for model {task.model!r}, so `max_cost_usd` cannot be enforced. "
                 f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: <USD per 1M>}}}}."
             )
-        if request.budget.exhausted():
-            raise _BudgetReached()
         assert self._semaphore is not None
         async with self._semaphore:
+            # Checked once a slot is free, so the overshoot is at most what is in flight.
+            if request.budget.exhausted():
+                raise _BudgetReached()
             if self._provider is None:
                 self._provider = self._provider_factory()
             outcome.attempts += 1

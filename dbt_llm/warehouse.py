@@ -117,20 +117,28 @@ class Writer:
 
     def __init__(self) -> None:
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._cursor: duckdb.DuckDBPyConnection | None = None
         self._schema: str | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
 
     def bind(self, conn: duckdb.DuckDBPyConnection, qualified_schema: str) -> None:
-        """dbt-duckdb reopens its connection between models; write through the newest one."""
+        """dbt-duckdb reopens its connection between models; write through the newest one.
+        The cursor is made here, while dbt holds its connection lock: a DuckDB connection
+        refuses calls from two threads at once."""
+        cursor = conn.cursor()
         with self._lock:
-            self._conn = conn
+            old, self._cursor = self._cursor, cursor
             self._schema = qualified_schema
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="dbt-llm-writer", daemon=True)
                 self._thread.start()
+        if old is not None:
+            try:
+                old.close()
+            except duckdb.Error:
+                pass
 
     def put_cache(self, row: dict[str, Any]) -> None:
         self._queue.put(("cache", row))
@@ -174,9 +182,12 @@ class Writer:
         if not (cache or errors or audit):
             return
         with self._lock:
-            conn, schema = self._conn, self._schema
-        assert conn is not None and schema is not None
-        cur = conn.cursor()
+            cur, schema = self._cursor, self._schema
+            assert cur is not None and schema is not None
+            self._write_with(cur, schema, cache, errors, audit)
+
+    def _write_with(self, cur: duckdb.DuckDBPyConnection, schema: str, cache: list[dict[str, Any]],
+                    errors: list[dict[str, Any]], audit: dict[tuple[Any, ...], dict[str, Any]]) -> None:
         try:
             cur.execute("begin")
             self._insert(cur, f"{schema}.llm_cache", CACHE_COLUMNS, cache, "on conflict do nothing")
@@ -192,8 +203,6 @@ class Writer:
             except duckdb.Error:
                 pass
             raise
-        finally:
-            cur.close()
 
     @staticmethod
     def _insert(cur: duckdb.DuckDBPyConnection, table: str, columns: list[str], rows: Iterable[dict[str, Any]],
