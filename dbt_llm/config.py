@@ -61,6 +61,11 @@ def _fail(key: str, problem: str, fix: str) -> ConfigError:
 
 def _number(raw: dict[str, Any], key: str, *, minimum: float, integer: bool = False) -> Any:
     value = raw[key]
+    if isinstance(value, str):  # profiles render env_var() to strings
+        try:
+            value = int(value) if integer else float(value)
+        except ValueError:
+            pass
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type or value < minimum:
         kind = "an integer" if integer else "a number"

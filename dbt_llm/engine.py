@@ -8,6 +8,7 @@ time is sent once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import threading
@@ -78,10 +79,11 @@ class _BudgetReached(Exception):
 def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     if isinstance(exc, TransientError) and exc.retry_after is not None:
-        return min(exc.retry_after, 120.0)
+        return min(float(exc.retry_after), 120.0)
     if isinstance(exc, InvalidAnswer):
         return 0.0
-    return min(20.0, 0.25 * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1.0)
+    backoff: float = min(20.0, 0.25 * 2.0 ** (state.attempt_number - 1))
+    return backoff * random.uniform(0.5, 1.0)
 
 
 class Engine:
@@ -150,17 +152,25 @@ class Engine:
                 continue
             task = asyncio.ensure_future(self._answer(request, on_outcome))
             self._inflight[request.key] = task
-            task.add_done_callback(lambda _t, key=request.key: self._inflight.pop(key, None))
+            task.add_done_callback(functools.partial(self._forget, request.key))
             waits.append(task)
             owned.append(True)
         results = await asyncio.gather(*waits)
         out = []
-        for outcome, mine in zip(results, owned):
+        for outcome, mine in zip(results, owned, strict=True):
             if not mine:
-                outcome = Outcome(key=outcome.key, result=outcome.result, error_kind=outcome.error_kind,
-                                  error=outcome.error, shared=True)
+                outcome = Outcome(
+                    key=outcome.key,
+                    result=outcome.result,
+                    error_kind=outcome.error_kind,
+                    error=outcome.error,
+                    shared=True,
+                )
             out.append(outcome)
         return out
+
+    def _forget(self, key: str, _done: asyncio.Future[Outcome]) -> None:
+        self._inflight.pop(key, None)
 
     async def _answer(self, request: Request, on_outcome: Callable[[Outcome], None]) -> Outcome:
         outcome = Outcome(key=request.key)

@@ -13,7 +13,7 @@ from .config import parse_config
 from .runtime import Runtime
 
 
-class Plugin(BasePlugin):  # type: ignore[misc]
+class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]) -> None:
         settings = getattr(self.creds, "settings", None) or {}
         self.runtime = Runtime(parse_config(plugin_config, settings))
@@ -26,8 +26,14 @@ class Plugin(BasePlugin):  # type: ignore[misc]
             return runtime.resolve(cached, keys, texts, handles)
 
         conn.create_function("dbt_llm_prepare", runtime.prepare, [VARCHAR], VARCHAR, side_effects=True)
-        conn.create_function(
-            "dbt_llm_resolve", resolve, [VARCHAR, VARCHAR, VARCHAR, VARCHAR], VARCHAR,
-            type="arrow", null_handling="special", side_effects=True,
+        # Strings, not enums: the enums moved between DuckDB 1.x and 2.x.
+        conn.create_function(  # type: ignore[call-overload]
+            "dbt_llm_resolve",
+            resolve,
+            [VARCHAR, VARCHAR, VARCHAR, VARCHAR],
+            VARCHAR,
+            type="arrow",
+            null_handling="special",
+            side_effects=True,
         )
         conn.create_function("dbt_llm_finish", runtime.finish, [VARCHAR, VARCHAR], VARCHAR, side_effects=True)

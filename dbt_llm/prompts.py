@@ -24,7 +24,7 @@ def classify_messages(
     # The fixed part (labels, instructions, examples) comes first so providers' prefix caches apply;
     # the question comes after the text, which small models follow better.
     label_lines = "\n".join(f"- {name}: {desc}" if desc else f"- {name}" for name, desc in labels.items())
-    system = "You classify a text into exactly one of these labels.\n" f"Labels:\n{label_lines}"
+    system = f"You classify a text into exactly one of these labels.\nLabels:\n{label_lines}"
     if instructions:
         system += f"\n\nInstructions: {instructions}"
     if examples:

@@ -103,8 +103,12 @@ class Runtime:
     def prepare(self, args_json: str) -> str:
         try:
             args = json.loads(args_json)
-            task = build_task(args, provider=self.config.provider, default_model=self.config.model,
-                              temperature=self.config.temperature)
+            task = build_task(
+                args,
+                provider=self.config.provider,
+                default_model=self.config.model,
+                temperature=self.config.temperature,
+            )
         except SpecError as exc:
             return json.dumps({"error": str(exc)})
         invocation_id, node_id = str(args.get("invocation_id")), str(args.get("node_id"))
@@ -114,13 +118,15 @@ class Runtime:
             self._calls[handle] = call
             schema = self._schema
         self._ledger(call)  # so a run with no new rows still leaves an audit row
-        return json.dumps({
-            "handle": handle,
-            "spec_hash": task.spec_hash,
-            "cache_table": f"{schema}.llm_cache",
-            "structure": json.dumps(task.sql_structure),
-            "model": task.model,
-        })
+        return json.dumps(
+            {
+                "handle": handle,
+                "spec_hash": task.spec_hash,
+                "cache_table": f"{schema}.llm_cache",
+                "structure": json.dumps(task.sql_structure),
+                "model": task.model,
+            }
+        )
 
     def _ledger(self, call: Call) -> Ledger:
         key = (call.invocation_id, call.node_id, call.task.function, call.task.model)
@@ -166,15 +172,15 @@ class Runtime:
         idx = pc.indices_nonzero(missing)
         miss_keys: list[str] = pc.take(keys, idx).to_pylist()
         miss_texts: list[str] = pc.take(texts, idx).to_pylist()
-        texts_by_key = dict(zip(miss_keys, miss_texts))
+        texts_by_key = dict(zip(miss_keys, miss_texts, strict=True))
         with self._lock:
             answers = {k: self._answers[k] for k in texts_by_key if k in self._answers}
         requests = [Request(k, call.task, t, budget) for k, t in texts_by_key.items() if k not in answers]
         outcomes: dict[str, Outcome] = {}
         fatal: DbtLlmError | None = None
         try:
-            for outcome in self.engine.run(requests, lambda o: self._record(call, ledger, o, texts_by_key)):
-                outcomes[outcome.key] = outcome
+            for answered in self.engine.run(requests, lambda o: self._record(call, ledger, o, texts_by_key)):
+                outcomes[answered.key] = answered
         except DbtLlmError as exc:
             fatal = exc
 
@@ -222,24 +228,42 @@ class Runtime:
                 assert outcome.result is not None
                 self._answers[outcome.key] = outcome.result
         if outcome.ok:
-            self.writer.put_cache({
-                "key": outcome.key, "function": task.function, "model": task.model, "result": outcome.result,
-                "prompt_tokens": outcome.usage.prompt_tokens, "completion_tokens": outcome.usage.completion_tokens,
-                "cost_usd": outcome.cost_usd, "created_at": now(), "invocation_id": call.invocation_id,
-                "node_id": call.node_id,
-            })
+            self.writer.put_cache(
+                {
+                    "key": outcome.key,
+                    "function": task.function,
+                    "model": task.model,
+                    "result": outcome.result,
+                    "prompt_tokens": outcome.usage.prompt_tokens,
+                    "completion_tokens": outcome.usage.completion_tokens,
+                    "cost_usd": outcome.cost_usd,
+                    "created_at": now(),
+                    "invocation_id": call.invocation_id,
+                    "node_id": call.node_id,
+                }
+            )
         elif outcome.error_kind != "budget":
-            self.writer.put_error({
-                "invocation_id": call.invocation_id, "node_id": call.node_id, "key": outcome.key,
-                "function": task.function, "model": task.model, "error_kind": outcome.error_kind,
-                "message": outcome.error, "attempts": outcome.attempts,
-                "input_preview": texts.get(outcome.key, "")[:200], "created_at": now(),
-            })
+            self.writer.put_error(
+                {
+                    "invocation_id": call.invocation_id,
+                    "node_id": call.node_id,
+                    "key": outcome.key,
+                    "function": task.function,
+                    "model": task.model,
+                    "error_kind": outcome.error_kind,
+                    "message": outcome.error,
+                    "attempts": outcome.attempts,
+                    "input_preview": texts.get(outcome.key, "")[:200],
+                    "created_at": now(),
+                }
+            )
 
     # -- dbt_llm_finish(invocation_id, node_id): the model's post-hook --
     def finish(self, invocation_id: str, node_id: str) -> str:
         with self._lock:
-            ledgers = [lg for (inv, node, _f, _m), lg in self._ledgers.items() if inv == invocation_id and node == node_id]
+            ledgers = [
+                lg for (inv, node, _f, _m), lg in self._ledgers.items() if inv == invocation_id and node == node_id
+            ]
             budget = self._budgets.get(invocation_id)
         failed = sum(lg.failed_rows for lg in ledgers)
         skipped = sum(lg.skipped_rows for lg in ledgers)
@@ -250,7 +274,9 @@ class Runtime:
                 snapshot = lg.row()
             self.writer.put_audit(snapshot)
         self.writer.flush()
-        where = f"select * from {self._schema}.llm_errors where invocation_id = '{invocation_id}' and node_id = '{node_id}'"
+        where = (
+            f"select * from {self._schema}.llm_errors where invocation_id = '{invocation_id}' and node_id = '{node_id}'"
+        )
         if skipped:
             spent = budget.spent_usd if budget else 0.0
             cap = self.config.max_cost_usd

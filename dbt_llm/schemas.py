@@ -13,7 +13,17 @@ from .errors import SpecError
 JsonSchema = dict[str, Any]
 
 FIELD_TYPES = ("string", "integer", "number", "boolean", "date")
-_SUPPORTED_KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "format", "description", "title"}
+_SUPPORTED_KEYWORDS = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "enum",
+    "format",
+    "description",
+    "title",
+}
 
 
 def fields_to_schema(fields: Any, where: str) -> JsonSchema:
@@ -26,7 +36,9 @@ def fields_to_schema(fields: Any, where: str) -> JsonSchema:
             raise SpecError(f"{where}: field name {name!r} must be a non-empty string.")
         if isinstance(kind, list):
             if not kind or not all(isinstance(v, str) for v in kind) or len(set(kind)) != len(kind):
-                raise SpecError(f"{where}: field `{name}` lists allowed values {kind!r}; give distinct, non-empty strings.")
+                raise SpecError(
+                    f"{where}: field `{name}` lists allowed values {kind!r}; give distinct, non-empty strings."
+                )
             properties[name] = {"type": ["string", "null"], "enum": [*kind, None]}
         elif kind == "date":
             properties[name] = {"type": ["string", "null"], "format": "date", "description": "YYYY-MM-DD"}
@@ -56,7 +68,10 @@ def normalize_schema(schema: JsonSchema, where: str, path: str = "$") -> JsonSch
     nullable = "null" in type_list
     base = [t for t in type_list if t != "null"]
     if len(base) != 1 or base[0] not in ("object", "array", "string", "integer", "number", "boolean"):
-        raise SpecError(f"{where}: `type` at {path} is {types!r}; give one of object, array, string, integer, number, boolean (optionally with null).")
+        raise SpecError(
+            f"{where}: `type` at {path} is {types!r}; give one of object, array, string, integer, number, "
+            "boolean (optionally with null)."
+        )
     kind = base[0]
     out: JsonSchema = {k: v for k, v in schema.items() if k in ("description", "title")}
     out["type"] = [kind, "null"] if nullable else kind
@@ -84,7 +99,9 @@ def normalize_schema(schema: JsonSchema, where: str, path: str = "$") -> JsonSch
         out["enum"] = enum
     if schema.get("format") is not None:
         if kind != "string" or schema["format"] != "date":
-            raise SpecError(f"{where}: `format` {schema['format']!r} at {path} is not supported; only `date` on strings.")
+            raise SpecError(
+                f"{where}: `format` {schema['format']!r} at {path} is not supported; only `date` on strings."
+            )
         out["format"] = "date"
     return out
 
@@ -133,10 +150,11 @@ def _python_type(schema: JsonSchema, name: str) -> Any:
     if kind == "object":
         py = answer_model(schema, name)
     elif kind == "array":
-        py = list[_python_type(schema["items"], name + "_item")]  # type: ignore[misc]
+        item = _python_type(schema["items"], name + "_item")
+        py = list[item]  # type: ignore[valid-type]
     elif "enum" in schema:
         values = tuple(v for v in schema["enum"] if v is not None)
-        py = Literal[values]  # type: ignore[valid-type]
+        py = Literal[values]
     elif kind == "string":
         py = datetime.date if schema.get("format") == "date" else str
     else:

@@ -78,7 +78,9 @@ class Task:
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"]) or "$"
-            raise InvalidAnswer(f"the answer does not fit the schema at {loc}: {first['msg']}: {content[:200]!r}") from None
+            raise InvalidAnswer(
+                f"the answer does not fit the schema at {loc}: {first['msg']}: {content[:200]!r}"
+            ) from None
         return canonical_json(answer.model_dump(mode="json"))
 
 

@@ -76,13 +76,47 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
 ]
 
-CACHE_COLUMNS = ["key", "function", "model", "result", "prompt_tokens", "completion_tokens", "cost_usd",
-                 "created_at", "invocation_id", "node_id"]
-ERROR_COLUMNS = ["invocation_id", "node_id", "key", "function", "model", "error_kind", "message", "attempts",
-                 "input_preview", "created_at"]
+CACHE_COLUMNS = [
+    "key",
+    "function",
+    "model",
+    "result",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "created_at",
+    "invocation_id",
+    "node_id",
+]
+ERROR_COLUMNS = [
+    "invocation_id",
+    "node_id",
+    "key",
+    "function",
+    "model",
+    "error_kind",
+    "message",
+    "attempts",
+    "input_preview",
+    "created_at",
+]
 AUDIT_KEY = ["invocation_id", "node_id", "function", "model"]
-AUDIT_COLUMNS = [*AUDIT_KEY, "provider", "started_at", "finished_at", "rows", "cache_hits", "api_calls",
-                 "retries", "failed_rows", "skipped_rows", "prompt_tokens", "completion_tokens", "cost_usd", "status"]
+AUDIT_COLUMNS = [
+    *AUDIT_KEY,
+    "provider",
+    "started_at",
+    "finished_at",
+    "rows",
+    "cache_hits",
+    "api_calls",
+    "retries",
+    "failed_rows",
+    "skipped_rows",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "status",
+]
 
 
 def quote(identifier: str) -> str:
@@ -96,12 +130,17 @@ def migrate(conn: duckdb.DuckDBPyConnection, schema: str) -> str:
         database = cur.execute("select current_database()").fetchone()[0]  # type: ignore[index]
         qualified = f"{quote(database)}.{quote(schema)}"
         cur.execute(f"create schema if not exists {qualified}")
-        cur.execute(f"create table if not exists {qualified}.llm_migrations (id integer primary key, name varchar, applied_at timestamp)")
+        cur.execute(
+            f"create table if not exists {qualified}.llm_migrations "
+            "(id integer primary key, name varchar, applied_at timestamp)"
+        )
         done = {row[0] for row in cur.execute(f"select id from {qualified}.llm_migrations").fetchall()}
         for i, (name, sql) in enumerate(MIGRATIONS):
             if i not in done:
                 cur.execute(sql.format(s=qualified))
-                cur.execute(f"insert into {qualified}.llm_migrations values (?, ?, now()) on conflict do nothing", [i, name])
+                cur.execute(
+                    f"insert into {qualified}.llm_migrations values (?, ?, now()) on conflict do nothing", [i, name]
+                )
         return qualified
     finally:
         cur.close()
@@ -186,16 +225,29 @@ class Writer:
             assert cur is not None and schema is not None
             self._write_with(cur, schema, cache, errors, audit)
 
-    def _write_with(self, cur: duckdb.DuckDBPyConnection, schema: str, cache: list[dict[str, Any]],
-                    errors: list[dict[str, Any]], audit: dict[tuple[Any, ...], dict[str, Any]]) -> None:
+    def _write_with(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        schema: str,
+        cache: list[dict[str, Any]],
+        errors: list[dict[str, Any]],
+        audit: dict[tuple[Any, ...], dict[str, Any]],
+    ) -> None:
         try:
             cur.execute("begin")
             self._insert(cur, f"{schema}.llm_cache", CACHE_COLUMNS, cache, "on conflict do nothing")
-            self._insert(cur, f"{schema}.llm_errors", ERROR_COLUMNS, errors,
-                         "on conflict do update set error_kind = excluded.error_kind, message = excluded.message, "
-                         "attempts = excluded.attempts, created_at = excluded.created_at")
+            self._insert(
+                cur,
+                f"{schema}.llm_errors",
+                ERROR_COLUMNS,
+                errors,
+                "on conflict do update set error_kind = excluded.error_kind, message = excluded.message, "
+                "attempts = excluded.attempts, created_at = excluded.created_at",
+            )
             updates = ", ".join(f"{c} = excluded.{c}" for c in AUDIT_COLUMNS if c not in AUDIT_KEY)
-            self._insert(cur, f"{schema}.llm_audit", AUDIT_COLUMNS, audit.values(), f"on conflict do update set {updates}")
+            self._insert(
+                cur, f"{schema}.llm_audit", AUDIT_COLUMNS, audit.values(), f"on conflict do update set {updates}"
+            )
             cur.execute("commit")
         except Exception:
             try:
@@ -205,8 +257,9 @@ class Writer:
             raise
 
     @staticmethod
-    def _insert(cur: duckdb.DuckDBPyConnection, table: str, columns: list[str], rows: Iterable[dict[str, Any]],
-                conflict: str) -> None:
+    def _insert(
+        cur: duckdb.DuckDBPyConnection, table: str, columns: list[str], rows: Iterable[dict[str, Any]], conflict: str
+    ) -> None:
         rows = list(rows)
         if not rows:
             return

@@ -16,7 +16,7 @@ import yaml
 from dbt.cli.main import dbtRunner, dbtRunnerResult
 
 sys.path.insert(0, str(Path(__file__).parent))
-from openai_server import FakeOpenAI  # noqa: E402
+from openai_server import FakeOpenAI
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-0123456789abcdef-SECRET"
@@ -72,9 +72,7 @@ class DbtProject:
 
     def dbt(self, *args: str, ok: bool = True) -> dbtRunnerResult:
         self.write_profiles()
-        result = dbtRunner().invoke(
-            [*args, "--project-dir", str(self.root), "--profiles-dir", str(self.root)]
-        )
+        result = dbtRunner().invoke([*args, "--project-dir", str(self.root), "--profiles-dir", str(self.root)])
         if ok:
             assert result.success, f"dbt {' '.join(args)} failed: {result.exception}"
         return result
@@ -91,11 +89,14 @@ class DbtProject:
 def make_project(tmp_path: Path, server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, *, example: bool) -> DbtProject:
     root = tmp_path / "project"
     if example:
-        shutil.copytree(REPO / "example_project", root, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", "*.duckdb*"))
+        shutil.copytree(
+            REPO / "example_project", root, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", "*.duckdb*")
+        )
     else:
         root.mkdir()
         (root / "dbt_project.yml").write_text(
             "name: dbt_llm_example\nversion: '1.0.0'\nconfig-version: 2\nprofile: dbt_llm_example\n"
+            "models:\n  +materialized: table\n"
         )
     (root / "packages.yml").write_text(yaml.safe_dump({"packages": [{"local": str(REPO)}]}))
     monkeypatch.setenv("DBT_LLM_TEST_KEY", API_KEY)

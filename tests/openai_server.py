@@ -159,9 +159,7 @@ def _types(schema: dict[str, Any]) -> list[str]:
     return []
 
 
-def _split_nullable(
-    schema: dict[str, Any], root: dict[str, Any]
-) -> tuple[dict[str, Any], bool]:
+def _split_nullable(schema: dict[str, Any], root: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """The effective (non-null) schema of a property and whether null is allowed."""
     schema = _resolve(schema, root)
     nullable = False
@@ -210,11 +208,7 @@ def _convert(raw: str, kind: str | None, schema: dict[str, Any]) -> Any:
                 number = float(raw)
             except ValueError:
                 return _MISSING
-            return (
-                int(number)
-                if math.isfinite(number) and number.is_integer()
-                else _MISSING
-            )
+            return int(number) if math.isfinite(number) and number.is_integer() else _MISSING
     if kind == "number":
         try:
             number = float(raw)
@@ -243,9 +237,7 @@ _TYPE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _property_value(
-    name: str, schema: dict[str, Any], text: str, root: dict[str, Any]
-) -> Any:
+def _property_value(name: str, schema: dict[str, Any], text: str, root: dict[str, Any]) -> Any:
     schema, nullable = _split_nullable(schema, root)
     if "const" in schema:
         return schema["const"]
@@ -278,18 +270,15 @@ def _property_value(
             return value
     if nullable:
         return None
-    return _TYPE_DEFAULTS.get(kind or "", None)
+    return _TYPE_DEFAULTS.get(kind or "")
 
 
-def _object_value(
-    schema: dict[str, Any], text: str, root: dict[str, Any]
-) -> dict[str, Any]:
+def _object_value(schema: dict[str, Any], text: str, root: dict[str, Any]) -> dict[str, Any]:
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         return {}
     return {
-        str(name): _property_value(str(name), _resolve(prop, root), text, root)
-        for name, prop in properties.items()
+        str(name): _property_value(str(name), _resolve(prop, root), text, root) for name, prop in properties.items()
     }
 
 
@@ -333,9 +322,7 @@ def _json_equal(a: Any, b: Any) -> bool:
 def _is_valid(schema: Any, value: Any, root: dict[str, Any]) -> bool:
     schema = _resolve(schema, root)
     branches = schema.get("anyOf", schema.get("oneOf"))
-    if isinstance(branches, list) and not any(
-        _is_valid(b, value, root) for b in branches
-    ):
+    if isinstance(branches, list) and not any(_is_valid(b, value, root) for b in branches):
         return False
     if "const" in schema and not _json_equal(schema["const"], value):
         return False
@@ -351,9 +338,7 @@ def _is_valid(schema: Any, value: Any, root: dict[str, Any]) -> bool:
         required = schema.get("required")
         if isinstance(required, list) and any(name not in value for name in required):
             return False
-        if schema.get("additionalProperties") is False and any(
-            k not in properties for k in value
-        ):
+        if schema.get("additionalProperties") is False and any(k not in properties for k in value):
             return False
         for key, item in value.items():
             if key in properties and not _is_valid(properties[key], item, root):
@@ -414,9 +399,7 @@ def _check_kind(kind: str) -> None:
 
 
 def _error_body(message: str, type_: str, code: str | None) -> bytes:
-    return json.dumps(
-        {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    ).encode()
+    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
 
 
 # --------------------------------------------------------------------------- #
@@ -499,9 +482,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_unauthorized(self) -> None:
         self._send(
             401,
-            _error_body(
-                "Incorrect API key provided", "invalid_request_error", "invalid_api_key"
-            ),
+            _error_body("Incorrect API key provided", "invalid_request_error", "invalid_api_key"),
         )
 
     def _send_not_found(self) -> None:
@@ -543,9 +524,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send(
                 400,
-                _error_body(
-                    "Could not read request body", "invalid_request_error", None
-                ),
+                _error_body("Could not read request body", "invalid_request_error", None),
             )
             return
         if self._path() != "/v1/chat/completions":
@@ -660,11 +639,7 @@ class FakeOpenAI:
         """Requests that got a 200 with a complete, schema-valid answer."""
         result: list[RecordedRequest] = []
         for record in self.requests:
-            if (
-                record.status != 200
-                or record.fault is not None
-                or record.content is None
-            ):
+            if record.status != 200 or record.fault is not None or record.content is None:
                 continue
             if record.schema is not None:
                 try:
@@ -765,22 +740,14 @@ class FakeOpenAI:
             if isinstance(response_format, dict):
                 wants_json = response_format.get("type") == "json_object"
                 json_schema = response_format.get("json_schema")
-                if response_format.get("type") == "json_schema" and isinstance(
-                    json_schema, dict
-                ):
+                if response_format.get("type") == "json_schema" and isinstance(json_schema, dict):
                     candidate = json_schema.get("schema")
                     schema = candidate if isinstance(candidate, dict) else {}
         text = extract_input_text(messages)
-        prompt_chars = sum(
-            len(_content_text(m.get("content")))
-            for m in messages
-            if isinstance(m, dict)
-        )
+        prompt_chars = sum(len(_content_text(m.get("content"))) for m in messages if isinstance(m, dict))
         prompt_tokens = _tokens(prompt_chars)
 
-        def record(
-            status: int, fault: str | None, content: str | None, completion: int = 0
-        ) -> None:
+        def record(status: int, fault: str | None, content: str | None, completion: int = 0) -> None:
             self._record(
                 RecordedRequest(
                     text=text,
@@ -801,11 +768,7 @@ class FakeOpenAI:
             return
         if not isinstance(body, dict) or not messages:
             record(400, None, None)
-            message = (
-                "'messages' is a required property"
-                if isinstance(body, dict)
-                else "Invalid JSON body"
-            )
+            message = "'messages' is a required property" if isinstance(body, dict) else "Invalid JSON body"
             handler._send(400, _error_body(message, "invalid_request_error", None))
             return
         if body.get("stream"):
@@ -862,9 +825,7 @@ class FakeOpenAI:
             record(503, fault, None)
             handler._send(
                 503,
-                _error_body(
-                    "The server is overloaded or not ready yet.", "server_error", None
-                ),
+                _error_body("The server is overloaded or not ready yet.", "server_error", None),
             )
             return
         if fault == "502_html":
@@ -874,11 +835,7 @@ class FakeOpenAI:
 
         finish_reason = "stop"
         if schema is not None:
-            answer = (
-                _invalid_answer(schema, text)
-                if fault == "invalid"
-                else build_answer(schema, text)
-            )
+            answer = _invalid_answer(schema, text) if fault == "invalid" else build_answer(schema, text)
             content = json.dumps(answer)
         elif fault == "invalid":
             content = INVALID_LABEL
@@ -916,18 +873,10 @@ class FakeOpenAI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Deterministic fake OpenAI chat-completions server (127.0.0.1 only)."
-    )
-    parser.add_argument(
-        "--port", type=int, default=0, help="port to bind (default: a free one)"
-    )
-    parser.add_argument(
-        "--latency", type=float, default=0.0, help="seconds to wait before each answer"
-    )
-    parser.add_argument(
-        "--api-key", default=None, help="require 'Authorization: Bearer <key>'"
-    )
+    parser = argparse.ArgumentParser(description="Deterministic fake OpenAI chat-completions server (127.0.0.1 only).")
+    parser.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each answer")
+    parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer <key>'")
     args = parser.parse_args(argv)
 
     fake = FakeOpenAI(latency=args.latency, api_key=args.api_key).start(port=args.port)

@@ -27,9 +27,9 @@ def test_first_run_rerun_changed_rows_and_full_refresh(example: DbtProject) -> N
     # First run: one call per distinct non-blank text and function, every such row answered.
     assert calls(example) == (distinct_inputs(example, "description"), distinct_inputs(example, "address"))
     missing = example.query(
-        f"""select count(*) filter (where {BLANK.format(c='description')} is not null and category is null),
-                   count(*) filter (where {BLANK.format(c='address')} is not null and addr is null),
-                   count(*) filter (where {BLANK.format(c='description')} is null and category is not null),
+        f"""select count(*) filter (where {BLANK.format(c="description")} is not null and category is null),
+                   count(*) filter (where {BLANK.format(c="address")} is not null and addr is null),
+                   count(*) filter (where {BLANK.format(c="description")} is null and category is not null),
                    count(*)
             from enriched_vendors"""
     )[0]
@@ -77,7 +77,9 @@ def test_audit_matches_server_usage_and_prices(example: DbtProject) -> None:
     )
     assert [a[0] for a in audit] == ["classify", "extract"]
     price = PRICES["gpt-4o-mini"]
-    for row, function_reqs in zip(audit, ([r for r in reqs if is_classify(r)], [r for r in reqs if not is_classify(r)])):
+    for row, function_reqs in zip(  # noqa: B905 - both have two items
+        audit, ([r for r in reqs if is_classify(r)], [r for r in reqs if not is_classify(r)])
+    ):
         _, rows, hits, api_calls, retries, failed, prompt, completion, cost, status, ordered = row
         assert api_calls == len(function_reqs) and retries == 0 and failed == 0
         assert prompt == sum(r.prompt_tokens for r in function_reqs)
@@ -96,7 +98,10 @@ def test_audit_matches_server_usage_and_prices(example: DbtProject) -> None:
            where invocation_id <> (select min_by(invocation_id, started_at) from dbt_llm.llm_audit)
            order by function"""
     )
-    assert [(f, r == h, c, cost) for f, r, h, c, cost in rerun] == [("classify", True, 0, 0.0), ("extract", True, 0, 0.0)]
+    assert [(f, r == h, c, cost) for f, r, h, c, cost in rerun] == [
+        ("classify", True, 0, 0.0),
+        ("extract", True, 0, 0.0),
+    ]
 
     # The example's cost model reads the audit table.
     example.dbt("run", "--select", "llm_costs_by_model")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import DbtProject
 
 N = 40
@@ -11,7 +10,9 @@ LABELS = "['billing', 'bug', 'feature']"
 
 
 def setup_tickets(project: DbtProject, materialized: str = "table") -> None:
-    rows = ["id,body"] + [f'{i},"ticket {i}: ' + ("refund my card" if i % 3 else "the app crashes") + '"' for i in range(N)]
+    rows = ["id,body"] + [
+        f'{i},"ticket {i}: ' + ("refund my card" if i % 3 else "the app crashes") + '"' for i in range(N)
+    ]
     project.write("seeds/tickets.csv", "\n".join(rows) + "\n")
     project.write(
         "models/classified.sql",
@@ -23,7 +24,15 @@ def setup_tickets(project: DbtProject, materialized: str = "table") -> None:
 
 def test_transient_faults_are_retried_and_each_answer_paid_once(project: DbtProject) -> None:
     setup_tickets(project)
-    for kind, times in [("429", 3), ("500", 2), ("503", 1), ("502_html", 1), ("timeout", 1), ("invalid", 2), ("truncated", 1)]:
+    for kind, times in [
+        ("429", 3),
+        ("500", 2),
+        ("503", 1),
+        ("502_html", 1),
+        ("timeout", 1),
+        ("invalid", 2),
+        ("truncated", 1),
+    ]:
         project.server.inject(kind, times=times)
     project.dbt("run")
 
@@ -31,7 +40,9 @@ def test_transient_faults_are_retried_and_each_answer_paid_once(project: DbtProj
     answered = project.server.answered()
     assert len(answered) == N and len({r.text for r in answered}) == N  # each valid answer exactly once
     reqs = project.server.requests
-    audit = project.query("select api_calls, retries, failed_rows, prompt_tokens, completion_tokens from dbt_llm.llm_audit")
+    audit = project.query(
+        "select api_calls, retries, failed_rows, prompt_tokens, completion_tokens from dbt_llm.llm_audit"
+    )
     # A hung request is cut by the client and the server records it only when it gives up, so count the rest.
     assert audit[0][1] == 11 and audit[0][2] == 0
     assert audit[0][0] == N + 11

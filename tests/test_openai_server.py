@@ -17,9 +17,7 @@ from openai_server import FakeOpenAI, build_answer, is_valid
 
 CLASSIFY_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {
-        "label": {"type": "string", "enum": ["positive", "negative", "neutral"]}
-    },
+    "properties": {"label": {"type": "string", "enum": ["positive", "negative", "neutral"]}},
     "required": ["label"],
     "additionalProperties": False,
 }
@@ -59,9 +57,7 @@ EXTRACT_SCHEMA: dict[str, Any] = {
 }
 
 
-def _body(
-    text: str, schema: dict[str, Any] | None = None, model: str = "gpt-test"
-) -> dict[str, Any]:
+def _body(text: str, schema: dict[str, Any] | None = None, model: str = "gpt-test") -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
         "messages": [
@@ -89,9 +85,7 @@ def client(fake: FakeOpenAI) -> Iterator[httpx.Client]:
         yield c
 
 
-def _chat(
-    client: httpx.Client, text: str, schema: dict[str, Any] | None = None
-) -> httpx.Response:
+def _chat(client: httpx.Client, text: str, schema: dict[str, Any] | None = None) -> httpx.Response:
     return client.post("/chat/completions", json=_body(text, schema))
 
 
@@ -100,9 +94,7 @@ def _answer(response: httpx.Response) -> Any:
     return json.loads(response.json()["choices"][0]["message"]["content"])
 
 
-def test_classify_is_deterministic_and_valid(
-    fake: FakeOpenAI, client: httpx.Client
-) -> None:
+def test_classify_is_deterministic_and_valid(fake: FakeOpenAI, client: httpx.Client) -> None:
     prompt = "Labels: positive, negative, neutral.\n<input>\nWhat a NEGATIVE experience\n</input>"
     assert _answer(_chat(client, prompt, CLASSIFY_SCHEMA)) == {"label": "negative"}
     assert fake.requests[0].text == "What a NEGATIVE experience"
@@ -112,9 +104,7 @@ def test_classify_is_deterministic_and_valid(
     first = _answer(_chat(client, text, CLASSIFY_SCHEMA))
     assert _answer(_chat(client, text, CLASSIFY_SCHEMA)) == first
     labels = ["positive", "negative", "neutral"]
-    assert first == {
-        "label": labels[int(hashlib.sha256(text.encode()).hexdigest(), 16) % 3]
-    }
+    assert first == {"label": labels[int(hashlib.sha256(text.encode()).hexdigest(), 16) % 3]}
     # Whole words only: "neutrality" is not "neutral".
     assert build_answer(CLASSIFY_SCHEMA, "neutrality")["label"] in labels
     assert len(fake.answered()) == 3
@@ -155,9 +145,7 @@ def test_extract_fields_and_nulls(client: httpx.Client) -> None:
         "address": {"street": ""},
     }
     assert is_valid(EXTRACT_SCHEMA, empty)
-    assert (
-        _answer(_chat(client, "founded: last year", EXTRACT_SCHEMA))["founded"] is None
-    )
+    assert _answer(_chat(client, "founded: last year", EXTRACT_SCHEMA))["founded"] is None
 
 
 def test_plain_text_usage_and_models(fake: FakeOpenAI, client: httpx.Client) -> None:
@@ -192,14 +180,10 @@ def test_plain_text_usage_and_models(fake: FakeOpenAI, client: httpx.Client) -> 
 def test_wrong_api_key_is_401() -> None:
     with FakeOpenAI(api_key="sk-right") as fake:
         url = f"{fake.base_url}/chat/completions"
-        bad = httpx.post(
-            url, json=_body("hi"), headers={"Authorization": "Bearer sk-wrong"}
-        )
+        bad = httpx.post(url, json=_body("hi"), headers={"Authorization": "Bearer sk-wrong"})
         assert bad.status_code == 401
         assert bad.json()["error"]["code"] == "invalid_api_key"
-        good = httpx.post(
-            url, json=_body("hi"), headers={"Authorization": "Bearer sk-right"}
-        )
+        good = httpx.post(url, json=_body("hi"), headers={"Authorization": "Bearer sk-right"})
         assert good.status_code == 200
         assert [r.status for r in fake.requests] == [401, 200]
         assert fake.requests[0].authorization == "Bearer sk-wrong"
@@ -235,10 +219,7 @@ def test_http_error_faults(fake: FakeOpenAI, client: httpx.Client) -> None:
 def test_invalid_truncated_and_match(fake: FakeOpenAI, client: httpx.Client) -> None:
     fake.inject("invalid", times=2, match="row-7")
     fake.inject("truncated")
-    assert (
-        _chat(client, "row-1", CLASSIFY_SCHEMA).json()["choices"][0]["finish_reason"]
-        == "length"
-    )
+    assert _chat(client, "row-1", CLASSIFY_SCHEMA).json()["choices"][0]["finish_reason"] == "length"
     invalid = _answer(_chat(client, "row-7 positive", CLASSIFY_SCHEMA))
     assert invalid == {"label": "not-a-label"}
     assert not is_valid(CLASSIFY_SCHEMA, invalid)
@@ -254,9 +235,7 @@ def test_invalid_truncated_and_match(fake: FakeOpenAI, client: httpx.Client) -> 
         )
     )
     assert missing_key == {}
-    assert _answer(_chat(client, "row-7 positive", CLASSIFY_SCHEMA)) == {
-        "label": "positive"
-    }
+    assert _answer(_chat(client, "row-7 positive", CLASSIFY_SCHEMA)) == {"label": "positive"}
     assert [r.fault for r in fake.requests] == ["truncated", "invalid", "invalid", None]
     assert len(fake.answered()) == 1
 
@@ -303,9 +282,7 @@ def test_stop_with_hung_connection_is_fast() -> None:
 def test_concurrency_and_counting() -> None:
     with (
         FakeOpenAI(latency=0.3) as fake,
-        httpx.Client(
-            base_url=fake.base_url, timeout=5, limits=httpx.Limits(max_connections=50)
-        ) as client,
+        httpx.Client(base_url=fake.base_url, timeout=5, limits=httpx.Limits(max_connections=50)) as client,
     ):
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=30) as pool:
@@ -318,9 +295,7 @@ def test_concurrency_and_counting() -> None:
         assert time.monotonic() - started < 1.5  # 30 x 0.3 s sequentially would be 9 s
         assert statuses == [200] * 30
         assert len(fake.requests) == 30
-        assert sorted(r.text for r in fake.answered()) == sorted(
-            f"item {i}" for i in range(30)
-        )
+        assert sorted(r.text for r in fake.answered()) == sorted(f"item {i}" for i in range(30))
         fake.reset()
         assert fake.requests == []
 

@@ -47,8 +47,13 @@ class Provider(Protocol):
     name: str
 
     async def complete(
-        self, *, model: str, messages: list[dict[str, str]], response_format: dict[str, Any],
-        max_tokens: int, temperature: float,
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, str]],
+        response_format: dict[str, Any],
+        max_tokens: int,
+        temperature: float,
     ) -> Completion: ...
 
     async def aclose(self) -> None: ...

@@ -60,17 +60,19 @@ class OpenAIProvider:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
         )
-        self._headers: dict[str, str] | None = None
 
     def _auth_headers(self) -> dict[str, str]:
-        # Read the key on first use: a fully cached run never needs it.
-        if self._headers is None:
-            self._headers = {"Authorization": f"Bearer {self._api_key()}"}
-        return self._headers
+        # Read per request: a fully cached run never needs a key, and a rotated key is picked up.
+        return {"Authorization": f"Bearer {self._api_key()}"}
 
     async def complete(
-        self, *, model: str, messages: list[dict[str, str]], response_format: dict[str, Any],
-        max_tokens: int, temperature: float,
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, str]],
+        response_format: dict[str, Any],
+        max_tokens: int,
+        temperature: float,
     ) -> Completion:
         body = {
             "model": model,
@@ -88,7 +90,9 @@ class OpenAIProvider:
         status = response.status_code
         if status == 429 or status >= 500:
             kind = "rate_limited" if status == 429 else "server_error"
-            raise TransientError(kind, f"HTTP {status}: {_error_message(response)}", parse_retry_after(response.headers))
+            raise TransientError(
+                kind, f"HTTP {status}: {_error_message(response)}", parse_retry_after(response.headers)
+            )
         if status in (401, 403):
             raise FatalProviderError(
                 f"the provider at {self._url} refused the API key (HTTP {status}: {_error_message(response)}). "
@@ -113,7 +117,9 @@ class OpenAIProvider:
                 usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
             )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise TransientError("bad_response", f"HTTP {status} with a body that is not a chat completion: {response.text[:200]!r}") from None
+            raise TransientError(
+                "bad_response", f"HTTP {status} with a body that is not a chat completion: {response.text[:200]!r}"
+            ) from None
 
     async def aclose(self) -> None:
         await self._client.aclose()

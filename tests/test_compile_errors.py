@@ -1,0 +1,62 @@
+"""Bad macro arguments fail at compile time, naming the macro and the value, before any request."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import DbtProject
+
+CASES = [
+    ("llm_classify('body', [])", "llm_classify: `labels` is empty"),
+    ("llm_classify('body', ['a', 'b', 'a'])", "duplicate label 'a'"),
+    ("llm_classify('body', 'a,b')", "`labels` must be a list"),
+    ("llm_classify('body', ['a', ''])", "every label must be a non-empty string"),
+    ("llm_extract('body', {'city': 'text'})", "field `city` has unknown type 'text'"),
+    ("llm_extract('body', {})", "`fields` must be a non-empty dict"),
+    ("llm_extract('body', {'size': []})", "field `size` must be a type name or a non-empty list"),
+    (
+        "llm_extract('body', {'type': 'object', 'properties': {'a': {'oneOf': [{'type': 'string'}]}}})",
+        "keyword(s) ['oneOf'] at $.a are not supported",
+    ),
+    (
+        "llm_extract('body', {'type': 'object', 'properties': {'a': {'type': 'text'}}})",
+        "`type` at $.a is 'text'",
+    ),
+    ("llm_classify('body', ['a'], examples=[{'input': 'x'}])", "`examples` must be a list"),
+    ("llm_classify('body', ['a']) }}{{ config(materialized='view')", "materialized as view"),
+]
+
+
+@pytest.fixture
+def tickets(project: DbtProject) -> DbtProject:
+    project.write("seeds/tickets.csv", "id,body\n1,hello\n")
+    project.dbt("seed")
+    return project
+
+
+@pytest.mark.parametrize(("call", "expected"), CASES)
+def test_bad_arguments_fail_at_compile_time(tickets: DbtProject, call: str, expected: str) -> None:
+    tickets.write("models/bad.sql", f"select {{{{ dbt_llm.{call} }}}} as x from {{{{ ref('tickets') }}}}\n")
+    result = tickets.dbt("compile", "--select", "bad", ok=False)
+    message = str(result.exception) + "".join(str(r.message) for r in (result.result or []))
+    assert expected in message, message
+    assert "llm_" in message
+    assert tickets.server.requests == []
+
+
+def test_valid_json_schema_becomes_a_typed_struct(tickets: DbtProject) -> None:
+    schema = (
+        "{'type': 'object', 'properties': {'city': {'type': 'string'}, 'zip': {'type': 'integer'},"
+        " 'tags': {'type': 'array', 'items': {'type': 'string'}},"
+        " 'geo': {'type': 'object', 'properties': {'lat': {'type': 'number'}}, 'required': ['lat']}},"
+        " 'required': ['city']}"
+    )
+    tickets.write("seeds/places.csv", "id,body\n1,city: Oslo; zip: 150; lat: 59.9\n")
+    tickets.write(
+        "models/places_extracted.sql",
+        f"select id, {{{{ dbt_llm.llm_extract('body', {schema}) }}}} as p from {{{{ ref('places') }}}}\n",
+    )
+    tickets.dbt("seed")
+    tickets.dbt("run", "--select", "places_extracted")
+    row = tickets.query("select p.city, p.zip, p.tags, p.geo.lat, typeof(p) from places_extracted")[0]
+    assert row[:4] == ("Oslo", 150, None, 59.9)
+    assert row[4] == "STRUCT(city VARCHAR, zip BIGINT, tags VARCHAR[], geo STRUCT(lat DOUBLE))"
