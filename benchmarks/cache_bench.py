@@ -1,0 +1,255 @@
+"""Benchmark of the dbt-llm cache path: one API call per distinct text, then none.
+
+Run from the repo root (no network: a local fake OpenAI server answers)::
+
+    .venv/bin/python benchmarks/cache_bench.py [--rows 10000] [--distinct 2000]
+                                               [--big-rows 1000000] [--skip-big] [--latency 0.0]
+
+For each case ("small": --rows, "big": --big-rows; both with --distinct texts) it builds a
+throwaway dbt project on a fresh DuckDB file whose source table ``src`` has ``rows`` rows
+and ``distinct`` distinct texts, and one model ``bench`` (materialized table) that runs
+``llm_classify`` on every row. ``dbt run`` runs twice, each time as a subprocess.
+
+Columns of the final table:
+
+- ``calls/distinct``: requests the fake server got on the first run / distinct texts.
+  Must be 1.00: every distinct text is paid for once, repeated texts are not.
+- ``rerun_calls``: requests on the second, fully cached run. Must be 0.
+- ``first_s``, ``wall_s``: wall time of the whole first / second ``dbt run`` process
+  (includes dbt's start-up, parsing and compilation).
+- ``rerun_s``: ``execution_time`` of the model node in the rerun's ``run_results.json``,
+  i.e. the cached path without dbt's start-up: compiling the model (one
+  ``dbt_llm_prepare`` query), the ``create table ... as select`` with its cache lookup
+  and ``dbt_llm_resolve`` UDF, and the ``dbt_llm_finish`` post-hook.
+- ``join_s``: best of 3 of the plain SQL an ideal cache would cost, run with the duckdb
+  Python API on the same file after the rerun::
+
+      create or replace table baseline as
+      select s.id, c.result ->> '$.label' as label
+      from src s left join dbt_llm.llm_cache c on c.key = sha256('<spec_hash>' || s.body)
+
+  (``spec_hash`` is read from the model's compiled SQL in ``target/run``).
+- ``ratio``: ``rerun_s / join_s``, the overhead of the cached path over the bare join.
+- ``peak_MB``: peak resident memory of the rerun's dbt process (``ru_maxrss`` from
+  ``os.wait4`` on that very child: exact, per process, no extra dependency).
+
+The script also checks that the model's labels equal the baseline's (``label_diff``).
+It exits 1 only when ``calls/distinct`` is not 1.00, ``rerun_calls`` is not 0, or labels
+differ: correctness, never timing. Timings depend on the machine; nothing asserts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from openai_server import FakeOpenAI
+
+API_KEY = "bench-key-not-a-secret"
+LABELS = ["billing", "bug", "feature", "other"]
+MODEL_SQL = f"""{{{{ config(materialized='table') }}}}
+select id, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as label
+from {{{{ source('bench', 'src') }}}}
+"""
+MODEL_ID = "model.bench.bench"
+
+
+@dataclass
+class DbtRun:
+    wall_s: float
+    peak_mb: float
+    model_s: float
+    calls: int
+
+
+@dataclass
+class Result:
+    case: str
+    rows: int
+    distinct: int
+    first: DbtRun
+    rerun: DbtRun
+    join_s: float
+    label_diff: int
+
+    @property
+    def calls_per_distinct(self) -> float:
+        return self.first.calls / self.distinct
+
+    @property
+    def ok(self) -> bool:
+        return f"{self.calls_per_distinct:.2f}" == "1.00" and self.rerun.calls == 0 and self.label_diff == 0
+
+
+class Project:
+    """A temp dbt project using this repo as a package, its source table made with SQL."""
+
+    def __init__(self, root: Path, server: FakeOpenAI, rows: int, distinct: int, concurrency: int) -> None:
+        self.root, self.server = root, server
+        self.db = root / "bench.duckdb"
+        self.dbt_bin = shutil.which("dbt", path=str(Path(sys.executable).parent)) or "dbt"
+        self.env = {**os.environ, "BENCH_KEY": API_KEY, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+        self.env.pop("OPENAI_API_KEY", None)
+        self.runs = 0
+        files = {
+            "dbt_project.yml": {"name": "bench", "version": "1.0.0", "config-version": 2, "profile": "bench"},
+            "packages.yml": {"packages": [{"local": str(REPO)}]},
+            "models/sources.yml": {
+                "version": 2,
+                "sources": [{"name": "bench", "schema": "main", "tables": [{"name": "src"}]}],
+            },
+            "profiles.yml": {
+                "bench": {
+                    "target": "bench",
+                    "outputs": {
+                        "bench": {
+                            "type": "duckdb",
+                            "path": str(self.db),
+                            "threads": 1,
+                            "plugins": [
+                                {
+                                    "module": "dbt_llm.plugin",
+                                    "config": {
+                                        "provider": "openai",
+                                        "model": "gpt-4o-mini",
+                                        "base_url": server.base_url,
+                                        "api_key_env": "BENCH_KEY",
+                                        "max_concurrency": concurrency,
+                                        "prices": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}},
+                                    },
+                                }
+                            ],
+                        }
+                    },
+                }
+            },
+        }
+        for name, content in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(yaml.safe_dump(content, sort_keys=False))
+        (root / "models" / "bench.sql").write_text(MODEL_SQL)
+        with duckdb.connect(str(self.db)) as con:
+            con.execute(
+                f"create table src as select i as id, 'ticket text number ' || (i % {distinct}) || ' about billing'"
+                f" as body from range({rows}) t(i)"
+            )
+        self.dbt("deps")
+
+    def dbt(self, *args: str) -> DbtRun:
+        """Run dbt as a child process; its own peak RSS comes from wait4's rusage."""
+        self.runs += 1
+        self.server.reset()
+        log = self.root / f"dbt_{self.runs}_{args[0]}.out"
+        cmd = [self.dbt_bin, *args, "--project-dir", str(self.root), "--profiles-dir", str(self.root)]
+        start = time.perf_counter()
+        with log.open("w") as out:
+            proc = subprocess.Popen(cmd, cwd=self.root, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            sys.exit(f"dbt {' '.join(args)} failed ({proc.returncode}):\n{log.read_text()[-4000:]}")
+        model_s = 0.0
+        if args[0] == "run":
+            results = json.loads((self.root / "target" / "run_results.json").read_text())["results"]
+            model_s = next(r["execution_time"] for r in results if r["unique_id"] == MODEL_ID)
+        # ru_maxrss is in KiB on Linux (bytes on macOS).
+        peak_mb = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+        return DbtRun(wall, peak_mb, model_s, len(self.server.requests))
+
+    def baseline(self, repeat: int = 3) -> tuple[float, int]:
+        """Best-of-`repeat` time of the plain LEFT JOIN on the cache, and rows whose label differs."""
+        compiled = (self.root / "target" / "run" / "bench" / "models" / "bench.sql").read_text()
+        match = re.search(r"sha256\('([0-9a-f]{64})'", compiled)
+        assert match, "no spec hash in the compiled model"
+        sql = f"""create or replace table baseline as
+                  select s.id, c.result ->> '$.label' as label
+                  from src s left join dbt_llm.llm_cache c on c.key = sha256('{match.group(1)}' || s.body)"""
+        with duckdb.connect(str(self.db)) as con:
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                con.execute(sql)
+                times.append(time.perf_counter() - start)
+            diff = con.execute(
+                "select count(*) from bench b full join baseline j using (id) where b.label is distinct from j.label"
+            ).fetchone()
+        return min(times), int(diff[0]) if diff else -1
+
+
+def run_case(case: str, rows: int, distinct: int, server: FakeOpenAI, concurrency: int, keep: bool) -> Result:
+    root = Path(tempfile.mkdtemp(prefix=f"dbt_llm_bench_{case}_"))
+    try:
+        print(f"[{case}] {rows} rows, {distinct} distinct texts in {root}", flush=True)
+        project = Project(root, server, rows, distinct, concurrency)
+        with duckdb.connect(str(project.db), read_only=True) as con:
+            row = con.execute("select count(distinct body) from src").fetchone()
+        n_distinct = int(row[0]) if row else 0
+        first = project.dbt("run")
+        print(f"[{case}] first run: {first.calls} calls in {first.wall_s:.2f}s", flush=True)
+        rerun = project.dbt("run")
+        print(f"[{case}] rerun: {rerun.calls} calls, model {rerun.model_s:.2f}s of {rerun.wall_s:.2f}s", flush=True)
+        join_s, label_diff = project.baseline()
+        return Result(case, rows, n_distinct, first, rerun, join_s, label_diff)
+    finally:
+        if keep:
+            print(f"[{case}] kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def print_table(results: list[Result]) -> None:
+    head = (
+        f"{'case':<7}{'rows':>9}{'distinct':>10}{'calls/distinct':>16}{'rerun_calls':>13}{'first_s':>9}"
+        f"{'wall_s':>8}{'rerun_s':>9}{'join_s':>8}{'ratio':>8}{'peak_MB':>9}{'label_diff':>12}"
+    )
+    print("\n" + head)
+    for r in results:
+        ratio = r.rerun.model_s / r.join_s if r.join_s > 0 else float("inf")
+        print(
+            f"{r.case:<7}{r.rows:>9}{r.distinct:>10}{r.calls_per_distinct:>16.2f}{r.rerun.calls:>13}"
+            f"{r.first.wall_s:>9.2f}{r.rerun.wall_s:>8.2f}{r.rerun.model_s:>9.2f}{r.join_s:>8.3f}{ratio:>8.1f}"
+            f"{r.rerun.peak_mb:>9.0f}{r.label_diff:>12}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=10_000, help="rows of the small case")
+    parser.add_argument("--distinct", type=int, default=2_000, help="distinct texts in both cases")
+    parser.add_argument("--big-rows", type=int, default=1_000_000, help="rows of the big case")
+    parser.add_argument("--skip-big", action="store_true", help="run the small case only")
+    parser.add_argument("--latency", type=float, default=0.0, help="fake server seconds per answer")
+    parser.add_argument("--concurrency", type=int, default=16, help="plugin max_concurrency")
+    parser.add_argument("--keep", action="store_true", help="keep the temp projects (logs, DuckDB files)")
+    args = parser.parse_args(argv)
+
+    cases = [("small", args.rows)] + ([] if args.skip_big else [("big", args.big_rows)])
+    results: list[Result] = []
+    with FakeOpenAI(latency=args.latency, api_key=API_KEY) as server:
+        for case, rows in cases:
+            results.append(run_case(case, rows, args.distinct, server, args.concurrency, args.keep))
+    print_table(results)
+    bad = [r.case for r in results if not r.ok]
+    if bad:
+        print(f"FAILED (calls/distinct != 1.00, rerun calls != 0 or labels differ): {', '.join(bad)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

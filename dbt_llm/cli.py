@@ -1,0 +1,84 @@
+"""`dbt-llm`: look at what the LLM calls of your dbt runs cost, and what failed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from .errors import DbtLlmError
+from .warehouse import quote
+
+COSTS_SQL = """
+select node_id, function, model, sum(rows) as rows, sum(cache_hits) as cache_hits, sum(api_calls) as api_calls,
+       sum(retries) as retries, sum(failed_rows) as failed, sum(prompt_tokens) + sum(completion_tokens) as tokens,
+       round(sum(cost_usd), 6) as cost_usd
+from {s}.llm_audit {where}
+group by all order by node_id, function, model
+"""
+ERRORS_SQL = """
+select node_id, error_kind, attempts, left(replace(input_preview, chr(10), ' '), 40) as input, message
+from {s}.llm_errors {where} order by created_at desc limit {limit}
+"""
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _query(db: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    try:
+        with duckdb.connect(db, read_only=True) as con:
+            cur = con.execute(sql)
+            return [d[0] for d in cur.description or []], cur.fetchall()
+    except duckdb.IOException as exc:
+        raise DbtLlmError(f"cannot open {db}: {exc}. Pass the `path` of your dbt-duckdb profile.") from None
+    except duckdb.CatalogException:
+        raise DbtLlmError(
+            f"{db} has no dbt_llm tables yet: run a dbt model that uses llm_classify or llm_extract."
+        ) from None
+
+
+def _where(schema: str, all_runs: bool) -> str:
+    if all_runs:
+        return ""
+    last = f"(select invocation_id from {schema}.llm_audit order by started_at desc limit 1)"
+    return f"where invocation_id = {last}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dbt-llm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("costs", "calls, cache hits, tokens and USD per model and function"),
+        ("errors", "rows that got no valid answer, and why"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--db", required=True, help="path of the DuckDB file of your dbt profile")
+        cmd.add_argument("--schema", default="dbt_llm", help="schema of the llm_* tables (default: dbt_llm)")
+        cmd.add_argument("--all", action="store_true", help="all runs instead of the last one")
+    args = parser.parse_args(argv)
+    schema = quote(args.schema)
+    where = _where(schema, args.all)
+    try:
+        if args.command == "costs":
+            columns, rows = _query(args.db, COSTS_SQL.format(s=schema, where=where))
+        else:
+            columns, rows = _query(args.db, ERRORS_SQL.format(s=schema, where=where, limit=50))
+    except DbtLlmError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(_table(columns, rows) if rows else "nothing recorded for this selection")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
