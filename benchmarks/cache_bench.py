@@ -21,6 +21,8 @@ Columns of the final table:
   i.e. the cached path without dbt's start-up: compiling the model (one
   ``dbt_llm_prepare`` query), the ``create table ... as select`` with its cache lookup
   and ``dbt_llm_resolve`` UDF, and the ``dbt_llm_finish`` post-hook.
+- ``query_s``: the time dbt's debug log (``logs/dbt.log``) gives that ``create table ...
+  as select`` statement alone: the cached path proper, without dbt's own work around it.
 - ``join_s``: best of 3 of the plain SQL an ideal cache would cost, run with the duckdb
   Python API on the same file after the rerun::
 
@@ -29,9 +31,11 @@ Columns of the final table:
       from src s left join dbt_llm.llm_cache c on c.key = sha256('<spec_hash>' || s.body)
 
   (``spec_hash`` is read from the model's compiled SQL in ``target/run``).
-- ``ratio``: ``rerun_s / join_s``, the overhead of the cached path over the bare join.
+- ``ratio``: ``rerun_s / join_s``; ``q_ratio``: ``query_s / join_s``, the overhead of the
+  cached path over the bare join with and without dbt's per-model work.
 - ``peak_MB``: peak resident memory of the rerun's dbt process (``ru_maxrss`` from
-  ``os.wait4`` on that very child: exact, per process, no extra dependency).
+  ``os.wait4`` on that very child: exact, per process, no extra dependency; Unix only).
+  The first run's peak is printed in the progress lines.
 
 The script also checks that the model's labels equal the baseline's (``label_diff``).
 It exits 1 only when ``calls/distinct`` is not 1.00, ``rerun_calls`` is not 0, or labels
@@ -55,10 +59,10 @@ from pathlib import Path
 import duckdb
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from openai_server import FakeOpenAI
 
+REPO = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key-not-a-secret"
 LABELS = ["billing", "bug", "feature", "other"]
 MODEL_SQL = f"""{{{{ config(materialized='table') }}}}
@@ -73,6 +77,7 @@ class DbtRun:
     wall_s: float
     peak_mb: float
     model_s: float
+    query_s: float
     calls: int
 
 
@@ -93,6 +98,15 @@ class Result:
     @property
     def ok(self) -> bool:
         return f"{self.calls_per_distinct:.2f}" == "1.00" and self.rerun.calls == 0 and self.label_diff == 0
+
+
+def ctas_seconds(log: str) -> float:
+    """The time dbt's debug log gives the model's `create table ... as select` statement."""
+    parts = re.split(r"SQL status: \S+ in ([0-9.]+) seconds", log)
+    for sql, seconds in zip(parts[::2], parts[1::2], strict=False):
+        if "dbt_llm_resolve(" in sql and re.search(r"create\s+table", sql):
+            return float(seconds)
+    return float("nan")
 
 
 class Project:
@@ -155,6 +169,8 @@ class Project:
         self.server.reset()
         log = self.root / f"dbt_{self.runs}_{args[0]}.out"
         cmd = [self.dbt_bin, *args, "--project-dir", str(self.root), "--profiles-dir", str(self.root)]
+        dbt_log = self.root / "logs" / "dbt.log"
+        log_start = dbt_log.stat().st_size if dbt_log.exists() else 0
         start = time.perf_counter()
         with log.open("w") as out:
             proc = subprocess.Popen(cmd, cwd=self.root, env=self.env, stdout=out, stderr=subprocess.STDOUT)
@@ -163,13 +179,16 @@ class Project:
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             sys.exit(f"dbt {' '.join(args)} failed ({proc.returncode}):\n{log.read_text()[-4000:]}")
-        model_s = 0.0
+        model_s = query_s = float("nan")
         if args[0] == "run":
             results = json.loads((self.root / "target" / "run_results.json").read_text())["results"]
             model_s = next(r["execution_time"] for r in results if r["unique_id"] == MODEL_ID)
+            with dbt_log.open(errors="replace") as f:
+                f.seek(log_start)
+                query_s = ctas_seconds(f.read())
         # ru_maxrss is in KiB on Linux (bytes on macOS).
         peak_mb = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
-        return DbtRun(wall, peak_mb, model_s, len(self.server.requests))
+        return DbtRun(wall, peak_mb, model_s, query_s, len(self.server.requests))
 
     def baseline(self, repeat: int = 3) -> tuple[float, int]:
         """Best-of-`repeat` time of the plain LEFT JOIN on the cache, and rows whose label differs."""
@@ -200,7 +219,7 @@ def run_case(case: str, rows: int, distinct: int, server: FakeOpenAI, concurrenc
             row = con.execute("select count(distinct body) from src").fetchone()
         n_distinct = int(row[0]) if row else 0
         first = project.dbt("run")
-        print(f"[{case}] first run: {first.calls} calls in {first.wall_s:.2f}s", flush=True)
+        print(f"[{case}] first run: {first.calls} calls, {first.wall_s:.2f}s, {first.peak_mb:.0f} MB", flush=True)
         rerun = project.dbt("run")
         print(f"[{case}] rerun: {rerun.calls} calls, model {rerun.model_s:.2f}s of {rerun.wall_s:.2f}s", flush=True)
         join_s, label_diff = project.baseline()
@@ -213,18 +232,15 @@ def run_case(case: str, rows: int, distinct: int, server: FakeOpenAI, concurrenc
 
 
 def print_table(results: list[Result]) -> None:
-    head = (
-        f"{'case':<7}{'rows':>9}{'distinct':>10}{'calls/distinct':>16}{'rerun_calls':>13}{'first_s':>9}"
-        f"{'wall_s':>8}{'rerun_s':>9}{'join_s':>8}{'ratio':>8}{'peak_MB':>9}{'label_diff':>12}"
-    )
-    print("\n" + head)
+    cols = ["case", "rows", "distinct", "calls/distinct", "rerun_calls", "first_s", "wall_s", "rerun_s", "query_s"]
+    cols += ["join_s", "ratio", "q_ratio", "peak_MB", "label_diff"]
+    print("\n" + "  ".join(f"{c:>{max(len(c), 7)}}" for c in cols))
     for r in results:
-        ratio = r.rerun.model_s / r.join_s if r.join_s > 0 else float("inf")
-        print(
-            f"{r.case:<7}{r.rows:>9}{r.distinct:>10}{r.calls_per_distinct:>16.2f}{r.rerun.calls:>13}"
-            f"{r.first.wall_s:>9.2f}{r.rerun.wall_s:>8.2f}{r.rerun.model_s:>9.2f}{r.join_s:>8.3f}{ratio:>8.1f}"
-            f"{r.rerun.peak_mb:>9.0f}{r.label_diff:>12}"
-        )
+        values = [r.case, r.rows, r.distinct, f"{r.calls_per_distinct:.2f}", r.rerun.calls, f"{r.first.wall_s:.2f}"]
+        values += [f"{r.rerun.wall_s:.2f}", f"{r.rerun.model_s:.2f}", f"{r.rerun.query_s:.3f}", f"{r.join_s:.3f}"]
+        values += [f"{r.rerun.model_s / r.join_s:.1f}", f"{r.rerun.query_s / r.join_s:.1f}"]
+        values += [f"{r.rerun.peak_mb:.0f}", r.label_diff]
+        print("  ".join(f"{v:>{max(len(c), 7)}}" for c, v in zip(cols, values, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:

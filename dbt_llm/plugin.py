@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 from dbt.adapters.duckdb.plugins import BasePlugin
-from duckdb.sqltypes import VARCHAR
+from duckdb.sqltypes import BOOLEAN, VARCHAR
 
 from .config import parse_config
 from .runtime import Runtime
@@ -22,15 +21,21 @@ class Plugin(BasePlugin):
         runtime = self.runtime
         runtime.attach(conn)
 
-        def resolve(cached: pa.Array, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
-            return runtime.resolve(cached, keys, texts, handles)
-
         conn.create_function("dbt_llm_prepare", runtime.prepare, [VARCHAR], VARCHAR, side_effects=True)
         # Strings, not enums: the enums moved between DuckDB 1.x and 2.x.
         conn.create_function(  # type: ignore[call-overload]
+            "dbt_llm_tally",
+            runtime.tally,
+            [BOOLEAN, VARCHAR],
+            BOOLEAN,
+            type="arrow",
+            null_handling="special",
+            side_effects=True,
+        )
+        conn.create_function(  # type: ignore[call-overload]
             "dbt_llm_resolve",
-            resolve,
-            [VARCHAR, VARCHAR, VARCHAR, VARCHAR],
+            runtime.resolve,
+            [VARCHAR, VARCHAR, VARCHAR],
             VARCHAR,
             type="arrow",
             null_handling="special",

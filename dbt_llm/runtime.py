@@ -143,11 +143,7 @@ class Runtime:
                 self._answers, self._answers_invocation = {}, invocation_id
             return self._budgets[invocation_id]
 
-    # -- dbt_llm_resolve(cached, key, text, handle): one DuckDB chunk --
-    def resolve(self, cached: pa.Array, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
-        cached, keys, texts = _flat(cached), _flat(keys), _flat(texts)
-        if len(keys) == 0:
-            return cached
+    def _call(self, handles: pa.Array) -> Call:
         handle = handles[0].as_py()
         with self._lock:
             call = self._calls.get(handle)
@@ -155,25 +151,32 @@ class Runtime:
             raise InternalStateError(
                 "dbt_llm: this query was compiled in another dbt process; run the model with `dbt run`."
             )
-        ledger = self._ledger(call)
-        present = pc.is_valid(texts)
-        missing = pc.and_(present, pc.is_null(cached))
-        n_rows = pc.sum(present).as_py() or 0
-        n_missing = pc.sum(missing).as_py() or 0
-        if n_missing == 0:
-            with self._lock:
-                ledger.rows += n_rows
-                ledger.cache_hits += n_rows
-                snapshot = ledger.row()
-            self.writer.put_audit(snapshot)
-            return cached
+        return call
 
+    # -- dbt_llm_tally(cached is not null, handle): every non-blank row, one chunk at a time --
+    def tally(self, hits: pa.Array, handles: pa.Array) -> pa.Array:
+        """Counts rows and cache hits for the audit; only booleans cross into Python."""
+        hits = _flat(hits)
+        if len(hits):
+            ledger = self._ledger(self._call(handles))
+            n_hits = pc.sum(hits).as_py() or 0
+            with self._lock:
+                ledger.rows += len(hits)
+                ledger.cache_hits += n_hits
+        return pc.is_valid(hits)
+
+    # -- dbt_llm_resolve(key, text, handle): only the rows the cache join missed --
+    def resolve(self, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
+        keys, texts = _flat(keys), _flat(texts)
+        if len(keys) == 0:
+            return pa.nulls(0, pa.string())
+        call = self._call(handles)
+        ledger = self._ledger(call)
         budget = self._budget(call.invocation_id)
-        idx = pc.indices_nonzero(missing)
-        miss_keys: list[str] = pc.take(keys, idx).to_pylist()
-        miss_texts: list[str] = pc.take(texts, idx).to_pylist()
-        texts_by_key = dict(zip(miss_keys, miss_texts, strict=True))
+        miss_keys: list[str | None] = keys.to_pylist()
+        texts_by_key = {k: t for k, t in zip(miss_keys, texts.to_pylist(), strict=True) if k is not None}
         with self._lock:
+            # Paid earlier in this invocation: the running query's snapshot predates the cache write.
             answers = {k: self._answers[k] for k in texts_by_key if k in self._answers}
         requests = [Request(k, call.task, t, budget) for k, t in texts_by_key.items() if k not in answers]
         outcomes: dict[str, Outcome] = {}
@@ -187,32 +190,35 @@ class Runtime:
         results: list[str | None] = []
         hits = failed = skipped = 0
         for key in miss_keys:
-            if key in answers:
+            if key is None:
+                results.append(None)
+            elif key in answers:
                 results.append(answers[key])
                 hits += 1
-                continue
-            outcome = outcomes.get(key)
-            results.append(outcome.result if outcome else None)
-            if outcome is None or outcome.error_kind == "budget":
-                skipped += 1
-            elif not outcome.ok:
-                failed += 1
-            elif outcome.shared:
-                hits += 1
+            else:
+                outcome = outcomes.get(key)
+                results.append(outcome.result if outcome else None)
+                if outcome is None or outcome.error_kind == "budget":
+                    skipped += 1
+                elif not outcome.ok:
+                    failed += 1
+                elif outcome.shared:
+                    hits += 1
         with self._lock:
-            ledger.rows += n_rows
-            ledger.cache_hits += n_rows - n_missing + hits
+            ledger.cache_hits += hits
             ledger.failed_rows += failed
             ledger.skipped_rows += skipped
             ledger.finished_at = now()
             if fatal is not None:
                 ledger.status = "error"
             snapshot = ledger.row()
-        self.writer.put_audit(snapshot)
-        self.writer.flush()
+        if requests:
+            # What this chunk paid for is committed before DuckDB gets the answers.
+            self.writer.put_audit(snapshot)
+            self.writer.flush()
         if fatal is not None:
             raise fatal
-        return pc.replace_with_mask(cached, missing, pa.array(results, pa.string()))
+        return pa.array(results, pa.string())
 
     def _record(self, call: Call, ledger: Ledger, outcome: Outcome, texts: dict[str, str]) -> None:
         """On the engine's thread, as each answer arrives: queue it for the writer."""

@@ -152,32 +152,26 @@ class _Flush:
 
 
 class Writer:
-    """One thread, one cursor: drains queued rows and commits them in small transactions."""
+    """One thread: drains queued rows and commits them in small transactions, each through a
+    fresh cursor of dbt's connection. Holding no cursor between batches lets dbt close its
+    connection, and release the database file, when the run ends."""
 
     def __init__(self) -> None:
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._conn: duckdb.DuckDBPyConnection | None = None
         self._schema: str | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
 
     def bind(self, conn: duckdb.DuckDBPyConnection, qualified_schema: str) -> None:
-        """dbt-duckdb reopens its connection between models; write through the newest one.
-        The cursor is made here, while dbt holds its connection lock: a DuckDB connection
-        refuses calls from two threads at once."""
-        cursor = conn.cursor()
+        """dbt-duckdb reopens its connection between models; write through the newest one."""
         with self._lock:
-            old, self._cursor = self._cursor, cursor
+            self._conn = conn
             self._schema = qualified_schema
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="dbt-llm-writer", daemon=True)
                 self._thread.start()
-        if old is not None:
-            try:
-                old.close()
-            except duckdb.Error:
-                pass
 
     def put_cache(self, row: dict[str, Any]) -> None:
         self._queue.put(("cache", row))
@@ -221,9 +215,13 @@ class Writer:
         if not (cache or errors or audit):
             return
         with self._lock:
-            cur, schema = self._cursor, self._schema
-            assert cur is not None and schema is not None
-            self._write_with(cur, schema, cache, errors, audit)
+            conn, schema = self._conn, self._schema
+            assert conn is not None and schema is not None
+            cur = _cursor_of(conn)
+            try:
+                self._write_with(cur, schema, cache, errors, audit)
+            finally:
+                cur.close()
 
     def _write_with(
         self,
@@ -270,6 +268,19 @@ class Writer:
             cur.execute(f"insert into {table} ({cols}) select {cols} from _dbt_llm_batch {conflict}")
         finally:
             cur.unregister("_dbt_llm_batch")
+
+
+def _cursor_of(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    # DuckDB 2 refuses (rather than waits for) a call on a connection another thread is
+    # using; dbt threads call cursor() on the same connection only briefly, so retry.
+    for _ in range(2000):
+        try:
+            return conn.cursor()
+        except duckdb.Error as exc:
+            if "busy" not in str(exc):
+                raise
+            time.sleep(0.002)
+    return conn.cursor()
 
 
 def now() -> Any:

@@ -1,12 +1,11 @@
-{#- The SQL of one call: cached answers come from a join on the key; only misses reach
-    the Python function. Blank text is NULL. Result: the answer as JSON text. -#}
+{#- The SQL of one call, as JSON text. Cached answers come from a join on the key (DuckDB
+    decorrelates the subquery and hashes each distinct text once); only the rows it misses
+    reach dbt_llm_resolve. dbt_llm_tally counts rows and hits for the audit, passing booleans
+    only. Blank text is NULL and costs nothing. -#}
 {% macro _llm_resolve_sql(call, text) -%}
   {%- set value = "nullif(trim(cast((" ~ text ~ ") as varchar), ' ' || chr(9) || chr(10) || chr(13)), '')" -%}
   {%- set key = "sha256('" ~ call.spec_hash ~ "' || " ~ value ~ ")" -%}
-  dbt_llm_resolve(
-    (select _llm_c.result from {{ call.cache_table }} as _llm_c where _llm_c.key = {{ key }}),
-    {{ key }},
-    {{ value }},
-    '{{ call.handle }}'
-  )
+  {%- set cached = "(select _llm_c.result from " ~ call.cache_table ~ " as _llm_c where _llm_c.key = " ~ key ~ ")" -%}
+  (case when {{ value }} is not null and dbt_llm_tally({{ cached }} is not null, '{{ call.handle }}')
+        then coalesce({{ cached }}, dbt_llm_resolve({{ key }}, {{ value }}, '{{ call.handle }}')) end)
 {%- endmacro %}

@@ -1,0 +1,68 @@
+"""A run that dies (kill -9, or a SQL error after the LLM calls) keeps what it paid for."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import DbtProject
+
+LABELS = "['billing', 'bug', 'feature', 'other']"
+
+
+def write_model(project: DbtProject, n: int, tail: str = "") -> None:
+    rows = ["id,body"] + [f"{i},ticket {i} about something" for i in range(n)]
+    project.write("seeds/t.csv", "\n".join(rows) + "\n")
+    project.write(
+        "models/m.sql",
+        f"select * from (select id, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as l "
+        f"from {{{{ ref('t') }}}}) {tail}\n",
+    )
+
+
+def test_kill_9_mid_run_then_rerun_pays_only_for_what_was_in_flight(project: DbtProject) -> None:
+    n, concurrency = 300, 4
+    project.plugin_config["max_concurrency"] = concurrency
+    project.server.latency = 0.05
+    write_model(project, n)
+    project.write_profiles()
+    # In a process of its own: an in-process dbt run keeps the DuckDB file locked.
+    dbt = [str(Path(sys.executable).with_name("dbt"))]
+    where = ["--project-dir", str(project.root), "--profiles-dir", str(project.root)]
+    subprocess.run([*dbt, "seed", *where], check=True, capture_output=True)
+    proc = subprocess.Popen([*dbt, "run", *where], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(project.server.answered()) < n // 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.3)  # the server finishes what was in flight
+    paid_before = len(project.server.answered())
+    assert n // 3 <= paid_before < n  # killed mid-run
+
+    project.server.reset()
+    project.dbt("run")
+    assert project.query("select count(*), count(l) from m")[0] == (n, n)
+    repaid = len(project.server.answered())
+    # Paid twice: only answers in flight at the kill: on the wire (one per concurrency slot) or
+    # received in the milliseconds before their commit.
+    assert n - paid_before <= repaid <= n - paid_before + 2 * concurrency
+
+
+def test_sql_error_after_the_calls_keeps_the_answers(project: DbtProject) -> None:
+    write_model(project, 30, "where cast(l as integer) = 1")  # fails after every row was classified
+    project.dbt("seed")
+    result = project.dbt("run", ok=False)
+    assert "Conversion Error" in str(result.result.results[0].message)
+    assert len(project.server.answered()) == 30
+    assert project.query("select count(*) from dbt_llm.llm_cache")[0][0] == 30
+    assert project.query("select api_calls, status from dbt_llm.llm_audit") == [(30, "running")]
+
+    write_model(project, 30)
+    project.server.reset()
+    project.dbt("run")
+    assert project.server.requests == []
+    assert project.query("select count(l) from m")[0][0] == 30
