@@ -25,6 +25,8 @@ _DEFAULTS: dict[str, Any] = {
     "temperature": 0.0,
     "max_attempts": 5,
     "request_timeout": 60.0,
+    "max_input_chars": 20000,
+    "on_long_input": "truncate",
 }
 
 
@@ -42,6 +44,8 @@ class LlmConfig:
     temperature: float = 0.0
     max_attempts: int = 5
     request_timeout: float = 60.0
+    max_input_chars: int = 20000
+    on_long_input: Literal["truncate", "fail"] = "truncate"
 
     def api_key(self) -> str:
         """The key, read from the environment only when a request is about to be sent."""
@@ -123,6 +127,12 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
         raise _fail("schema", f"is {values['schema']!r}", "Use letters, digits and underscores only.")
     if values["on_error"] not in ("fail", "null"):
         raise _fail("on_error", f"is {values['on_error']!r}", "Use `fail` or `null`.")
+    if values["on_long_input"] not in ("truncate", "fail"):
+        raise _fail(
+            "on_long_input",
+            f"is {values['on_long_input']!r}",
+            "Use `truncate` (send the first max_input_chars characters) or `fail` (record the row as failed).",
+        )
     max_cost = values["max_cost_usd"]
     if max_cost is not None:
         max_cost = _number(values, "max_cost_usd", minimum=0)
@@ -139,4 +149,6 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
         temperature=_number(values, "temperature", minimum=0),
         max_attempts=_number(values, "max_attempts", minimum=1, integer=True),
         request_timeout=_number(values, "request_timeout", minimum=0.1),
+        max_input_chars=_number(values, "max_input_chars", minimum=1, integer=True),
+        on_long_input=values["on_long_input"],
     )

@@ -29,3 +29,7 @@ class BudgetExceededError(DbtLlmError):
 
 class InternalStateError(DbtLlmError):
     """dbt-llm was used outside of what it supports (for example SQL run outside dbt)."""
+
+
+class DryRunError(DbtLlmError):
+    """A dry run found rows that would be sent: it reports their cost and stops the model."""

@@ -6,6 +6,7 @@ from typing import Any
 
 import duckdb
 from dbt.adapters.duckdb.plugins import BasePlugin
+from dbt.adapters.events.logging import AdapterLogger
 from duckdb.sqltypes import BOOLEAN, VARCHAR
 
 from .config import parse_config
@@ -15,7 +16,7 @@ from .runtime import Runtime
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]) -> None:
         settings = getattr(self.creds, "settings", None) or {}
-        self.runtime = Runtime(parse_config(plugin_config, settings))
+        self.runtime = Runtime(parse_config(plugin_config, settings), log=AdapterLogger("dbt_llm").info)
 
     def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
         runtime = self.runtime
@@ -41,4 +42,5 @@ class Plugin(BasePlugin):
             null_handling="special",
             side_effects=True,
         )
+        conn.create_function("dbt_llm_schema", runtime.schema, [], VARCHAR)
         conn.create_function("dbt_llm_finish", runtime.finish, [VARCHAR, VARCHAR], VARCHAR, side_effects=True)

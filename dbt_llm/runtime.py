@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from .config import LlmConfig
 from .engine import Budget, Engine, Outcome, Request
-from .errors import BudgetExceededError, DbtLlmError, InternalStateError, RowFailuresError, SpecError
+from .errors import BudgetExceededError, DbtLlmError, DryRunError, InternalStateError, RowFailuresError, SpecError
 from .pricing import PriceTable
 from .providers import OpenAIProvider, Provider
 from .tasks import Task, build_task, sha256_hex
@@ -35,6 +35,7 @@ class Call:
     task: Task
     invocation_id: str
     node_id: str
+    dry_run: bool = False
 
 
 @dataclass
@@ -58,14 +59,24 @@ class Ledger:
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
     status: str = "running"
+    est_requests: int = 0
+    est_prompt_tokens: int = 0
+    est_completion_tokens: int = 0
+    est_cost_usd: float | None = 0.0
 
     def row(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 class Runtime:
-    def __init__(self, config: LlmConfig, provider_factory: Callable[[], Provider] | None = None) -> None:
+    def __init__(
+        self,
+        config: LlmConfig,
+        provider_factory: Callable[[], Provider] | None = None,
+        log: Callable[[str], None] = lambda _message: None,
+    ) -> None:
         self.config = config
+        self._log = log
         self._prices = PriceTable(config.prices)
         self.engine = Engine(
             provider_factory or self._default_provider,
@@ -81,6 +92,7 @@ class Runtime:
         # Answers paid for in this invocation: later chunks of a running query cannot see
         # them in the cache table (their snapshot is older), so they are served from here.
         self._answers: dict[str, str] = {}
+        self._estimated: set[str] = set()  # keys a dry run has already priced
         self._answers_invocation: str | None = None
         self._lock = threading.RLock()
 
@@ -99,6 +111,12 @@ class Runtime:
             self._schema = qualified
         self.writer.bind(conn, qualified)
 
+    def schema(self) -> str:
+        """dbt_llm_schema(): the qualified schema of the llm_* tables."""
+        with self._lock:
+            assert self._schema is not None
+            return self._schema
+
     # -- dbt_llm_prepare(args_json): called once per macro call when the model renders --
     def prepare(self, args_json: str) -> str:
         try:
@@ -113,7 +131,7 @@ class Runtime:
             return json.dumps({"error": str(exc)})
         invocation_id, node_id = str(args.get("invocation_id")), str(args.get("node_id"))
         handle = sha256_hex(f"{invocation_id}\n{node_id}\n{task.spec_hash}")[:32]
-        call = Call(handle, task, invocation_id, node_id)
+        call = Call(handle, task, invocation_id, node_id, dry_run=bool(args.get("dry_run")))
         with self._lock:
             self._calls[handle] = call
             schema = self._schema
@@ -125,6 +143,8 @@ class Runtime:
                 "cache_table": f"{schema}.llm_cache",
                 "structure": json.dumps(task.sql_structure),
                 "model": task.model,
+                # Truncating in SQL keeps the key equal to what is sent.
+                "truncate_at": self.config.max_input_chars if self.config.on_long_input == "truncate" else None,
             }
         )
 
@@ -140,7 +160,7 @@ class Runtime:
             if invocation_id not in self._budgets:
                 self._budgets[invocation_id] = Budget(self.config.max_cost_usd)
             if self._answers_invocation != invocation_id:
-                self._answers, self._answers_invocation = {}, invocation_id
+                self._answers, self._estimated, self._answers_invocation = {}, set(), invocation_id
             return self._budgets[invocation_id]
 
     def _call(self, handles: pa.Array) -> Call:
@@ -178,8 +198,25 @@ class Runtime:
         with self._lock:
             # Paid earlier in this invocation: the running query's snapshot predates the cache write.
             answers = {k: self._answers[k] for k in texts_by_key if k in self._answers}
-        requests = [Request(k, call.task, t, budget) for k, t in texts_by_key.items() if k not in answers]
+        requests: list[Request] = []
         outcomes: dict[str, Outcome] = {}
+        limit = self.config.max_input_chars
+        for new_key, text in texts_by_key.items():
+            if new_key in answers:
+                continue
+            if len(text) > limit:  # only with on_long_input: fail; truncation happens in SQL
+                outcomes[new_key] = Outcome(
+                    new_key,
+                    error_kind="input_too_long",
+                    error=f"the input has {len(text)} characters, more than max_input_chars={limit}; "
+                    "raise max_input_chars or set on_long_input: truncate",
+                )
+                self._record(call, ledger, outcomes[new_key], texts_by_key)
+            else:
+                requests.append(Request(new_key, call.task, text, budget))
+        if call.dry_run:
+            self._estimate(call, ledger, requests)
+            requests = []
         fatal: DbtLlmError | None = None
         try:
             for answered in self.engine.run(requests, lambda o: self._record(call, ledger, o, texts_by_key)):
@@ -198,7 +235,9 @@ class Runtime:
             else:
                 outcome = outcomes.get(key)
                 results.append(outcome.result if outcome else None)
-                if outcome is None or outcome.error_kind == "budget":
+                if call.dry_run and outcome is None:
+                    pass
+                elif outcome is None or outcome.error_kind == "budget":
                     skipped += 1
                 elif not outcome.ok:
                     failed += 1
@@ -219,6 +258,24 @@ class Runtime:
         if fatal is not None:
             raise fatal
         return pa.array(results, pa.string())
+
+    def _estimate(self, call: Call, ledger: Ledger, requests: list[Request]) -> None:
+        """Dry run: what the requests would cost, sent nowhere."""
+        price = self._prices.price(call.task.model)
+        prompt = completion = 0
+        with self._lock:
+            requests = [r for r in requests if r.key not in self._estimated]
+            self._estimated.update(r.key for r in requests)
+        for request in requests:
+            p, c = call.task.estimate_tokens(request.text)
+            prompt, completion = prompt + p, completion + c
+        with self._lock:
+            # A key counted once per invocation, however many chunks or models ask for it.
+            ledger.est_requests += len(requests)
+            ledger.est_prompt_tokens += prompt
+            ledger.est_completion_tokens += completion
+            if ledger.est_cost_usd is not None:
+                ledger.est_cost_usd = None if price is None else ledger.est_cost_usd + price.cost(prompt, completion)
 
     def _record(self, call: Call, ledger: Ledger, outcome: Outcome, texts: dict[str, str]) -> None:
         """On the engine's thread, as each answer arrives: queue it for the writer."""
@@ -273,16 +330,29 @@ class Runtime:
             budget = self._budgets.get(invocation_id)
         failed = sum(lg.failed_rows for lg in ledgers)
         skipped = sum(lg.skipped_rows for lg in ledgers)
+        dry_run = any(
+            c.dry_run for c in self._calls.values() if c.invocation_id == invocation_id and c.node_id == node_id
+        )
+        estimated = sum(lg.est_requests for lg in ledgers)
         status = "budget_exceeded" if skipped else ("failed_rows" if failed else "success")
+        status = "dry_run" if dry_run else status
         for lg in ledgers:
             with self._lock:
                 lg.finished_at, lg.status = now(), status
                 snapshot = lg.row()
             self.writer.put_audit(snapshot)
         self.writer.flush()
+        for lg in ledgers:
+            self._log(_summary(lg))
         where = (
             f"select * from {self._schema}.llm_errors where invocation_id = '{invocation_id}' and node_id = '{node_id}'"
         )
+        if dry_run and estimated:
+            raise DryRunError(
+                f"dbt_llm dry run: {node_id} would send {estimated} request(s) "
+                + "; ".join(_estimate_text(lg) for lg in ledgers if lg.est_requests)
+                + ". Nothing was sent and the model was not built; run without dbt_llm_dry_run to build it."
+            )
         if skipped:
             spent = budget.spent_usd if budget else 0.0
             cap = self.config.max_cost_usd
@@ -302,3 +372,22 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def _usd(value: float | None) -> str:
+    return "unknown USD (no price for this model)" if value is None else f"${value:.4f}"
+
+
+def _estimate_text(lg: Ledger) -> str:
+    tokens = lg.est_prompt_tokens + lg.est_completion_tokens
+    return f"llm_{lg.function} ({lg.model}): {lg.est_requests} request(s), ~{tokens} tokens, ~{_usd(lg.est_cost_usd)}"
+
+
+def _summary(lg: Ledger) -> str:
+    if lg.status == "dry_run":
+        return f"dbt_llm dry run: {lg.node_id}: {_estimate_text(lg)}; {lg.cache_hits} of {lg.rows} rows cached"
+    return (
+        f"dbt_llm: {lg.node_id} llm_{lg.function} ({lg.model}): {lg.rows} rows, {lg.cache_hits} cached, "
+        f"{lg.api_calls} API calls ({lg.retries} retries), {lg.failed_rows} failed, "
+        f"{lg.prompt_tokens + lg.completion_tokens} tokens, {_usd(lg.cost_usd)}"
+    )

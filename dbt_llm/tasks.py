@@ -63,6 +63,12 @@ class Task:
             return prompts.classify_messages(text, self.labels, instructions, examples)
         return prompts.extract_messages(text, list(self.schema["properties"]), instructions, examples)
 
+    def estimate_tokens(self, text: str) -> tuple[int, int]:
+        """(prompt, completion) tokens a request would use: ~4 characters a token for the prompt
+        and the JSON schema; about half of max_tokens for the answer."""
+        chars = sum(len(m["content"]) for m in self.messages(text)) + len(canonical_json(self.schema))
+        return chars // 4 + 1, self.max_tokens // 2
+
     def response_format(self) -> dict[str, Any]:
         return {
             "type": "json_schema",

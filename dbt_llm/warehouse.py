@@ -74,6 +74,13 @@ MIGRATIONS: list[tuple[str, str]] = [
             primary key (invocation_id, node_id, key)
         )""",
     ),
+    (
+        "llm_audit: dry-run estimates",
+        """alter table {s}.llm_audit add column if not exists est_requests bigint;
+        alter table {s}.llm_audit add column if not exists est_prompt_tokens bigint;
+        alter table {s}.llm_audit add column if not exists est_completion_tokens bigint;
+        alter table {s}.llm_audit add column if not exists est_cost_usd double""",
+    ),
 ]
 
 CACHE_COLUMNS = [
@@ -116,6 +123,10 @@ AUDIT_COLUMNS = [
     "completion_tokens",
     "cost_usd",
     "status",
+    "est_requests",
+    "est_prompt_tokens",
+    "est_completion_tokens",
+    "est_cost_usd",
 ]
 
 

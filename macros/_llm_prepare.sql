@@ -11,7 +11,8 @@
   {%- if materialized in ('view', 'ephemeral') -%}
     {{ exceptions.raise_compiler_error(where ~ ": the model is materialized as " ~ materialized ~ ", so every query of it would call the LLM again and failures could not be checked. Materialize it as table or incremental: {{ config(materialized='incremental', unique_key=...) }}.") }}
   {%- endif -%}
-  {%- set payload = {'function': function, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id} -%}
+  {%- set payload = {'function': function, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id,
+                     'dry_run': var('dbt_llm_dry_run', false) in (true, 'true', 'True', 1)} -%}
   {%- do payload.update(args) -%}
   {%- set result = run_query('select dbt_llm_prepare(' ~ dbt_llm._llm_literal(tojson(payload)) ~ ')') -%}
   {%- set call = fromjson(result.columns[0].values()[0]) -%}

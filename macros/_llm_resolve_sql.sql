@@ -4,6 +4,9 @@
     only. Blank text is NULL and costs nothing. -#}
 {% macro _llm_resolve_sql(call, text) -%}
   {%- set value = "nullif(trim(cast((" ~ text ~ ") as varchar), ' ' || chr(9) || chr(10) || chr(13)), '')" -%}
+  {%- if call.truncate_at -%}
+    {%- set value = "left(" ~ value ~ ", " ~ call.truncate_at ~ ")" -%}
+  {%- endif -%}
   {%- set key = "sha256('" ~ call.spec_hash ~ "' || " ~ value ~ ")" -%}
   {%- set cached = "(select _llm_c.result from " ~ call.cache_table ~ " as _llm_c where _llm_c.key = " ~ key ~ ")" -%}
   (case when {{ value }} is not null and dbt_llm_tally({{ cached }} is not null, '{{ call.handle }}')
