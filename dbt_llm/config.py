@@ -26,6 +26,8 @@ _DEFAULTS: dict[str, Any] = {
     "max_attempts": 5,
     "request_timeout": 60.0,
     "max_input_chars": 20000,
+    "requests_per_minute": None,
+    "tokens_per_minute": None,
     "on_long_input": "truncate",
 }
 
@@ -46,6 +48,8 @@ class LlmConfig:
     request_timeout: float = 60.0
     max_input_chars: int = 20000
     on_long_input: Literal["truncate", "fail"] = "truncate"
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
 
     def api_key(self) -> str:
         """The key, read from the environment only when a request is about to be sent."""
@@ -75,6 +79,10 @@ def _number(raw: dict[str, Any], key: str, *, minimum: float, integer: bool = Fa
         kind = "an integer" if integer else "a number"
         raise _fail(key, f"is {value!r}", f"Set it to {kind} >= {minimum}.")
     return value if integer else float(value)
+
+
+def _optional(values: dict[str, Any], key: str, *, minimum: float = 1) -> float | None:
+    return None if values[key] is None else float(_number(values, key, minimum=minimum))
 
 
 def _prices(value: Any) -> dict[str, Price]:
@@ -108,7 +116,7 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
         else:
             known = ", ".join(sorted(_DEFAULTS))
             raise _fail(key, "is not a known key", f"Remove it or fix its spelling; known keys: {known}.")
-    values = {**_DEFAULTS, **{k: v for k, v in raw.items() if v is not None or k == "max_cost_usd"}}
+    values = {**_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
 
     for key in ("provider", "model", "base_url", "api_key_env", "schema"):
         if not isinstance(values[key], str) or not values[key].strip():
@@ -133,9 +141,7 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
             f"is {values['on_long_input']!r}",
             "Use `truncate` (send the first max_input_chars characters) or `fail` (record the row as failed).",
         )
-    max_cost = values["max_cost_usd"]
-    if max_cost is not None:
-        max_cost = _number(values, "max_cost_usd", minimum=0)
+    max_cost = _optional(values, "max_cost_usd", minimum=0)
     return LlmConfig(
         provider=values["provider"],
         model=values["model"],
@@ -151,4 +157,6 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
         request_timeout=_number(values, "request_timeout", minimum=0.1),
         max_input_chars=_number(values, "max_input_chars", minimum=1, integer=True),
         on_long_input=values["on_long_input"],
+        requests_per_minute=_optional(values, "requests_per_minute"),
+        tokens_per_minute=_optional(values, "tokens_per_minute"),
     )

@@ -12,6 +12,7 @@ import functools
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from .errors import ConfigError, DbtLlmError, ProviderError
+from .limiter import Limiter
 from .pricing import PriceTable
 from .providers.base import FatalProviderError, Provider, RowError, TransientError, Usage
 from .tasks import InvalidAnswer, Task
@@ -63,6 +65,7 @@ class Outcome:
     error_kind: str | None = None  # set when no valid answer: retries_exhausted, invalid_answer, bad_request, budget
     error: str | None = None
     attempts: int = 0  # requests sent for this row
+    rate_limited: int = 0  # of which answered 429
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = 0.0
     shared: bool = False  # answered by a request another caller had in flight: cost counted there
@@ -94,6 +97,9 @@ class Engine:
         prices: PriceTable,
         max_concurrency: int,
         max_attempts: int,
+        request_timeout: float = 60.0,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
         self._provider_factory = provider_factory
         self._provider: Provider | None = None
@@ -104,7 +110,10 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
-        self._semaphore: asyncio.Semaphore | None = None
+        self._request_timeout = request_timeout
+        self._ceilings = (requests_per_minute, tokens_per_minute)
+        self._limiters: dict[str, Limiter] = {}
+        self._token_ratio = 1.0  # actual prompt tokens / our estimate, learned from `usage`
 
     # -- the event loop, on its own thread so any caller thread can block on it --
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -140,8 +149,6 @@ class Engine:
         return self._call(self._run(requests, on_outcome))
 
     async def _run(self, requests: list[Request], on_outcome: Callable[[Outcome], None]) -> list[Outcome]:
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self._max_concurrency)
         waits: list[asyncio.Future[Outcome]] = []
         owned: list[bool] = []
         for request in requests:
@@ -197,6 +204,13 @@ class Engine:
         on_outcome(outcome)
         return outcome
 
+    def limiter(self, model: str) -> Limiter:
+        """One limiter per model: every dbt thread and model of the process shares it."""
+        if model not in self._limiters:
+            rpm, tpm = self._ceilings
+            self._limiters[model] = Limiter(self._max_concurrency, requests_per_minute=rpm, tokens_per_minute=tpm)
+        return self._limiters[model]
+
     async def _attempt(self, request: Request, outcome: Outcome) -> str:
         task = request.task
         price = self._prices.price(task.model)
@@ -205,21 +219,46 @@ class Engine:
                 f"dbt_llm: no price is known for model {task.model!r}, so `max_cost_usd` cannot be enforced. "
                 f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: <USD per 1M>}}}}."
             )
-        assert self._semaphore is not None
-        async with self._semaphore:
+        messages = task.messages(request.text)
+        estimate = sum(len(m["content"]) for m in messages) / 4
+        limiter = self.limiter(task.model)
+        # Providers reserve max_tokens against the token budget, so we do too.
+        seq = await limiter.acquire(estimate * self._token_ratio + task.max_tokens)
+        started = time.monotonic()
+        try:
             # Checked once a slot is free, so the overshoot is at most what is in flight.
             if request.budget.exhausted():
                 raise _BudgetReached()
             if self._provider is None:
                 self._provider = self._provider_factory()
             outcome.attempts += 1
-            completion = await self._provider.complete(
-                model=task.model,
-                messages=task.messages(request.text),
-                response_format=task.response_format(),
-                max_tokens=task.max_tokens,
-                temperature=task.temperature,
+            timeout = limiter.timeout(self._request_timeout)
+            try:
+                completion = await asyncio.wait_for(
+                    self._provider.complete(
+                        model=task.model,
+                        messages=messages,
+                        response_format=task.response_format(),
+                        max_tokens=task.max_tokens,
+                        temperature=task.temperature,
+                    ),
+                    timeout,
+                )
+            except asyncio.TimeoutError:
+                raise TransientError("timeout", f"no answer within {timeout:.1f}s") from None
+        except TransientError as exc:
+            if exc.kind == "rate_limited":
+                outcome.rate_limited += 1
+            limiter.release(
+                seq, ok=False, rate_limited=exc.kind == "rate_limited", retry_after=exc.retry_after, headers=exc.rate
             )
+            raise
+        except BaseException:
+            limiter.release(seq, ok=False)
+            raise
+        limiter.release(seq, ok=True, headers=completion.rate, latency=time.monotonic() - started)
+        if completion.usage.prompt_tokens and estimate:
+            self._token_ratio = 0.9 * self._token_ratio + 0.1 * (completion.usage.prompt_tokens / estimate)
         outcome.usage = outcome.usage + completion.usage
         if price is None:
             outcome.cost_usd = None

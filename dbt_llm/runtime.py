@@ -53,6 +53,7 @@ class Ledger:
     cache_hits: int = 0
     api_calls: int = 0
     retries: int = 0
+    rate_limited: int = 0
     failed_rows: int = 0
     skipped_rows: int = 0
     prompt_tokens: int = 0
@@ -83,6 +84,9 @@ class Runtime:
             prices=self._prices,
             max_concurrency=config.max_concurrency,
             max_attempts=config.max_attempts,
+            request_timeout=config.request_timeout,
+            requests_per_minute=config.requests_per_minute,
+            tokens_per_minute=config.tokens_per_minute,
         )
         self.writer = Writer()
         self._schema: str | None = None
@@ -283,6 +287,7 @@ class Runtime:
         with self._lock:
             ledger.api_calls += outcome.attempts
             ledger.retries += max(0, outcome.attempts - 1)
+            ledger.rate_limited += outcome.rate_limited
             ledger.prompt_tokens += outcome.usage.prompt_tokens
             ledger.completion_tokens += outcome.usage.completion_tokens
             if ledger.cost_usd is not None:

@@ -81,6 +81,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         alter table {s}.llm_audit add column if not exists est_completion_tokens bigint;
         alter table {s}.llm_audit add column if not exists est_cost_usd double""",
     ),
+    (
+        "llm_audit: 429s",
+        "alter table {s}.llm_audit add column if not exists rate_limited bigint",
+    ),
 ]
 
 CACHE_COLUMNS = [
@@ -127,6 +131,7 @@ AUDIT_COLUMNS = [
     "est_prompt_tokens",
     "est_completion_tokens",
     "est_cost_usd",
+    "rate_limited",
 ]
 
 

@@ -41,8 +41,9 @@ def test_transient_faults_are_retried_and_each_answer_paid_once(project: DbtProj
     assert len(answered) == N and len({r.text for r in answered}) == N  # each valid answer exactly once
     reqs = project.server.requests
     audit = project.query(
-        "select api_calls, retries, failed_rows, prompt_tokens, completion_tokens from dbt_llm.llm_audit"
+        "select api_calls, retries, failed_rows, prompt_tokens, completion_tokens, rate_limited from dbt_llm.llm_audit"
     )
+    assert audit[0][5] == 3
     # A hung request is cut by the client and the server records it only when it gives up, so count the rest.
     assert audit[0][1] == 11 and audit[0][2] == 0
     assert audit[0][0] == N + 11

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..limiter import RateHeaders
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -20,15 +22,19 @@ class Completion:
     content: str | None
     finish_reason: str | None
     usage: Usage
+    rate: RateHeaders | None = None
 
 
 class TransientError(Exception):
     """Worth retrying: 429, 5xx, a timeout or a dropped connection."""
 
-    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, retry_after: float | None = None, rate: RateHeaders | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after = retry_after
+        self.rate = rate
 
 
 class RowError(Exception):

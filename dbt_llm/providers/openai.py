@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from ..limiter import RateHeaders
 from .base import Completion, FatalProviderError, RowError, TransientError, Usage
 
 
@@ -91,7 +92,10 @@ class OpenAIProvider:
         if status == 429 or status >= 500:
             kind = "rate_limited" if status == 429 else "server_error"
             raise TransientError(
-                kind, f"HTTP {status}: {_error_message(response)}", parse_retry_after(response.headers)
+                kind,
+                f"HTTP {status}: {_error_message(response)}",
+                parse_retry_after(response.headers),
+                RateHeaders.parse(dict(response.headers)),
             )
         if status in (401, 403):
             raise FatalProviderError(
@@ -115,6 +119,7 @@ class OpenAIProvider:
                 content=None if refused else message.get("content"),
                 finish_reason="refusal" if refused else choice.get("finish_reason"),
                 usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+                rate=RateHeaders.parse(dict(response.headers)),
             )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise TransientError(

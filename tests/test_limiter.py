@@ -1,0 +1,56 @@
+"""The limiter's bookkeeping: headers parsed, budgets learned, concurrency cut on 429s and regrown."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dbt_llm.limiter import Limiter, RateHeaders, parse_duration
+
+
+def test_durations_in_openai_format() -> None:
+    assert parse_duration("1s") == 1.0
+    assert parse_duration("6m0s") == 360.0
+    assert parse_duration("120ms") == 0.12
+    assert parse_duration("1h2m3.5s") == 3723.5
+    assert parse_duration("2.5") == 2.5
+    assert parse_duration("") is None and parse_duration("soon") is None
+
+
+def test_rate_headers() -> None:
+    headers = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "17", "other": "x"}
+    assert RateHeaders.parse(headers) == RateHeaders(600.0, 17.0, None, None)
+    assert RateHeaders.parse({"content-type": "application/json"}) is None
+
+
+def test_learned_budget_paces_requests() -> None:
+    async def scenario() -> float:
+        limiter = Limiter(32)
+        seq = await limiter.acquire(10)
+        # The provider says: 600 requests per minute, none left right now.
+        limiter.release(seq, ok=True, headers=RateHeaders(600, 0, None, None), latency=0.2)
+        return limiter.requests.wait(1, limiter.requests.stamp)
+
+    assert abs(asyncio.run(scenario()) - 0.1) < 1e-9  # empty at 10 requests/s: next slot in 0.1 s
+
+
+def test_429s_cut_concurrency_and_clean_answers_grow_it_back() -> None:
+    async def scenario() -> tuple[float, float, float, float]:
+        limiter = Limiter(32, start_concurrency=8)
+        before = limiter.limit
+        limiter.release(await limiter.acquire(1), ok=False, rate_limited=True, retry_after=0.01)
+        cut = limiter.limit
+        limiter.release(await limiter.acquire(1), ok=False, rate_limited=True)  # same burst: no second cut
+        again = limiter.limit
+        for _ in range(50):
+            limiter.release(await limiter.acquire(1), ok=True)
+        return before, cut, again, limiter.limit
+
+    before, cut, again, regrown = asyncio.run(scenario())
+    assert abs(cut - before * 0.7) < 1e-9 and again == cut
+    assert regrown > cut + 3
+
+
+def test_configured_ceiling_paces_from_the_start() -> None:
+    limiter = Limiter(16, requests_per_minute=120)
+    assert limiter.requests.rate == 2.0
+    assert limiter.requests.wait(1, limiter.requests.stamp) == 0.5
