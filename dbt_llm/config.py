@@ -27,6 +27,7 @@ _DEFAULTS: dict[str, Any] = {
     "request_timeout": 60.0,
     "max_input_chars": 20000,
     "requests_per_minute": None,
+    "progress_interval": 5.0,
     "tokens_per_minute": None,
     "on_long_input": "truncate",
 }
@@ -49,6 +50,7 @@ class LlmConfig:
     max_input_chars: int = 20000
     on_long_input: Literal["truncate", "fail"] = "truncate"
     requests_per_minute: float | None = None
+    progress_interval: float = 5.0
     tokens_per_minute: float | None = None
 
     def api_key(self) -> str:
@@ -158,5 +160,6 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
         max_input_chars=_number(values, "max_input_chars", minimum=1, integer=True),
         on_long_input=values["on_long_input"],
         requests_per_minute=_optional(values, "requests_per_minute"),
+        progress_interval=_number(values, "progress_interval", minimum=0.1),
         tokens_per_minute=_optional(values, "tokens_per_minute"),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -99,6 +100,8 @@ class Runtime:
         self._estimated: set[str] = set()  # keys a dry run has already priced
         self._answers_invocation: str | None = None
         self._lock = threading.RLock()
+        self._progress: threading.Thread | None = None
+        self._progress_every = config.progress_interval
 
     def _default_provider(self) -> Provider:
         return OpenAIProvider(
@@ -221,6 +224,8 @@ class Runtime:
         if call.dry_run:
             self._estimate(call, ledger, requests)
             requests = []
+        if requests:
+            self._start_progress()
         fatal: DbtLlmError | None = None
         try:
             for answered in self.engine.run(requests, lambda o: self._record(call, ledger, o, texts_by_key)):
@@ -262,6 +267,34 @@ class Runtime:
         if fatal is not None:
             raise fatal
         return pa.array(results, pa.string())
+
+    def _start_progress(self) -> None:
+        with self._lock:
+            if self._progress is None:
+                self._progress = threading.Thread(target=self._report_progress, name="dbt-llm-progress", daemon=True)
+                self._progress.start()
+
+    def _report_progress(self) -> None:
+        """Every few seconds, for each model and function still calling: what it has done so far."""
+        last: dict[tuple[str, str, str, str], tuple[float, int]] = {}
+        while True:
+            time.sleep(self._progress_every)
+            now = time.monotonic()
+            with self._lock:
+                running = [(k, lg, lg.row()) for k, lg in self._ledgers.items() if lg.status == "running"]
+            for key, lg, row in running:
+                then, calls_then = last.get(key, (now - self._progress_every, row["api_calls"]))
+                last[key] = (now, row["api_calls"])
+                if row["api_calls"] == calls_then:
+                    continue
+                rate = (row["api_calls"] - calls_then) / max(now - then, 1e-9)
+                limiter = self.engine.limiter(lg.model)
+                self._log(
+                    f"dbt_llm: {lg.node_id} llm_{lg.function}: {row['rows']} rows ({row['cache_hits']} cached), "
+                    f"{row['api_calls']} calls, {limiter.in_flight} in flight, {rate:.1f} req/s, "
+                    f"{row['rate_limited']} x 429, {row['prompt_tokens'] + row['completion_tokens']} tokens, "
+                    f"{_usd(row['cost_usd'])} so far"
+                )
 
     def _estimate(self, call: Call, ledger: Ledger, requests: list[Request]) -> None:
         """Dry run: what the requests would cost, sent nowhere."""

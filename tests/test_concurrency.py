@@ -45,3 +45,20 @@ def test_four_threads_share_inputs_without_paying_twice_or_losing_writes(project
         assert project.query(f"select count(*), count(l) from m{n}")[0] == (600, 600)
     audit = project.query("select sum(api_calls), sum(rows), count(*) from dbt_llm.llm_audit")[0]
     assert audit == (150, 2400, 4)
+
+
+def test_long_runs_report_progress_in_the_dbt_log(project: DbtProject) -> None:
+    project.plugin_config.update(progress_interval=0.2, max_concurrency=2)
+    project.server.latency = 0.03
+    rows = ["id,body"] + [f"{i},ticket {i} about a bug" for i in range(80)]
+    project.write("seeds/t.csv", "\n".join(rows) + "\n")
+    project.write(
+        "models/m.sql", f"select id, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as l from {{{{ ref('t') }}}}\n"
+    )
+    project.dbt("seed")
+    project.dbt("run")
+    log = (project.root / "logs" / "dbt.log").read_text()
+    progress = [line for line in log.splitlines() if "req/s" in line and "model.dbt_llm_example.m llm_classify" in line]
+    assert progress, "no progress line in logs/dbt.log"
+    assert "calls" in progress[0] and "tokens" in progress[0] and "so far" in progress[0]
+    assert "80 API calls" in log  # the final summary of the model
