@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+DBT := $(CURDIR)/$(VENV)/bin/dbt
+DEMO_MODEL ?= qwen2.5-0.5b
+# The embedded model runs on the CPU: the demo enriches a slice of the 200 vendors (ROWS=200 for all).
+ROWS ?= 60
 export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
 
 .PHONY: install test lint pytest demo bench clean
@@ -9,7 +13,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,local]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -19,9 +23,23 @@ lint: install
 	$(VENV)/bin/mypy
 
 pytest: install
+	$(VENV)/bin/dbt-llm pull smollm2-135m
 	$(PY) -m pytest -q
 
 test: lint pytest
+
+demo: install
+	$(VENV)/bin/dbt-llm pull $(DEMO_MODEL)
+	@echo "== dbt build of example_project on the embedded $(DEMO_MODEL) (no key, no network): first $(ROWS) of 200 vendors =="
+	cd example_project && $(DBT) deps --profiles-dir .. --quiet && \
+		DBT_LLM_TARGET=local DBT_LLM_LOCAL_MODEL=$(DEMO_MODEL) \
+		$(DBT) build --profiles-dir .. --vars '{vendor_limit: $(ROWS)}'
+	@echo "== What it cost (dbt-llm costs) =="
+	$(VENV)/bin/dbt-llm costs --db example_project/example.duckdb
+	@echo "== A few enriched rows =="
+	cd example_project && $(DBT) show --profiles-dir .. --quiet --limit 8 --inline \
+		"select vendor_id, left(description, 40) as description, category, addr.city, addr.country from {{ ref('enriched_vendors') }} order by vendor_id"
+	@echo "Run it again: every row comes from the cache, no model call. ROWS=200 enriches all vendors."
 
 bench: install
 	$(PY) benchmarks/cache_bench.py

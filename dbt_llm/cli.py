@@ -1,4 +1,4 @@
-"""`dbt-llm`: look at what the LLM calls of your dbt runs cost, and what failed."""
+"""`dbt-llm`: fetch a local model, and look at what the LLM calls of your dbt runs cost and what failed."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
 
 
@@ -54,6 +54,32 @@ def _where(schema: str, all_runs: bool) -> str:
     return f"where invocation_id = {last}"
 
 
+def _models(args: argparse.Namespace) -> int:
+    from .local.pull import pull, verify
+    from .local.registry import DEFAULT_MODEL, MODELS
+
+    try:
+        if args.command == "pull":
+            path = pull(args.model or DEFAULT_MODEL, args.dir)
+            print(f"ready: {path}")
+            return 0
+        rows = [
+            (
+                m.name + (" (default)" if m.name == DEFAULT_MODEL else ""),
+                f"{m.size_mb:.0f} MB",
+                m.license,
+                "yes" if verify(m) else "no",
+                m.description,
+            )
+            for m in MODELS.values()
+        ]
+        print(_table(["model", "size", "licence", "downloaded", "what it is"], rows))
+        return 0
+    except DbtLlmError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dbt-llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,7 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd.add_argument("--db", required=True, help="path of the DuckDB file of your dbt profile")
         cmd.add_argument("--schema", default="dbt_llm", help="schema of the llm_* tables (default: dbt_llm)")
         cmd.add_argument("--all", action="store_true", help="all runs instead of the last one")
+    pull_cmd = sub.add_parser("pull", help="download a local model into the model cache and verify its digest")
+    pull_cmd.add_argument("model", nargs="?", default=None, help="a name from `dbt-llm models` (default: the default)")
+    pull_cmd.add_argument(
+        "--dir", default=None, help="model cache directory (default: $DBT_LLM_MODELS_DIR or ~/.cache)"
+    )
+    sub.add_parser("models", help="the local models dbt-llm knows, and which are downloaded")
     args = parser.parse_args(argv)
+    if args.command in ("pull", "models"):
+        return _models(args)
     schema = quote(args.schema)
     where = _where(schema, args.all)
     try:

@@ -9,7 +9,8 @@ from typing import Any, Literal
 from .errors import ConfigError
 from .pricing import Price
 
-PROVIDERS = ("openai",)
+PROVIDERS = ("openai", "local")
+LOCAL_DEFAULT_MODEL = "qwen2.5-0.5b"  # mirrors dbt_llm.local.registry, which needs no import here
 OnError = Literal["fail", "null"]
 
 _DEFAULTS: dict[str, Any] = {
@@ -28,6 +29,8 @@ _DEFAULTS: dict[str, Any] = {
     "max_input_chars": 20000,
     "requests_per_minute": None,
     "progress_interval": 5.0,
+    "local_threads": None,
+    "local_parallel": 2,
     "tokens_per_minute": None,
     "on_long_input": "truncate",
 }
@@ -51,6 +54,8 @@ class LlmConfig:
     on_long_input: Literal["truncate", "fail"] = "truncate"
     requests_per_minute: float | None = None
     progress_interval: float = 5.0
+    local_threads: int | None = None
+    local_parallel: int = 2
     tokens_per_minute: float | None = None
 
     def api_key(self) -> str:
@@ -119,6 +124,8 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
             known = ", ".join(sorted(_DEFAULTS))
             raise _fail(key, "is not a known key", f"Remove it or fix its spelling; known keys: {known}.")
     values = {**_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+    if values["provider"] == "local" and "model" not in raw:
+        values["model"] = LOCAL_DEFAULT_MODEL
 
     for key in ("provider", "model", "base_url", "api_key_env", "schema"):
         if not isinstance(values[key], str) or not values[key].strip():
@@ -161,5 +168,9 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
         on_long_input=values["on_long_input"],
         requests_per_minute=_optional(values, "requests_per_minute"),
         progress_interval=_number(values, "progress_interval", minimum=0.1),
+        local_threads=None
+        if values["local_threads"] is None
+        else _number(values, "local_threads", minimum=1, integer=True),
+        local_parallel=_number(values, "local_parallel", minimum=1, integer=True),
         tokens_per_minute=_optional(values, "tokens_per_minute"),
     )

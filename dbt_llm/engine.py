@@ -66,6 +66,7 @@ class Outcome:
     error: str | None = None
     attempts: int = 0  # requests sent for this row
     rate_limited: int = 0  # of which answered 429
+    truncated: int = 0  # answers cut at max_tokens: each retry doubles it
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = 0.0
     shared: bool = False  # answered by a request another caller had in flight: cost counted there
@@ -220,10 +221,11 @@ class Engine:
                 f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: <USD per 1M>}}}}."
             )
         messages = task.messages(request.text)
+        max_tokens = task.max_tokens * 2**outcome.truncated
         estimate = sum(len(m["content"]) for m in messages) / 4
         limiter = self.limiter(task.model)
         # Providers reserve max_tokens against the token budget, so we do too.
-        seq = await limiter.acquire(estimate * self._token_ratio + task.max_tokens)
+        seq = await limiter.acquire(estimate * self._token_ratio + max_tokens)
         started = time.monotonic()
         try:
             # Checked once a slot is free, so the overshoot is at most what is in flight.
@@ -239,7 +241,7 @@ class Engine:
                         model=task.model,
                         messages=messages,
                         response_format=task.response_format(),
-                        max_tokens=task.max_tokens,
+                        max_tokens=max_tokens,
                         temperature=task.temperature,
                     ),
                     timeout,
@@ -267,7 +269,8 @@ class Engine:
             outcome.cost_usd = (outcome.cost_usd or 0.0) + cost
             request.budget.charge(cost)
         if completion.finish_reason == "length":
-            raise InvalidAnswer(f"the answer was cut at max_tokens={task.max_tokens}")
+            outcome.truncated += 1
+            raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")
         if completion.finish_reason == "refusal":
             raise InvalidAnswer("the model refused to answer")
         return task.parse_answer(completion.content)

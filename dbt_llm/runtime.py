@@ -3,6 +3,7 @@ the writer, the per-model ledgers and the invocation's budget."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 import time
@@ -79,11 +80,13 @@ class Runtime:
     ) -> None:
         self.config = config
         self._log = log
-        self._prices = PriceTable(config.prices)
+        # A model on this machine costs nothing per token.
+        self._prices = PriceTable(config.prices, free=config.provider == "local")
         self.engine = Engine(
             provider_factory or self._default_provider,
             prices=self._prices,
-            max_concurrency=config.max_concurrency,
+            # A CPU model answers as many requests at once as it has slots.
+            max_concurrency=config.local_parallel if config.provider == "local" else config.max_concurrency,
             max_attempts=config.max_attempts,
             request_timeout=config.request_timeout,
             requests_per_minute=config.requests_per_minute,
@@ -104,11 +107,31 @@ class Runtime:
         self._progress_every = config.progress_interval
 
     def _default_provider(self) -> Provider:
+        if self.config.provider == "local":
+            return self._local_provider()
         return OpenAIProvider(
             base_url=self.config.base_url,
             api_key=self.config.api_key,
             timeout=self.config.request_timeout,
             max_connections=self.config.max_concurrency,
+        )
+
+    def _local_provider(self) -> Provider:
+        """llama.cpp's OpenAI-compatible server, in this process on 127.0.0.1: the same code path
+        (retries, validation, cache, audit) as any remote endpoint."""
+        from .local.server import shared_server
+
+        server = shared_server(
+            self.config.model, n_parallel=self.config.local_parallel, n_threads=self.config.local_threads
+        )
+        # Registered after the server's own exit hook, so it runs first: close connections, then stop it.
+        atexit.register(self.close)
+        return OpenAIProvider(
+            base_url=server.base_url,
+            api_key=lambda: server.api_key,
+            timeout=self.config.request_timeout,
+            max_connections=self.config.local_parallel,
+            trust_env=False,
         )
 
     # -- connection --

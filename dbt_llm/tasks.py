@@ -152,7 +152,7 @@ def build_task(args: dict[str, Any], *, provider: str, default_model: str, tempe
             "required": ["label"],
             "additionalProperties": False,
         }
-        max_tokens = 24 + max(len(n) for n in names)
+        max_tokens = 48 + max(len(n) for n in names)
     else:
         fields = args.get("fields")
         if isinstance(fields, dict) and fields.get("type") == "object" and "properties" in fields:

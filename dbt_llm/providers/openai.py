@@ -53,6 +53,7 @@ class OpenAIProvider:
         timeout: float,
         max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
+        trust_env: bool = True,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key
@@ -60,6 +61,7 @@ class OpenAIProvider:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
+            trust_env=trust_env,
         )
 
     def _auth_headers(self) -> dict[str, str]:

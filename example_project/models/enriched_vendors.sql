@@ -12,8 +12,18 @@ select
         'services': 'work done by people: consulting, legal, accounting, cleaning, staffing, agencies, logistics',
         'other': 'anything else: rent, utilities, travel, insurance, furniture, donations, supplies'
     }) }} as category,
-    {{ dbt_llm.llm_extract('address', {'city': 'string', 'country': 'string', 'postal_code': 'string'}) }} as addr
+    {{ dbt_llm.llm_extract('address', {'city': 'string', 'country': 'string', 'postal_code': 'string'}, examples=[
+        {'input': 'Hauptstraße 5, 10115 Berlin, Germany',
+         'output': {'city': 'Berlin', 'country': 'Germany', 'postal_code': '10115'}},
+        {'input': '742 Evergreen Terrace, Springfield',
+         'output': {'city': 'Springfield', 'country': none, 'postal_code': none}}
+    ]) }} as addr
 from {{ ref('raw_vendors') }}
+where true
+{% if var('vendor_limit', none) %}
+  -- `make demo` enriches a slice on the embedded CPU model to stay within a few minutes.
+  and vendor_id <= {{ var('vendor_limit') }}
+{% endif %}
 {% if is_incremental() %}
-where updated_at > (select coalesce(max(updated_at), '1900-01-01'::timestamp) from {{ this }})
+  and updated_at > (select coalesce(max(updated_at), '1900-01-01'::timestamp) from {{ this }})
 {% endif %}

@@ -1,0 +1,296 @@
+"""An embedded llama.cpp server speaking the OpenAI chat-completions API on 127.0.0.1.
+
+xllamacpp (optional dependency, the `local` extra) runs llama.cpp's own HTTP server inside this process:
+`xllamacpp.Server(params)` loads the model, then listens on `params.hostnames`/`params.port` (port 0 picks
+a free one) in native threads, until the Server object is deallocated. Requests carry `Authorization:
+Bearer <api_key>`: a random key per server, so other local users cannot use the port.
+
+    with LocalServer("qwen2.5-0.5b") as srv:      # or a path to a .gguf file
+        base_url = srv.base_url                   # http://127.0.0.1:PORT/v1
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import importlib
+import os
+import secrets
+import threading
+import time
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from .pull import model_path as resolve_model_path
+from .registry import LocalModelError
+
+__all__ = ["LocalServer", "default_threads", "shared_server", "stop_shared_servers"]
+
+DEFAULT_CTX_PER_SLOT = 4096
+DEFAULT_PARALLEL = 2
+DEFAULT_CACHE_RAM_MIB = 1024
+
+
+def default_threads() -> int:
+    """Half the CPUs this process may run on (at least 1).
+
+    llama.cpp's compute threads wait on each other at every step, so when any of them is descheduled
+    (dbt, DuckDB or other programs using the CPU) all of them stall: on 2 busy vCPUs, 2 threads decoded
+    ~10x slower than 1. Half the CPUs is also about the physical cores on SMT machines, which is what
+    llama.cpp itself recommends."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // 2)
+
+
+def _import_xllamacpp() -> Any:
+    # importlib keeps mypy from needing stubs (or the package) for this optional dependency.
+    try:
+        return importlib.import_module("xllamacpp")
+    except ImportError as exc:
+        raise LocalModelError(
+            "the local provider needs xllamacpp, which is not installed: pip install 'dbt-llm[local]'"
+        ) from exc
+
+
+class LocalServer:
+    """One llama.cpp server for one model file. `start()` and `stop()` are idempotent and thread-safe.
+
+    `ctx_per_slot` is the context (prompt + answer tokens) of each of the `n_parallel` slots; llama.cpp
+    gets n_ctx = ctx_per_slot * n_parallel and splits it evenly between the slots.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        ctx_per_slot: int = DEFAULT_CTX_PER_SLOT,
+        n_parallel: int = DEFAULT_PARALLEL,
+        n_threads: int | None = None,
+        cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB,
+        startup_timeout: float = 120.0,
+        api_key: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if ctx_per_slot < 256:
+            raise LocalModelError(f"ctx_per_slot must be at least 256, got {ctx_per_slot}")
+        if n_parallel < 1:
+            raise LocalModelError(f"n_parallel must be at least 1, got {n_parallel}")
+        if n_threads is not None and n_threads < 1:
+            raise LocalModelError(f"n_threads must be at least 1, got {n_threads}")
+        self.model_path: Path = resolve_model_path(model, cache_dir)
+        self.ctx_per_slot = ctx_per_slot
+        self.n_parallel = n_parallel
+        self.n_threads = n_threads or default_threads()
+        self.cache_ram_mib = cache_ram_mib
+        self.startup_timeout = startup_timeout
+        self.api_key = api_key or f"dbt-llm-local-{secrets.token_urlsafe(24)}"
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._params: Any = None
+        self._base_url: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:PORT/v1`; raises when the server is not running."""
+        url = self._base_url
+        if url is None:
+            raise LocalModelError("the local model server is not running: call start() first")
+        return url
+
+    @property
+    def model_name(self) -> str:
+        """The `model` value the server reports (it accepts any value in requests)."""
+        return str(self.model_path)
+
+    def _make_params(self, xllamacpp: Any) -> Any:
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self.model_path)
+        params.n_parallel = self.n_parallel
+        params.n_ctx = self.ctx_per_slot * self.n_parallel
+        params.cpuparams.n_threads = self.n_threads
+        params.cpuparams_batch.n_threads = self.n_threads
+        params.verbosity = -1
+        params.hostnames = ["127.0.0.1"]
+        params.port = 0
+        params.api_keys = [self.api_key]
+        params.ui = False
+        params.offline = True
+        params.endpoint_slots = False
+        params.endpoint_metrics = True  # stop() reads requests_processing / requests_deferred
+        params.cache_ram_mib = self.cache_ram_mib
+        return params
+
+    def start(self) -> str:
+        """Load the model, wait until the server answers /health, and return its base_url."""
+        with self._lock:
+            if self._base_url is not None:
+                return self._base_url
+            xllamacpp = _import_xllamacpp()
+            params = self._make_params(xllamacpp)
+            try:
+                server = xllamacpp.Server(params)
+            except RuntimeError as exc:
+                raise LocalModelError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+            address = str(server.listening_address or "").rstrip("/")
+            if not address.startswith("http://127.0.0.1:"):
+                del server
+                raise LocalModelError(f"llama.cpp's HTTP server did not start (listening address {address!r})")
+            try:
+                self._wait_healthy(address)
+            except BaseException:
+                del server
+                raise
+            self._server, self._params = server, params
+            self._base_url = f"{address}/v1"
+            return self._base_url
+
+    def _wait_healthy(self, address: str) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        last = "no answer"
+        with httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0), trust_env=False) as client:
+            while True:
+                try:
+                    response = client.get(f"{address}/health")
+                    if response.status_code == 200:
+                        return
+                    last = f"HTTP {response.status_code}: {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                if time.monotonic() >= deadline:
+                    raise LocalModelError(
+                        f"the local model server at {address} was not healthy after {self.startup_timeout:.0f} s "
+                        f"({last})"
+                    )
+                time.sleep(0.05)
+
+    def stop(self, drain_timeout: float = 60.0) -> None:
+        """Stop listening and free the model.
+
+        llama.cpp stops when the Server object is deallocated, and its destructor joins the HTTP threads
+        while holding the GIL: a request whose client is still connected (say an httpx call in another
+        thread of this process) would then never finish. So this first waits, up to `drain_timeout`
+        seconds, until the server reports no request processing or queued; if it is still busy then,
+        the server is left running (pinned, never deallocated) rather than risk that deadlock, and is
+        reclaimed when the process exits.
+        """
+        with self._lock:
+            server, address = self._server, self._base_url
+            self._server, self._params, self._base_url = None, None, None
+        if server is None or address is None:
+            return
+        if not self._drain(address.removesuffix("/v1"), drain_timeout):
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(server))
+            _abandoned.append(server)
+            warnings.warn(
+                f"the local model server at {address} was still busy after {drain_timeout:.0f} s; "
+                "it is left running until the process exits",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+        del server
+
+    def _drain(self, address: str, timeout: float) -> bool:
+        """Wait until llama.cpp reports no request processing nor deferred (two polls in a row)."""
+        deadline = time.monotonic() + timeout
+        idle_polls = 0
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        with httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0), headers=headers, trust_env=False) as client:
+            while True:
+                try:
+                    busy = _busy_requests(client.get(f"{address}/metrics").text)
+                except httpx.HTTPError:
+                    busy = None
+                if busy is None:  # no answer: nothing more to wait for
+                    return True
+                idle_polls = idle_polls + 1 if busy == 0 else 0
+                if idle_polls >= 2:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.05)
+
+    def __enter__(self) -> LocalServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = self._base_url or "stopped"
+        return f"LocalServer({str(self.model_path)!r}, n_parallel={self.n_parallel}, {state})"
+
+
+def _busy_requests(metrics: str) -> int | None:
+    """requests_processing + requests_deferred from llama.cpp's Prometheus text (None if absent)."""
+    values: dict[str, float] = {}
+    for line in metrics.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("llamacpp:requests_processing", "llamacpp:requests_deferred"):
+            try:
+                values[parts[0]] = float(parts[1])
+            except ValueError:
+                return None
+    if len(values) != 2:
+        return None
+    return int(sum(values.values()))
+
+
+_abandoned: list[Any] = []
+_shared: dict[tuple[Any, ...], LocalServer] = {}
+_shared_lock = threading.Lock()
+_atexit_registered = False
+
+
+def shared_server(
+    model: str | os.PathLike[str],
+    *,
+    ctx_per_slot: int = DEFAULT_CTX_PER_SLOT,
+    n_parallel: int = DEFAULT_PARALLEL,
+    n_threads: int | None = None,
+    cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB,
+    startup_timeout: float = 120.0,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> LocalServer:
+    """The one running server of this process for (model file, parameters); started on first use."""
+    global _atexit_registered
+    path = resolve_model_path(model, cache_dir)
+    threads = n_threads or default_threads()
+    key = (str(path), ctx_per_slot, n_parallel, threads, cache_ram_mib)
+    with _shared_lock:
+        server = _shared.get(key)
+        if server is None:
+            server = LocalServer(
+                path,
+                ctx_per_slot=ctx_per_slot,
+                n_parallel=n_parallel,
+                n_threads=threads,
+                cache_ram_mib=cache_ram_mib,
+                startup_timeout=startup_timeout,
+            )
+            _shared[key] = server
+            if not _atexit_registered:
+                atexit.register(stop_shared_servers)
+                _atexit_registered = True
+    server.start()  # idempotent; outside the registry lock so other models are not held up
+    return server
+
+
+def stop_shared_servers() -> None:
+    """Stop every server started by shared_server (also run at interpreter exit)."""
+    with _shared_lock:
+        servers = list(_shared.values())
+        _shared.clear()
+    for server in servers:
+        server.stop()

@@ -1,0 +1,55 @@
+"""`provider: local` end to end: dbt, the plugin, the embedded llama.cpp server and a real (tiny) model.
+
+Uses smollm2-135m (98 MB): it proves the plumbing (constrained answers, usage, cost 0, cache), not
+quality. Skipped when xllamacpp or the model is missing, except in CI, where `make test` installs both.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+from conftest import DbtProject
+
+from dbt_llm.local import verify
+
+MODEL = "smollm2-135m"
+READY = importlib.util.find_spec("xllamacpp") is not None and verify(MODEL)
+if not READY and os.environ.get("CI"):
+    pytest.fail(f"CI must test the local provider: `make test` installs xllamacpp and pulls {MODEL}", pytrace=False)
+pytestmark = pytest.mark.skipif(not READY, reason=f"xllamacpp or {MODEL} missing: dbt-llm pull {MODEL}")
+
+LABELS = ["software", "hardware", "services", "other"]
+
+
+def test_local_model_answers_within_the_schema_at_zero_cost(project: DbtProject) -> None:
+    project.plugin_config = {"provider": "local", "model": MODEL, "local_parallel": 2, "max_cost_usd": 0.01}
+    project.write(
+        "seeds/v.csv",
+        "id,description,address\n"
+        '1,Annual licence for CRM platform,"221B Baker Street, London NW1 6XE, UK"\n'
+        '2,Dell laptops x25,"Hauptstraße 5, 10115 Berlin, Germany"\n'
+        "3,Quarterly external audit,\n"
+        "4,Annual licence for CRM platform,\n",
+    )
+    project.write(
+        "models/m.sql",
+        f"select id, {{{{ dbt_llm.llm_classify('description', {LABELS}) }}}} as category, "
+        "{{ dbt_llm.llm_extract('address', {'city': 'string', 'country': 'string'}) }} as addr from {{ ref('v') }}\n",
+    )
+    project.dbt("seed")
+    project.dbt("run")
+    rows = project.query("select id, category, addr from m order by id")
+    assert all(category in LABELS for _, category, _ in rows)
+    assert [addr is None for _, _, addr in rows] == [False, False, True, True]
+    audit = project.query(
+        "select function, model, rows, api_calls - retries, prompt_tokens > 0, completion_tokens > 0, cost_usd "
+        "from dbt_llm.llm_audit order by function"
+    )
+    assert audit == [
+        ("classify", MODEL, 4, 3, True, True, 0.0),  # a repeated description is sent once
+        ("extract", MODEL, 2, 2, True, True, 0.0),
+    ]
+    project.dbt("run")
+    assert project.query("select sum(api_calls) from dbt_llm.llm_audit")[0][0] == 5  # the rerun is cached
