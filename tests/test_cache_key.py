@@ -6,6 +6,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -81,3 +82,11 @@ def test_sql_and_python_compute_the_same_key() -> None:
     text = "Grüße, 'quoted' — 日本語 🎉"
     sql_key = duckdb.sql("select sha256($h || $t)", params={"h": task.spec_hash, "t": text}).fetchall()[0]
     assert sql_key == (cache_key(task.spec_hash, text),)
+
+
+def test_a_new_prompt_template_version_changes_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbt_llm import prompts
+
+    before = key({"labels": ["a", "b"]}, "some text")
+    monkeypatch.setitem(prompts.TEMPLATE_VERSIONS, "classify", "classify/2")
+    assert key({"labels": ["a", "b"]}, "some text") != before
