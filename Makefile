@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DBT := $(CURDIR)/$(VENV)/bin/dbt
 DEMO_MODEL ?= qwen2.5-0.5b
 # The embedded model runs on the CPU: the demo enriches a slice of the 200 vendors (ROWS=200 for all).
-ROWS ?= 60
+ROWS ?= 40
 export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
 
 .PHONY: install test lint pytest demo bench clean

@@ -11,7 +11,12 @@ select
         'hardware': 'physical computing or office equipment: laptops, servers, network gear, printers, phones',
         'services': 'work done by people: consulting, legal, accounting, cleaning, staffing, agencies, logistics',
         'other': 'anything else: rent, utilities, travel, insurance, furniture, donations, supplies'
-    }) }} as category,
+    }, examples=[
+        {'input': 'Netgear 24-port PoE switches (6) for the warehouse', 'output': {'label': 'hardware'}},
+        {'input': 'Monthly Jira Cloud subscription, 85 users', 'output': {'label': 'software'}},
+        {'input': 'Tax advisory and year-end close support', 'output': {'label': 'services'}},
+        {'input': 'Office lease, 4th floor, April', 'output': {'label': 'other'}}
+    ]) }} as category,
     {{ dbt_llm.llm_extract('address', {'city': 'string', 'country': 'string', 'postal_code': 'string'}, examples=[
         {'input': 'Hauptstraße 5, 10115 Berlin, Germany',
          'output': {'city': 'Berlin', 'country': 'Germany', 'postal_code': '10115'}},
