@@ -31,6 +31,7 @@ _DEFAULTS: dict[str, Any] = {
     "progress_interval": 5.0,
     "local_threads": None,
     "local_parallel": 2,
+    "model_path": None,
     "tokens_per_minute": None,
     "on_long_input": "truncate",
 }
@@ -124,7 +125,11 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
             known = ", ".join(sorted(_DEFAULTS))
             raise _fail(key, "is not a known key", f"Remove it or fix its spelling; known keys: {known}.")
     values = {**_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
-    if values["provider"] == "local" and "model" not in raw:
+    if values["model_path"] is not None:
+        if values["provider"] != "local" or "model" in raw:
+            raise _fail("model_path", "is set", "Use it only with provider: local, instead of `model`.")
+        values["model"] = values["model_path"]
+    elif values["provider"] == "local" and "model" not in raw:
         values["model"] = LOCAL_DEFAULT_MODEL
 
     for key in ("provider", "model", "base_url", "api_key_env", "schema"):

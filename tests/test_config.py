@@ -61,3 +61,10 @@ def test_duckdb_settings_do_not_break_the_plugin(project: DbtProject) -> None:
     project.dbt("seed")
     project.dbt("run")
     assert project.query("select l from one") == [("bug",)]
+
+
+def test_local_provider_takes_a_registry_name_or_a_gguf_path() -> None:
+    assert parse_config({"provider": "local"}).model == "qwen2.5-0.5b"
+    assert parse_config({"provider": "local", "model_path": "/models/my.gguf"}).model == "/models/my.gguf"
+    with pytest.raises(ConfigError, match="`model_path` is set"):
+        parse_config({"provider": "openai", "model_path": "/models/my.gguf"})
