@@ -114,6 +114,7 @@ class Limiter:
         self.rate_limited = 0
         self._pause_until = 0.0
         self._last_cut = 0.0
+        self._slow_start = True  # grow by one slot per clean answer until the first 429
         self._done: deque[float] = deque(maxlen=512)  # completion times, for the observed rate
         self._latencies: deque[float] = deque(maxlen=200)
         self._changed = asyncio.Event()
@@ -172,11 +173,13 @@ class Limiter:
             self._done.append(now)
             if latency is not None:
                 self._latencies.append(latency)
-            self.limit = min(float(self.max_concurrency), self.limit + 1 / self.limit)
+            step = 1.0 if self._slow_start else 1 / self.limit
+            self.limit = min(float(self.max_concurrency), self.limit + step)
         elif rate_limited:
             self.rate_limited += 1
             if retry_after:
                 self._pause_until = max(self._pause_until, now + retry_after)
+            self._slow_start = False
             if now - self._last_cut > 1.0:  # one cut per burst of 429s
                 self._last_cut = now
                 self.limit = max(1.0, self.limit * 0.7)
