@@ -19,7 +19,7 @@ def tickets(project: DbtProject, n: int) -> None:
 
 
 def test_mixed_faults_end_valid_within_two_runs_and_each_answer_is_paid_once(project: DbtProject) -> None:
-    project.plugin_config.update(max_attempts=3, request_timeout=1.0)
+    project.plugin_config.update(max_attempts=4, request_timeout=1.0)
     project.server.hang_seconds = 2.0
     project.server.set_fault_rates(
         {"500": 0.05, "503": 0.02, "502_html": 0.02, "timeout": 0.01, "invalid": 0.05, "truncated": 0.02}, seed=7
