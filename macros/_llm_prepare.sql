@@ -14,6 +14,10 @@
   {%- set payload = {'function': function, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id,
                      'dry_run': var('dbt_llm_dry_run', false) in (true, 'true', 'True', 1)} -%}
   {%- do payload.update(args) -%}
+  {%- set plugin = run_query("select count(*) from duckdb_functions() where function_name = 'dbt_llm_prepare'") -%}
+  {%- if plugin.columns[0].values()[0] == 0 -%}
+    {{ exceptions.raise_compiler_error(where ~ ": the dbt_llm plugin is not loaded. Add it to your dbt-duckdb profile: plugins: [{module: dbt_llm.plugin, config: {...}}] (see the README).") }}
+  {%- endif -%}
   {%- set result = run_query('select dbt_llm_prepare(' ~ dbt_llm._llm_literal(tojson(payload)) ~ ')') -%}
   {%- set call = fromjson(result.columns[0].values()[0]) -%}
   {%- if call.error -%}

@@ -52,14 +52,16 @@ class DbtProject:
         }
         self.settings: dict[str, Any] = {}
         self.threads = 4
+        self.with_plugin = True
 
     def write_profiles(self) -> None:
         output: dict[str, Any] = {
             "type": "duckdb",
             "path": str(self.db_path),
             "threads": self.threads,
-            "plugins": [{"module": "dbt_llm.plugin", "config": self.plugin_config}],
         }
+        if self.with_plugin:
+            output["plugins"] = [{"module": "dbt_llm.plugin", "config": self.plugin_config}]
         if self.settings:
             output["settings"] = self.settings
         profile = {"dbt_llm_example": {"target": "test", "outputs": {"test": output}}}

@@ -68,3 +68,14 @@ def test_local_provider_takes_a_registry_name_or_a_gguf_path() -> None:
     assert parse_config({"provider": "local", "model_path": "/models/my.gguf"}).model == "/models/my.gguf"
     with pytest.raises(ConfigError, match="`model_path` is set"):
         parse_config({"provider": "openai", "model_path": "/models/my.gguf"})
+
+
+def test_macros_without_the_plugin_say_how_to_add_it(project: DbtProject) -> None:
+    project.write("seeds/t.csv", "id,body\n1,a bug\n")
+    project.write(
+        "models/one.sql", "select {{ dbt_llm.llm_classify('body', ['bug', 'other']) }} as l from {{ ref('t') }}\n"
+    )
+    project.with_plugin = False
+    result = project.dbt("run", ok=False)
+    message = "".join(str(r.message) for r in (result.result or [])) + str(result.exception)
+    assert "the dbt_llm plugin is not loaded" in message and "module: dbt_llm.plugin" in message
