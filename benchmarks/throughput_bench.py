@@ -25,7 +25,8 @@ up to ``--max-runs`` runs in all, until one succeeds, and only then does the cac
 
 Scenarios (rpm 3000 and tpm 1,000,000 unless said otherwise):
 
-- ``b60``: 60 s buckets (a burst of a whole minute's quota: 3000 requests);
+- ``b60``: 60 s buckets, rpm = 0.6 x rows (1200 for 2,000 rows): a burst of 60% of the job,
+  then the steady rate;
 - ``b5``: 5 s buckets (burst 250 requests);
 - ``b1``: 1 s buckets (burst 50 requests, then 50 per second);
 - ``faults``: 1 s buckets, and admitted requests fail at random: 2% 500, 1% 503, 1% HTML 502,
@@ -36,6 +37,13 @@ Scenarios (rpm 3000 and tpm 1,000,000 unless said otherwise):
   spread evenly) are new.  The other 99% repeat ``rows / 4`` older texts that a pre-fill model
   (same llm_classify call, so the same cache keys) caches first, against an unlimited
   zero-latency server.  Then the model over all rows runs (first) and runs again (cached).
+
+Not run unless named in ``--scenarios``:
+
+- ``burst``: 60 s buckets at rpm 3000, a bucket larger than the job: the ideal is one latency
+  (every request admitted at once), so any client is bound by how many requests it keeps in flight;
+- ``sparse1m``: ``sparse`` at its full size whatever ``--rows`` says: 1,000,000 rows of which 1%
+  (10,000 texts) are new, rpm 12,000 (200 requests per second), 1 s buckets.
 
 Columns of the table:
 
@@ -117,15 +125,29 @@ class Scenario:
     tpm: int | None = TPM  # None: token-bound, derived from the prompts
     faults: dict[str, float] = field(default_factory=dict)
     sparse: bool = False
+    rpm_per_row: float | None = None  # rpm = this x the uncached rows (so the bucket is a share of the job)
+    new_rows: int | None = None  # uncached rows, whatever --rows says
+    default: bool = True  # run when --scenarios is not given
+
+    def uncached(self, rows: int) -> int:
+        return self.new_rows if self.new_rows is not None else rows
+
+    def requests_per_minute(self, rows: int) -> int:
+        return round(self.rpm_per_row * self.uncached(rows)) if self.rpm_per_row else self.rpm
 
 
 SCENARIOS = [
-    Scenario("b60", 60),
+    # A 60 s bucket holding 60% of the job: a burst, then the steady rate.
+    Scenario("b60", 60, rpm_per_row=0.6),
     Scenario("b5", 5),
     Scenario("b1", 1),
     Scenario("faults", 1, faults=FAULTS),
     Scenario("tokens", 1, rpm=10_000, tpm=None),
     Scenario("sparse", 1, sparse=True),
+    # A bucket larger than the job: the ideal is one latency, any client is bound by its concurrency.
+    Scenario("burst", 60, default=False),
+    # 1,000,000 rows of which 1% (10,000 texts) are new, at 200 requests per second.
+    Scenario("sparse1m", 1, rpm=12_000, sparse=True, new_rows=10_000, default=False),
 ]
 
 
@@ -347,6 +369,7 @@ def fill_sparse(project: Project, tag: str, new: int) -> None:
 
 def run_scenario(project: Project, scenario: Scenario, rows: int, args: argparse.Namespace) -> Row:
     tag = scenario.name  # texts no other scenario uses: all uncached
+    rpm, rows = scenario.requests_per_minute(rows), scenario.uncached(rows)
     if scenario.sparse:
         fill_sparse(project, tag, rows)
         table, model, n_rows = "src_sparse", "sparse", rows * SPARSE_FACTOR
@@ -368,7 +391,7 @@ def run_scenario(project: Project, scenario: Scenario, rows: int, args: argparse
         cost = mean_token_cost(project, table)
     tpm = scenario.tpm if scenario.tpm is not None else math.ceil(TOKEN_BOUND_RPS * 60 * cost)
     server = RateLimitedOpenAI(
-        rpm=scenario.rpm,
+        rpm=rpm,
         tpm=tpm,
         bucket_seconds=scenario.bucket_seconds,
         latency=Latency(),
@@ -382,7 +405,7 @@ def run_scenario(project: Project, scenario: Scenario, rows: int, args: argparse
         server_start = time.time() - time.monotonic() + server.origin  # epoch seconds of the server's origin
         project.write_profile(server.base_url)
         print(
-            f"[{scenario.name}] {n_rows} rows, {rows} uncached; rpm {scenario.rpm}, tpm {tpm}, "
+            f"[{scenario.name}] {n_rows} rows, {rows} uncached; rpm {rpm}, tpm {tpm}, "
             f"bucket {scenario.bucket_seconds:g}s, ~{cost:.0f} tokens/request, faults {scenario.faults or 'none'}",
             flush=True,
         )
@@ -458,9 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios",
         nargs="+",
         choices=names,
-        default=names,
+        default=[s.name for s in SCENARIOS if s.default],
         metavar="NAME",
-        help=f"some of: {' '.join(names)} (default: all)",
+        help=f"some of: {' '.join(names)} (default: all but burst and sparse1m)",
     )
     parser.add_argument("--concurrency", type=int, default=None, help="plugin max_concurrency (default: its default)")
     parser.add_argument("--hang-seconds", type=float, default=30.0, help="how long a 'hang' fault holds a connection")

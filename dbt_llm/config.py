@@ -18,7 +18,7 @@ _DEFAULTS: dict[str, Any] = {
     "model": "gpt-4o-mini",
     "base_url": "https://api.openai.com/v1",
     "api_key_env": "OPENAI_API_KEY",
-    "max_concurrency": 16,
+    "max_concurrency": 128,
     "prices": {},
     "max_cost_usd": None,
     "on_error": "fail",
@@ -26,6 +26,7 @@ _DEFAULTS: dict[str, Any] = {
     "temperature": 0.0,
     "max_attempts": 5,
     "request_timeout": 60.0,
+    "row_timeout": 600.0,
     "max_input_chars": 20000,
     "requests_per_minute": None,
     "progress_interval": 5.0,
@@ -43,7 +44,7 @@ class LlmConfig:
     model: str = "gpt-4o-mini"
     base_url: str = "https://api.openai.com/v1"
     api_key_env: str = "OPENAI_API_KEY"
-    max_concurrency: int = 16
+    max_concurrency: int = 128
     prices: dict[str, Price] = field(default_factory=dict)
     max_cost_usd: float | None = None
     on_error: OnError = "fail"
@@ -51,6 +52,7 @@ class LlmConfig:
     temperature: float = 0.0
     max_attempts: int = 5
     request_timeout: float = 60.0
+    row_timeout: float = 600.0
     max_input_chars: int = 20000
     on_long_input: Literal["truncate", "fail"] = "truncate"
     requests_per_minute: float | None = None
@@ -169,6 +171,7 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
         temperature=_number(values, "temperature", minimum=0),
         max_attempts=_number(values, "max_attempts", minimum=1, integer=True),
         request_timeout=_number(values, "request_timeout", minimum=0.1),
+        row_timeout=_number(values, "row_timeout", minimum=0.1),
         max_input_chars=_number(values, "max_input_chars", minimum=1, integer=True),
         on_long_input=values["on_long_input"],
         requests_per_minute=_optional(values, "requests_per_minute"),

@@ -17,7 +17,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, stop_any
+from tenacity.stop import stop_base
 
 from .errors import ConfigError, DbtLlmError, ProviderError
 from .limiter import Limiter
@@ -70,10 +71,23 @@ class Outcome:
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = 0.0
     shared: bool = False  # answered by a request another caller had in flight: cost counted there
+    first_sent: float | None = None  # monotonic time of the first attempt, for row_timeout
 
     @property
     def ok(self) -> bool:
         return self.result is not None
+
+    def as_shared(self) -> Outcome:
+        return Outcome(key=self.key, result=self.result, error_kind=self.error_kind, error=self.error, shared=True)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A submitted request: `owned` is False when another caller's request for the key was in flight."""
+
+    key: str
+    future: asyncio.Future[Outcome]
+    owned: bool
 
 
 class _BudgetReached(Exception):
@@ -90,6 +104,21 @@ def _wait(state: RetryCallState) -> float:
     return backoff * random.uniform(0.5, 1.0)
 
 
+async def _gather(futures: list[asyncio.Future[Outcome]]) -> list[Outcome]:
+    return list(await asyncio.gather(*futures))
+
+
+class _PastDeadline(stop_base):
+    """No retry once `row_timeout` seconds passed since the row's first request was sent (the time
+    it queued behind the rate limit before that does not count)."""
+
+    def __init__(self, engine: Engine, outcome: Outcome) -> None:
+        self.engine, self.outcome = engine, outcome
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.engine._row_time_left(self.outcome) <= 0
+
+
 class Engine:
     def __init__(
         self,
@@ -99,6 +128,7 @@ class Engine:
         max_concurrency: int,
         max_attempts: int,
         request_timeout: float = 60.0,
+        row_timeout: float = 600.0,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
     ) -> None:
@@ -112,6 +142,7 @@ class Engine:
         self._lock = threading.Lock()
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._request_timeout = request_timeout
+        self._row_timeout = row_timeout
         self._ceilings = (requests_per_minute, tokens_per_minute)
         self._limiters: dict[str, Limiter] = {}
         self._token_ratio = 1.0  # actual prompt tokens / our estimate, learned from `usage`
@@ -145,47 +176,47 @@ class Engine:
     def run(self, requests: list[Request], on_outcome: Callable[[Outcome], None]) -> list[Outcome]:
         """Answer each request (keys must be distinct); `on_outcome` gets each new outcome
         as soon as it is known, on the engine's thread. Blocks until all are done."""
+        return self.wait(self.submit(requests, on_outcome))
+
+    def submit(self, requests: list[Request], on_outcome: Callable[[Outcome], None]) -> list[Pending]:
+        """Start answering the requests and return at once; `wait` collects the outcomes.
+        A key already in flight (from any caller) is not sent again."""
         if not requests:
             return []
-        return self._call(self._run(requests, on_outcome))
+        return self._call(self._start(requests, on_outcome))
 
-    async def _run(self, requests: list[Request], on_outcome: Callable[[Outcome], None]) -> list[Outcome]:
-        waits: list[asyncio.Future[Outcome]] = []
-        owned: list[bool] = []
+    def wait(self, pending: list[Pending]) -> list[Outcome]:
+        """Block until every pending request is settled. An outcome answered by a request another
+        caller had in flight comes back marked `shared` (its cost is counted there)."""
+        if not pending:
+            return []
+        results = self._call(_gather([p.future for p in pending]))
+        return [outcome if p.owned else outcome.as_shared() for outcome, p in zip(results, pending, strict=True)]
+
+    async def _start(self, requests: list[Request], on_outcome: Callable[[Outcome], None]) -> list[Pending]:
+        pending: list[Pending] = []
         for request in requests:
             existing = self._inflight.get(request.key)
             if existing is not None:
-                waits.append(existing)
-                owned.append(False)
+                pending.append(Pending(request.key, existing, owned=False))
                 continue
             task = asyncio.ensure_future(self._answer(request, on_outcome))
             self._inflight[request.key] = task
             task.add_done_callback(functools.partial(self._forget, request.key))
-            waits.append(task)
-            owned.append(True)
-        results = await asyncio.gather(*waits)
-        out = []
-        for outcome, mine in zip(results, owned, strict=True):
-            if not mine:
-                outcome = Outcome(
-                    key=outcome.key,
-                    result=outcome.result,
-                    error_kind=outcome.error_kind,
-                    error=outcome.error,
-                    shared=True,
-                )
-            out.append(outcome)
-        return out
+            pending.append(Pending(request.key, task, owned=True))
+        return pending
 
-    def _forget(self, key: str, _done: asyncio.Future[Outcome]) -> None:
+    def _forget(self, key: str, done: asyncio.Future[Outcome]) -> None:
         self._inflight.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here: a caller that never waits must not log "never retrieved"
 
     async def _answer(self, request: Request, on_outcome: Callable[[Outcome], None]) -> Outcome:
         outcome = Outcome(key=request.key)
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type((TransientError, InvalidAnswer)),
-                stop=stop_after_attempt(self._max_attempts),
+                stop=stop_any(stop_after_attempt(self._max_attempts), _PastDeadline(self, outcome)),
                 wait=_wait,
                 reraise=True,
             ):
@@ -195,7 +226,11 @@ class Engine:
             outcome.error_kind = "budget"
             outcome.error = "not sent: max_cost_usd was reached"
         except TransientError as exc:
-            outcome.error_kind, outcome.error = "retries_exhausted", f"{exc.kind}: {exc}"
+            if self._row_time_left(outcome) <= 0:
+                outcome.error_kind = "row_timeout"
+                outcome.error = f"no valid answer within row_timeout={self._row_timeout:g}s; last: {exc.kind}: {exc}"
+            else:
+                outcome.error_kind, outcome.error = "retries_exhausted", f"{exc.kind}: {exc}"
         except InvalidAnswer as exc:
             outcome.error_kind, outcome.error = "invalid_answer", str(exc)
         except RowError as exc:
@@ -204,6 +239,11 @@ class Engine:
             raise ProviderError(f"dbt_llm: {exc}") from None
         on_outcome(outcome)
         return outcome
+
+    def _row_time_left(self, outcome: Outcome) -> float:
+        if outcome.first_sent is None:
+            return self._row_timeout
+        return self._row_timeout - (time.monotonic() - outcome.first_sent)
 
     def limiter(self, model: str) -> Limiter:
         """One limiter per model: every dbt thread and model of the process shares it."""
@@ -234,7 +274,9 @@ class Engine:
             if self._provider is None:
                 self._provider = self._provider_factory()
             outcome.attempts += 1
-            timeout = limiter.timeout(self._request_timeout)
+            if outcome.first_sent is None:
+                outcome.first_sent = started
+            timeout = max(0.1, min(limiter.timeout(self._request_timeout), self._row_time_left(outcome)))
             try:
                 completion = await asyncio.wait_for(
                     self._provider.complete(
@@ -276,4 +318,4 @@ class Engine:
         return task.parse_answer(completion.content)
 
 
-__all__ = ["Budget", "DbtLlmError", "Engine", "Outcome", "Request"]
+__all__ = ["Budget", "DbtLlmError", "Engine", "Outcome", "Pending", "Request"]

@@ -10,6 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+MIN_TIMEOUT = 2.0  # seconds: never cut a request sooner, however fast the recent ones were
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -125,12 +126,13 @@ class Limiter:
         return len(recent) / window if recent else 0.0
 
     def timeout(self, ceiling: float) -> float:
-        """Cut a request that takes far longer than the recent p99 (once there is a p99 to go by)."""
+        """Cut a request that takes far longer than the recent p99 (once there is a p99 to go by):
+        a hung connection then costs a few seconds of one slot, not the configured ceiling."""
         if len(self._latencies) < 20:
             return ceiling
         ordered = sorted(self._latencies)
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-        return min(ceiling, max(5.0, 4 * p99))
+        return min(ceiling, max(MIN_TIMEOUT, 4 * p99))
 
     async def acquire(self, tokens: float) -> int:
         """Wait for a slot, a request and the tokens; returns the request's send number."""

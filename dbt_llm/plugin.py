@@ -42,5 +42,15 @@ class Plugin(BasePlugin):
             null_handling="special",
             side_effects=True,
         )
+        # Not marked side_effects: DuckDB then evaluates it once per distinct text inside the cache
+        # subquery (it returns NULL and only starts requests, so that is all it needs).
+        conn.create_function(  # type: ignore[call-overload]
+            "dbt_llm_submit",
+            runtime.submit,
+            [VARCHAR, VARCHAR, VARCHAR],
+            VARCHAR,
+            type="arrow",
+            null_handling="special",
+        )
         conn.create_function("dbt_llm_schema", runtime.schema, [], VARCHAR)
         conn.create_function("dbt_llm_finish", runtime.finish, [VARCHAR, VARCHAR], VARCHAR, side_effects=True)

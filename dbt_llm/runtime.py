@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import LlmConfig
-from .engine import Budget, Engine, Outcome, Request
+from .engine import Budget, Engine, Outcome, Pending, Request
 from .errors import BudgetExceededError, DbtLlmError, DryRunError, InternalStateError, RowFailuresError, SpecError
 from .pricing import PriceTable
 from .providers import OpenAIProvider, Provider
@@ -27,6 +27,10 @@ from .warehouse import Writer, migrate, now
 
 def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _texts_by_key(keys: pa.Array, texts: pa.Array) -> dict[str, str]:
+    return {k: t for k, t in zip(keys.to_pylist(), texts.to_pylist(), strict=True) if k is not None and t is not None}
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class Ledger:
     est_prompt_tokens: int = 0
     est_completion_tokens: int = 0
     est_cost_usd: float | None = 0.0
+    queued: int = 0  # requests handed to the engine, for progress: not an audit column
+    settled: int = 0  # of which answered or failed
 
     def row(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -89,6 +95,7 @@ class Runtime:
             max_concurrency=config.local_parallel if config.provider == "local" else config.max_concurrency,
             max_attempts=config.max_attempts,
             request_timeout=config.request_timeout,
+            row_timeout=config.row_timeout,
             requests_per_minute=config.requests_per_minute,
             tokens_per_minute=config.tokens_per_minute,
         )
@@ -101,6 +108,10 @@ class Runtime:
         # them in the cache table (their snapshot is older), so they are served from here.
         self._answers: dict[str, str] = {}
         self._estimated: set[str] = set()  # keys a dry run has already priced
+        # Requests dbt_llm_submit started, until a row of resolve claims them; then failures stay settled
+        # for the rest of the invocation, so a text that failed is not paid for again in the same run.
+        self._pending: dict[tuple[str, str], Pending] = {}
+        self._settled: dict[tuple[str, str], Outcome] = {}
         self._answers_invocation: str | None = None
         self._lock = threading.RLock()
         self._progress: threading.Thread | None = None
@@ -191,6 +202,7 @@ class Runtime:
                 self._budgets[invocation_id] = Budget(self.config.max_cost_usd)
             if self._answers_invocation != invocation_id:
                 self._answers, self._estimated, self._answers_invocation = {}, set(), invocation_id
+                self._pending, self._settled = {}, {}
             return self._budgets[invocation_id]
 
     def _call(self, handles: pa.Array) -> Call:
@@ -203,79 +215,127 @@ class Runtime:
             )
         return call
 
-    # -- dbt_llm_tally(cached is not null, handle): every non-blank row, one chunk at a time --
-    def tally(self, hits: pa.Array, handles: pa.Array) -> pa.Array:
-        """Counts rows and cache hits for the audit; only booleans cross into Python."""
-        hits = _flat(hits)
-        if len(hits):
+    # -- dbt_llm_tally(text is not null, handle): every row, one chunk at a time --
+    def tally(self, present: pa.Array, handles: pa.Array) -> pa.Array:
+        """Counts the rows with text for the audit, as cache hits until dbt_llm_resolve says otherwise;
+        only booleans cross into Python."""
+        present = _flat(present)
+        if len(present):
             ledger = self._ledger(self._call(handles))
-            n_hits = pc.sum(hits).as_py() or 0
+            n_rows = pc.sum(present).as_py() or 0
             with self._lock:
-                ledger.rows += len(hits)
-                ledger.cache_hits += n_hits
-        return pc.is_valid(hits)
+                ledger.rows += n_rows
+                ledger.cache_hits += n_rows
+        return present
+
+    # -- dbt_llm_submit(key, text, handle): the distinct texts the cache join missed --
+    def submit(self, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
+        """Starts the requests and returns NULLs at once. DuckDB runs it inside the cache subquery,
+        over distinct texts, before the first row is resolved: the misses of the whole model go to
+        the provider as one stream instead of one 2048-row chunk at a time."""
+        keys, texts = _flat(keys), _flat(texts)
+        if len(keys):
+            self._send(self._call(handles), _texts_by_key(keys, texts))
+        return pa.nulls(len(keys), pa.string())
+
+    def _send(self, call: Call, texts_by_key: dict[str, str]) -> None:
+        """Plans the keys not yet answered, sent or settled for this call: too-long inputs fail here,
+        a dry run prices them, the rest go to the engine without waiting."""
+        budget = self._budget(call.invocation_id)
+        ledger = self._ledger(call)
+        with self._lock:
+            fresh = {
+                k: t
+                for k, t in texts_by_key.items()
+                if k not in self._answers
+                and (call.handle, k) not in self._pending
+                and (call.handle, k) not in self._settled
+            }
+        requests: list[Request] = []
+        limit = self.config.max_input_chars
+        for key, text in fresh.items():
+            if len(text) > limit:  # only with on_long_input: fail; truncation happens in SQL
+                outcome = Outcome(
+                    key,
+                    error_kind="input_too_long",
+                    error=f"the input has {len(text)} characters, more than max_input_chars={limit}; "
+                    "raise max_input_chars or set on_long_input: truncate",
+                )
+                with self._lock:
+                    self._settled[(call.handle, key)] = outcome
+                self._record(call, ledger, outcome, fresh)
+            else:
+                requests.append(Request(key, call.task, text, budget))
+        if call.dry_run:
+            self._estimate(call, ledger, requests)
+            return
+        if not requests:
+            return
+        with self._lock:
+            ledger.queued += len(requests)
+        self._start_progress()
+
+        def on_outcome(outcome: Outcome) -> None:
+            with self._lock:
+                ledger.settled += 1
+            self._record(call, ledger, outcome, fresh)
+
+        pending = self.engine.submit(requests, on_outcome)
+        with self._lock:
+            for p in pending:  # another thread may have sent the same key meanwhile: keep the owner
+                if p.owned or (call.handle, p.key) not in self._pending:
+                    self._pending[(call.handle, p.key)] = p
 
     # -- dbt_llm_resolve(key, text, handle): only the rows the cache join missed --
     def resolve(self, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
+        """The answers of one chunk's missed rows: waits for what dbt_llm_submit started (and sends
+        whatever it did not see), then settles the audit counters of these rows."""
         keys, texts = _flat(keys), _flat(texts)
         if len(keys) == 0:
             return pa.nulls(0, pa.string())
         call = self._call(handles)
         ledger = self._ledger(call)
-        budget = self._budget(call.invocation_id)
         miss_keys: list[str | None] = keys.to_pylist()
-        texts_by_key = {k: t for k, t in zip(miss_keys, texts.to_pylist(), strict=True) if k is not None}
+        texts_by_key = _texts_by_key(keys, texts)
         with self._lock:
-            # Paid earlier in this invocation: the running query's snapshot predates the cache write.
-            answers = {k: self._answers[k] for k in texts_by_key if k in self._answers}
-        requests: list[Request] = []
-        outcomes: dict[str, Outcome] = {}
-        limit = self.config.max_input_chars
-        for new_key, text in texts_by_key.items():
-            if new_key in answers:
-                continue
-            if len(text) > limit:  # only with on_long_input: fail; truncation happens in SQL
-                outcomes[new_key] = Outcome(
-                    new_key,
-                    error_kind="input_too_long",
-                    error=f"the input has {len(text)} characters, more than max_input_chars={limit}; "
-                    "raise max_input_chars or set on_long_input: truncate",
-                )
-                self._record(call, ledger, outcomes[new_key], texts_by_key)
-            else:
-                requests.append(Request(new_key, call.task, text, budget))
-        if call.dry_run:
-            self._estimate(call, ledger, requests)
-            requests = []
-        if requests:
-            self._start_progress()
+            ledger.cache_hits -= sum(k is not None for k in miss_keys)  # tally counted every row as a hit
+        self._send(call, texts_by_key)
+        with self._lock:
+            # The first row of a key to get here claims its request; later rows reuse the outcome.
+            claimed = [self._pending.pop((call.handle, k)) for k in texts_by_key if (call.handle, k) in self._pending]
         fatal: DbtLlmError | None = None
+        outcomes: dict[str, Outcome] = {}
         try:
-            for answered in self.engine.run(requests, lambda o: self._record(call, ledger, o, texts_by_key)):
-                outcomes[answered.key] = answered
+            outcomes = {o.key: o for o in self.engine.wait(claimed)}
         except DbtLlmError as exc:
             fatal = exc
 
         results: list[str | None] = []
         hits = failed = skipped = 0
-        for key in miss_keys:
-            if key is None:
-                results.append(None)
-            elif key in answers:
-                results.append(answers[key])
-                hits += 1
-            else:
-                outcome = outcomes.get(key)
+        with self._lock:
+            self._settled.update(((call.handle, o.key), o) for o in outcomes.values() if not o.ok)
+            for key in miss_keys:
+                if key is None:
+                    results.append(None)
+                    continue
+                # A key's first row here is the one that paid for it.
+                outcome = outcomes.pop(key) if key in outcomes else None
+                if outcome is None:
+                    outcome = self._settled.get((call.handle, key))
+                if outcome is None and key in self._answers:
+                    results.append(self._answers[key])  # answered earlier in this invocation
+                    hits += 1
+                    continue
                 results.append(outcome.result if outcome else None)
-                if call.dry_run and outcome is None:
-                    pass
-                elif outcome is None or outcome.error_kind == "budget":
+                if outcome is None:
+                    if not call.dry_run:
+                        skipped += 1
+                elif outcome.error_kind == "budget":
                     skipped += 1
                 elif not outcome.ok:
                     failed += 1
                 elif outcome.shared:
                     hits += 1
-        with self._lock:
             ledger.cache_hits += hits
             ledger.failed_rows += failed
             ledger.skipped_rows += skipped
@@ -283,7 +343,7 @@ class Runtime:
             if fatal is not None:
                 ledger.status = "error"
             snapshot = ledger.row()
-        if requests:
+        if claimed or fatal is not None:
             # What this chunk paid for is committed before DuckDB gets the answers.
             self.writer.put_audit(snapshot)
             self.writer.flush()
@@ -299,24 +359,30 @@ class Runtime:
 
     def _report_progress(self) -> None:
         """Every few seconds, for each model and function still calling: what it has done so far."""
-        last: dict[tuple[str, str, str, str], tuple[float, int]] = {}
+        last: dict[tuple[str, str, str, str], tuple[float, int, int]] = {}
         while True:
             time.sleep(self._progress_every)
             now = time.monotonic()
             with self._lock:
                 running = [(k, lg, lg.row()) for k, lg in self._ledgers.items() if lg.status == "running"]
             for key, lg, row in running:
-                then, calls_then = last.get(key, (now - self._progress_every, row["api_calls"]))
-                last[key] = (now, row["api_calls"])
-                if row["api_calls"] == calls_then:
+                then, calls_then, settled_then = last.get(
+                    key, (now - self._progress_every, row["api_calls"], row["settled"])
+                )
+                last[key] = (now, row["api_calls"], row["settled"])
+                if row["api_calls"] == calls_then and row["settled"] == settled_then:
                     continue
-                rate = (row["api_calls"] - calls_then) / max(now - then, 1e-9)
+                elapsed = max(now - then, 1e-9)
+                rate = (row["api_calls"] - calls_then) / elapsed
+                left = row["queued"] - row["settled"]
+                done_rate = (row["settled"] - settled_then) / elapsed
+                eta = f"ETA {_duration(left / done_rate)}" if done_rate > 0 else "ETA unknown"
                 limiter = self.engine.limiter(lg.model)
                 self._log(
-                    f"dbt_llm: {lg.node_id} llm_{lg.function}: {row['rows']} rows ({row['cache_hits']} cached), "
-                    f"{row['api_calls']} calls, {limiter.in_flight} in flight, {rate:.1f} req/s, "
-                    f"{row['rate_limited']} x 429, {row['prompt_tokens'] + row['completion_tokens']} tokens, "
-                    f"{_usd(row['cost_usd'])} so far"
+                    f"dbt_llm: {lg.node_id} llm_{lg.function}: {row['settled']}/{row['queued']} texts answered, "
+                    f"{row['rows']} rows ({row['cache_hits']} cached), {row['api_calls']} calls, "
+                    f"{limiter.in_flight} in flight, {rate:.1f} req/s, {row['rate_limited']} x 429, "
+                    f"{row['prompt_tokens'] + row['completion_tokens']} tokens, {_usd(row['cost_usd'])} so far, {eta}"
                 )
 
     def _estimate(self, call: Call, ledger: Ledger, requests: list[Request]) -> None:
@@ -433,6 +499,11 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _usd(value: float | None) -> str:

@@ -23,6 +23,8 @@ def setup_tickets(project: DbtProject, materialized: str = "table") -> None:
 
 
 def test_transient_faults_are_retried_and_each_answer_paid_once(project: DbtProject) -> None:
+    project.plugin_config["request_timeout"] = 3.0
+    project.server.hang_seconds = 6.0  # longer than the timeout: the client cuts it
     setup_tickets(project)
     for kind, times in [
         ("429", 3),
@@ -81,6 +83,18 @@ def test_on_error_null_keeps_going_with_recorded_nulls(project: DbtProject) -> N
     assert project.query("select count(*), count(label) from classified")[0] == (N, N - 1)
     assert project.query("select id from classified where label is null") == [(5,)]
     assert project.query("select error_kind from dbt_llm.llm_errors") == [("invalid_answer",)]
+
+
+def test_row_timeout_bounds_the_retries_of_one_row(project: DbtProject) -> None:
+    # Many attempts allowed, but one row may only take about a second of retries.
+    project.plugin_config.update(max_attempts=50, row_timeout=1.0, on_error="null")
+    setup_tickets(project)
+    project.server.inject("500", times=1000, match="ticket 3:")
+    project.dbt("run")
+    kind, attempts, message = project.query("select error_kind, attempts, message from dbt_llm.llm_errors")[0]
+    assert kind == "row_timeout" and "row_timeout=1s" in message and "500" in message
+    assert 2 <= attempts < 50
+    assert project.query("select count(label) from classified")[0][0] == N - 1
 
 
 def test_budget_stops_calls_keeps_paid_answers_and_says_so(project: DbtProject) -> None:
