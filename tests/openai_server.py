@@ -28,14 +28,24 @@ import json
 import math
 import random
 import re
-import socket
-import sys
 import threading
-import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any
+
+from _fake_http import BAD_GATEWAY_HTML as BAD_GATEWAY_HTML  # re-export: it used to be defined here
+from _fake_http import (
+    MODEL_ID,
+    FakeHandler,
+    FakeService,
+    chat_completion,
+    content_text,
+    error_body,
+    estimate_tokens,
+    load_json,
+    message_chars,
+    response_format,
+    server_fault_reply,
+)
 
 __all__ = [
     "FAULT_KINDS",
@@ -56,10 +66,8 @@ FAULT_KINDS: tuple[str, ...] = (
     "invalid",
     "truncated",
 )
-MODEL_ID = "fake-gpt"
 INVALID_LABEL = "not-a-label"
 DEFAULT_RETRY_AFTER = 0.05
-BAD_GATEWAY_HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TRUE_WORDS = frozenset({"yes", "true", "1"})
@@ -87,21 +95,6 @@ class RecordedRequest:
 # --------------------------------------------------------------------------- #
 
 
-def _content_text(content: Any) -> str:
-    """The text of a message ``content`` (a string or a list of content parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts: list[str] = []
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            elif isinstance(part, str):
-                parts.append(part)
-        return "".join(parts)
-    return ""
-
-
 def extract_input_text(messages: list[Any]) -> str:
     """The input text of a request: the last user message, narrowed to ``<input>``.
 
@@ -112,7 +105,7 @@ def extract_input_text(messages: list[Any]) -> str:
     content = ""
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
-            content = _content_text(message.get("content"))
+            content = content_text(message.get("content"))
             break
     start = content.find("<input>")
     end = content.rfind("</input>")
@@ -377,10 +370,6 @@ def is_valid(schema: dict[str, Any], value: Any) -> bool:
     return _is_valid(schema, value, schema)
 
 
-def _tokens(chars: int) -> int:
-    return max(1, math.ceil(chars / 4))
-
-
 # --------------------------------------------------------------------------- #
 # Faults
 # --------------------------------------------------------------------------- #
@@ -399,159 +388,37 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
 
 
-def _error_body(message: str, type_: str, code: str | None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
-
-
 # --------------------------------------------------------------------------- #
 # HTTP server
 # --------------------------------------------------------------------------- #
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that time out and hang up (the point of the "timeout" fault) are not server errors.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
-
-    def __init__(self, fake: FakeOpenAI, port: int = 0) -> None:
-        self.fake = fake
-        super().__init__(("127.0.0.1", port), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "FakeOpenAI/1.0"
-    sys_version = ""
-    disable_nagle_algorithm = True
-
-    @property
-    def fake(self) -> FakeOpenAI:
-        return cast(_Server, self.server).fake
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def setup(self) -> None:
-        super().setup()
-        self.fake._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.fake._track(self.connection, add=False)
-
-    # -- helpers ----------------------------------------------------------- #
-
-    def _path(self) -> str:
-        return self.path.split("?", 1)[0].rstrip("/")
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks: list[bytes] = []
-            while True:
-                line = self.rfile.readline(65537)
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(65537)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _send(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str = "application/json",
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _authorized(self) -> bool:
-        key = self.fake.api_key
-        return key is None or self.headers.get("Authorization") == f"Bearer {key}"
-
-    def _send_unauthorized(self) -> None:
-        self._send(
-            401,
-            _error_body("Incorrect API key provided", "invalid_request_error", "invalid_api_key"),
-        )
-
-    def _send_not_found(self) -> None:
-        self._send(
-            404,
-            _error_body(
-                f"Unknown request URL: {self.command} {self.path}",
-                "invalid_request_error",
-                "unknown_url",
-            ),
-        )
-
-    # -- verbs ------------------------------------------------------------- #
-
-    def do_GET(self) -> None:
-        if self._path() != "/v1/models":
-            self._send_not_found()
-            return
-        if not self._authorized():
-            self._send_unauthorized()
-            return
-        body = {
-            "object": "list",
-            "data": [
-                {
-                    "id": MODEL_ID,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "fake-openai",
-                }
-            ],
-        }
-        self._send(200, json.dumps(body).encode())
-
-    def do_POST(self) -> None:
-        try:
-            raw = self._read_body()
-        except (ValueError, OSError):
-            self.close_connection = True
-            self._send(
-                400,
-                _error_body("Could not read request body", "invalid_request_error", None),
-            )
-            return
-        if self._path() != "/v1/chat/completions":
-            self._send_not_found()
-            return
-        self.fake._handle_chat(self, raw)
+    owned_by = "fake-openai"
+    unknown_url_code = "unknown_url"
+    models_need_auth = True
+    bad_body_message = "Could not read request body"
+    max_body_bytes = None
 
     def do_PUT(self) -> None:
-        self._read_body()
-        self._send_not_found()
+        self.read_body()
+        self.send_not_found()
 
     def do_DELETE(self) -> None:
-        self._send_not_found()
+        self.send_not_found()
 
     def do_PATCH(self) -> None:
-        self._read_body()
-        self._send_not_found()
+        self.read_body()
+        self.send_not_found()
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeService):
     """A local OpenAI-compatible chat-completions server with fault injection."""
+
+    _handler = _Handler
+    _queue_size = 256
+    _thread_name = "fake-openai"
 
     def __init__(
         self,
@@ -560,78 +427,12 @@ class FakeOpenAI:
         api_key: str | None = None,
         hang_seconds: float = 30.0,
     ) -> None:
+        super().__init__(api_key=api_key, hang_seconds=hang_seconds)
         self.latency = latency
-        self.api_key = api_key
-        self.hang_seconds = hang_seconds
-        self._lock = threading.Lock()
         self._records: list[RecordedRequest] = []
         self._queue: list[_QueuedFault] = []
         self._rates: dict[str, float] = {}
         self._rng = random.Random(0)
-        self._counter = 0
-        self._connections: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle --------------------------------------------------------- #
-
-    def start(self, port: int = 0) -> Self:
-        """Bind 127.0.0.1 (on a free port unless ``port`` is given) and serve on a daemon thread."""
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        server = _Server(self, port)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-openai",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; hung and keep-alive connections are closed too."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._stopping.set()  # wakes handlers sleeping for latency or a "timeout" fault
-        server.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeOpenAI is not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
     # -- recording --------------------------------------------------------- #
 
@@ -712,28 +513,13 @@ class FakeOpenAI:
 
     # -- internals --------------------------------------------------------- #
 
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
-
     def _record(self, record: RecordedRequest) -> None:
         with self._lock:
             self._records.append(record)
 
-    def _next_id(self) -> int:
-        with self._lock:
-            self._counter += 1
-            return self._counter
-
-    def _handle_chat(self, handler: _Handler, raw: bytes) -> None:
+    def _handle_chat(self, handler: FakeHandler, raw: bytes) -> None:
         authorization = handler.headers.get("Authorization")
-        try:
-            body: Any = json.loads(raw or b"null")
-        except ValueError:
-            body = None
+        body = load_json(raw)
         messages: list[Any] = []
         model = ""
         schema: dict[str, Any] | None = None
@@ -742,16 +528,9 @@ class FakeOpenAI:
             if isinstance(body.get("messages"), list):
                 messages = body["messages"]
             model = str(body.get("model") or "")
-            response_format = body.get("response_format")
-            if isinstance(response_format, dict):
-                wants_json = response_format.get("type") == "json_object"
-                json_schema = response_format.get("json_schema")
-                if response_format.get("type") == "json_schema" and isinstance(json_schema, dict):
-                    candidate = json_schema.get("schema")
-                    schema = candidate if isinstance(candidate, dict) else {}
+            schema, wants_json = response_format(body)
         text = extract_input_text(messages)
-        prompt_chars = sum(len(_content_text(m.get("content"))) for m in messages if isinstance(m, dict))
-        prompt_tokens = _tokens(prompt_chars)
+        prompt_tokens = estimate_tokens(message_chars(messages))
 
         def record(status: int, fault: str | None, content: str | None, completion: int = 0) -> None:
             self._record(
@@ -768,33 +547,26 @@ class FakeOpenAI:
                 )
             )
 
-        if not handler._authorized():
+        if not handler.authorized():
             record(401, None, None)
-            handler._send_unauthorized()
+            handler.send_unauthorized()
             return
         if not isinstance(body, dict) or not messages:
             record(400, None, None)
             message = "'messages' is a required property" if isinstance(body, dict) else "Invalid JSON body"
-            handler._send(400, _error_body(message, "invalid_request_error", None))
+            handler.send_body(400, error_body(message, "invalid_request_error", None))
             return
         if body.get("stream"):
             record(400, None, None)
-            handler._send(
-                400,
-                _error_body(
-                    "stream=true is not supported by FakeOpenAI",
-                    "invalid_request_error",
-                    None,
-                ),
-            )
+            message = "stream=true is not supported by FakeOpenAI"
+            handler.send_body(400, error_body(message, "invalid_request_error", None))
             return
 
         fault, retry_after = self._pick_fault(text)
 
         if fault == "timeout":
-            self._stopping.wait(self.hang_seconds)
+            self._hang(handler)
             record(0, fault, None)
-            handler.close_connection = True  # drop the connection without a response
             return
 
         if self.latency > 0:
@@ -803,40 +575,17 @@ class FakeOpenAI:
         if fault == "429":
             wait = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
             record(429, fault, None)
-            handler._send(
+            message = f"Rate limit reached for {model or MODEL_ID}. Please try again in {wait}s."
+            handler.send_body(
                 429,
-                _error_body(
-                    f"Rate limit reached for {model or MODEL_ID}. Please try again in {wait}s.",
-                    "rate_limit_exceeded",
-                    "rate_limit_exceeded",
-                ),
-                headers={
-                    "retry-after": f"{wait:g}",
-                    "retry-after-ms": str(round(wait * 1000)),
-                },
+                error_body(message, "rate_limit_exceeded", "rate_limit_exceeded"),
+                headers={"retry-after": f"{wait:g}", "retry-after-ms": str(round(wait * 1000))},
             )
             return
-        if fault == "500":
-            record(500, fault, None)
-            handler._send(
-                500,
-                _error_body(
-                    "The server had an error while processing your request.",
-                    "server_error",
-                    None,
-                ),
-            )
-            return
-        if fault == "503":
-            record(503, fault, None)
-            handler._send(
-                503,
-                _error_body("The server is overloaded or not ready yet.", "server_error", None),
-            )
-            return
-        if fault == "502_html":
-            record(502, fault, None)
-            handler._send(502, BAD_GATEWAY_HTML, content_type="text/html")
+        reply = server_fault_reply(fault)
+        if reply is not None:
+            record(reply.status, fault, None)
+            handler.send_reply(reply)
             return
 
         finish_reason = "stop"
@@ -850,32 +599,17 @@ class FakeOpenAI:
         if fault == "truncated":
             content = content[: len(content) // 2]
             finish_reason = "length"
-        completion_tokens = _tokens(len(content))
-        response = {
-            "id": f"chatcmpl-{self._next_id()}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": content,
-                        "refusal": None,
-                    },
-                    "logprobs": None,
-                    "finish_reason": finish_reason,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
+        completion_tokens = estimate_tokens(len(content))
+        response = chat_completion(
+            f"chatcmpl-{self._next_id()}",
+            model,
+            content,
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
         record(200, fault, content, completion_tokens)
-        handler._send(200, json.dumps(response).encode())
+        handler.send_body(200, response)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,16 +52,26 @@ import argparse
 import json
 import math
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any
 
-from openai_server import BAD_GATEWAY_HTML, build_answer, extract_input_text
+from _fake_http import (
+    MODEL_ID,
+    FakeHandler,
+    FakeService,
+    Reply,
+    chat_completion,
+    error_body,
+    estimate_tokens,
+    load_json,
+    message_chars,
+    response_format,
+    server_fault_reply,
+)
+from openai_server import build_answer, extract_input_text
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -78,7 +88,6 @@ __all__ = [
 
 FAULTS: tuple[str, ...] = ("500", "503", "502_html", "hang")
 DEFAULT_MAX_TOKENS = 256
-MODEL_ID = "fake-gpt"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
@@ -113,27 +122,6 @@ def format_duration(seconds: float) -> str:
 def _ceil_ms(seconds: float) -> int:
     """Whole milliseconds, rounded up (ignoring float noise below a nanosecond)."""
     return math.ceil(round(max(0.0, seconds) * 1000, 6))
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts: list[str] = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-        return "".join(parts)
-    return ""
-
-
-def message_chars(messages: Any) -> int:
-    """Characters of the text content of all messages."""
-    if not isinstance(messages, list):
-        return 0
-    return sum(len(_content_text(m.get("content"))) for m in messages if isinstance(m, dict))
 
 
 def token_cost(body: Mapping[str, Any]) -> int:
@@ -298,92 +286,21 @@ class _Decision:
     latency: float = 0.0
 
 
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: bytes
-    headers: dict[str, str]
-    content_type: str = "application/json"
-
-
-def _error_body(message: str, type_: str, code: str | None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 512
-
-    def __init__(self, owner: RateLimitedOpenAI, port: int) -> None:
-        self.owner = owner
-        super().__init__(("127.0.0.1", port), _Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
     server_version = "RateLimitedOpenAI/1.0"
-    sys_version = ""
-    disable_nagle_algorithm = True
-
-    @property
-    def owner(self) -> RateLimitedOpenAI:
-        return cast(_Server, self.server).owner
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def setup(self) -> None:
-        super().setup()
-        self.owner._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.owner._track(self.connection, add=False)
-
-    def send_body(
-        self,
-        status: int,
-        body: bytes,
-        *,
-        content_type: str = "application/json",
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0].rstrip("/") != "/v1/models":
-            self.send_body(404, _error_body(f"Unknown request URL: GET {self.path}", "invalid_request_error", None))
-            return
-        body = {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "fake"}]}
-        self.send_body(200, json.dumps(body).encode())
-
-    def do_POST(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY_BYTES:
-            self.close_connection = True
-            self.send_body(400, _error_body("Bad Content-Length", "invalid_request_error", None))
-            return
-        raw = self.rfile.read(length) if length else b""
-        if self.path.split("?", 1)[0].rstrip("/") != "/v1/chat/completions":
-            self.send_body(404, _error_body(f"Unknown request URL: POST {self.path}", "invalid_request_error", None))
-            return
-        self.owner._handle_chat(self, raw)
+    owned_by = "fake"
+    unknown_url_code = None
+    models_need_auth = False
+    bad_body_message = "Bad Content-Length"
+    max_body_bytes = MAX_BODY_BYTES
 
 
-class RateLimitedOpenAI:
+class RateLimitedOpenAI(FakeService):
     """A local OpenAI-compatible server with request and token rate limits (see module docs)."""
+
+    _handler = _Handler
+    _queue_size = 512
+    _thread_name = "ratelimited-openai"
 
     def __init__(
         self,
@@ -405,18 +322,11 @@ class RateLimitedOpenAI:
         self.tpm = tpm
         self.bucket_seconds = float(bucket_seconds)
         self.latency = Latency() if latency is None else latency
-        self.hang_seconds = hang_seconds
         self.seed = seed
         self.count_rejected = count_rejected
-        self.api_key = api_key
         self._clock = clock
         self._fault_rates = self._check_rates(fault_rates or {})
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._connections: set[socket.socket] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._counter = 0
+        super().__init__(api_key=api_key, hang_seconds=hang_seconds)
         self._reset_state()
 
     @staticmethod
@@ -446,63 +356,9 @@ class RateLimitedOpenAI:
 
     # -- lifecycle ---------------------------------------------------------- #
 
-    def start(self, port: int = 0) -> Self:
-        """Bind 127.0.0.1 (a free port unless ``port`` is given) and serve on a daemon thread.
-
-        The buckets start full now."""
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        with self._lock:
-            self._reset_state()
-        server = _Server(self, port)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="ratelimited-openai", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; hung and keep-alive connections are closed too."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("RateLimitedOpenAI is not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+    def _starting(self) -> None:
+        """The buckets start full when the server starts."""
+        self.reset()
 
     def reset(self) -> None:
         """Forget records, refill both buckets and re-seed the random draws (call it when idle)."""
@@ -590,13 +446,6 @@ class RateLimitedOpenAI:
 
     # -- internals ------------------------------------------------------------ #
 
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
-
     def _headers(self, now: float) -> dict[str, str]:
         r, t = self.request_bucket, self.token_bucket
         return {
@@ -644,25 +493,15 @@ class RateLimitedOpenAI:
             if record.admitted:
                 self._inflight = max(0, self._inflight - 1)
 
-    def _next_id(self) -> int:
-        with self._lock:
-            self._counter += 1
-            return self._counter
-
-    def _handle_chat(self, handler: _Handler, raw: bytes) -> None:
+    def _handle_chat(self, handler: FakeHandler, raw: bytes) -> None:
         started = time.monotonic()
-        try:
-            body: Any = json.loads(raw or b"null")
-        except ValueError:
-            body = None
+        body = load_json(raw)
         messages: Any = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(body, dict) or not isinstance(messages, list) or not messages:
-            handler.send_body(400, _error_body("'messages' is a required property", "invalid_request_error", None))
+            handler.send_body(400, error_body("'messages' is a required property", "invalid_request_error", None))
             return
-        if self.api_key is not None and handler.headers.get("Authorization") != f"Bearer {self.api_key}":
-            handler.send_body(
-                401, _error_body("Incorrect API key provided", "invalid_request_error", "invalid_api_key")
-            )
+        if not handler.authorized():
+            handler.send_unauthorized()
             return
         text = extract_input_text(messages)
         decision = self._admit(token_cost(body))
@@ -685,9 +524,8 @@ class RateLimitedOpenAI:
         if not decision.admitted:
             reply = self._reject(decision, body)
         elif decision.fault == "hang":
-            self._stopping.wait(self.hang_seconds)
+            self._hang(handler)
             record(0)
-            handler.close_connection = True  # close without an answer
             return
         else:
             if decision.latency > 0:
@@ -695,11 +533,11 @@ class RateLimitedOpenAI:
             reply = self._answer(decision, body, text)
         record(reply.status)
         try:
-            handler.send_body(reply.status, reply.body, content_type=reply.content_type, headers=reply.headers)
+            handler.send_reply(reply)
         except OSError:
             handler.close_connection = True  # the client went away
 
-    def _reject(self, decision: _Decision, body: dict[str, Any]) -> _Reply:
+    def _reject(self, decision: _Decision, body: dict[str, Any]) -> Reply:
         kind = decision.limited_by or "requests"
         model = str(body.get("model") or MODEL_ID)
         if math.isinf(decision.wait):
@@ -722,52 +560,25 @@ class RateLimitedOpenAI:
             "retry-after": str(max(1, math.ceil(wait_ms / 1000))),
             "retry-after-ms": str(wait_ms),
         }
-        return _Reply(429, _error_body(message, kind, "rate_limit_exceeded"), headers)
+        return Reply(429, error_body(message, kind, "rate_limit_exceeded"), headers)
 
-    def _answer(self, decision: _Decision, body: dict[str, Any], text: str) -> _Reply:
-        headers = decision.headers
-        if decision.fault == "500":
-            message = "The server had an error while processing your request."
-            return _Reply(500, _error_body(message, "server_error", None), headers)
-        if decision.fault == "503":
-            message = "The server is overloaded or not ready yet."
-            return _Reply(503, _error_body(message, "server_error", None), headers)
-        if decision.fault == "502_html":
-            return _Reply(502, BAD_GATEWAY_HTML, {}, "text/html")
-        schema: dict[str, Any] | None = None
-        wants_json = False
-        response_format = body.get("response_format")
-        if isinstance(response_format, dict):
-            wants_json = response_format.get("type") == "json_object"
-            json_schema = response_format.get("json_schema")
-            if response_format.get("type") == "json_schema" and isinstance(json_schema, dict):
-                candidate = json_schema.get("schema")
-                schema = candidate if isinstance(candidate, dict) else {}
+    def _answer(self, decision: _Decision, body: dict[str, Any], text: str) -> Reply:
+        fault = server_fault_reply(decision.fault, decision.headers)
+        if fault is not None:
+            return fault
+        schema, wants_json = response_format(body)
         content = "{}" if wants_json else "ok"
         if schema is not None:
             content = json.dumps(build_answer(schema, text))
-        prompt_tokens = max(1, math.ceil(message_chars(body.get("messages")) / 4))
-        completion_tokens = max(1, math.ceil(len(content) / 4))
-        response = {
-            "id": f"chatcmpl-rl-{self._next_id()}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": str(body.get("model") or MODEL_ID),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-        return _Reply(200, json.dumps(response).encode(), headers)
+        response = chat_completion(
+            f"chatcmpl-rl-{self._next_id()}",
+            str(body.get("model") or MODEL_ID),
+            content,
+            finish_reason="stop",
+            prompt_tokens=estimate_tokens(message_chars(body.get("messages"))),
+            completion_tokens=estimate_tokens(len(content)),
+        )
+        return Reply(200, response, decision.headers)
 
 
 def _parse_fault(value: str) -> tuple[str, float]:

@@ -37,8 +37,6 @@ def test_sparse_misses_go_out_together_not_chunk_by_chunk(project: DbtProject) -
         # Chunk by chunk, the server would never hold more than a chunk's few misses at once.
         assert stats.max_inflight == 8
 
-    audit = project.query(
-        "select rows, cache_hits, api_calls from dbt_llm.llm_audit order by started_at desc limit 1"
-    )
+    audit = project.query("select rows, cache_hits, api_calls from dbt_llm.llm_audit order by started_at desc limit 1")
     assert audit == [(ROWS, ROWS - 20, 20)]
     assert project.query("select count(*), count(label) from classified")[0] == (ROWS, ROWS)
