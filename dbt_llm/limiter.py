@@ -119,6 +119,8 @@ class Limiter:
         self._done: deque[float] = deque(maxlen=512)  # completion times, for the observed rate
         self._latencies: deque[float] = deque(maxlen=200)
         self._changed = asyncio.Event()
+        self._turn = asyncio.Lock()
+        self._slot_wanted = False  # a request is waiting for a free slot
 
     def observed_rate(self, window: float = 10.0) -> float:
         now = time.monotonic()
@@ -135,25 +137,31 @@ class Limiter:
         return min(ceiling, max(MIN_TIMEOUT, 4 * p99))
 
     async def acquire(self, tokens: float) -> int:
-        """Wait for a slot, a request and the tokens; returns the request's send number."""
-        while True:
-            now = time.monotonic()
-            wait = max(
-                self._pause_until - now,
-                self.requests.wait(1, now),
-                self.tokens.wait(tokens, now),
-            )
-            if self.in_flight >= int(self.limit):
-                self._changed.clear()
-                await self._changed.wait()
-            elif wait > 0:
-                await asyncio.sleep(min(wait, 1.0))
-            else:
-                self.requests.take(1, now)
-                self.tokens.take(tokens, now)
-                self.in_flight += 1
-                self.sent += 1
-                return self.sent
+        """Wait for a slot, a request and the tokens; returns the request's send number.
+
+        Callers queue in FIFO order on a lock and only the head waits for the conditions: with
+        thousands of requests queued, a released slot wakes one coroutine, not all of them."""
+        async with self._turn:
+            while True:
+                now = time.monotonic()
+                wait = max(
+                    self._pause_until - now,
+                    self.requests.wait(1, now),
+                    self.tokens.wait(tokens, now),
+                )
+                if self.in_flight >= int(self.limit):
+                    self._changed.clear()
+                    self._slot_wanted = True
+                    await self._changed.wait()
+                    self._slot_wanted = False
+                elif wait > 0:
+                    await asyncio.sleep(min(wait, 1.0))
+                else:
+                    self.requests.take(1, now)
+                    self.tokens.take(tokens, now)
+                    self.in_flight += 1
+                    self.sent += 1
+                    return self.sent
 
     def release(
         self,
@@ -175,8 +183,11 @@ class Limiter:
             self._done.append(now)
             if latency is not None:
                 self._latencies.append(latency)
-            step = 1.0 if self._slow_start else 1 / self.limit
-            self.limit = min(float(self.max_concurrency), self.limit + step)
+            # Grow only when the slots were the limit (all in use): while pacing or a short queue
+            # binds, more slots would just be idle connections.
+            if self._slot_wanted or self.in_flight + 1 >= int(self.limit):
+                step = 1.0 if self._slow_start else 1 / self.limit
+                self.limit = min(float(self.max_concurrency), self.limit + step)
         elif rate_limited:
             self.rate_limited += 1
             if retry_after:

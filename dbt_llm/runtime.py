@@ -111,6 +111,7 @@ class Runtime:
         # Requests dbt_llm_submit started, until a row of resolve claims them; then failures stay settled
         # for the rest of the invocation, so a text that failed is not paid for again in the same run.
         self._pending: dict[tuple[str, str], Pending] = {}
+        self._finished: set[tuple[str, str]] = set()  # (invocation_id, node_id) settled by dbt_llm_finish
         self._settled: dict[tuple[str, str], Outcome] = {}
         self._answers_invocation: str | None = None
         self._lock = threading.RLock()
@@ -451,6 +452,10 @@ class Runtime:
     # -- dbt_llm_finish(invocation_id, node_id): the model's post-hook --
     def finish(self, invocation_id: str, node_id: str) -> str:
         with self._lock:
+            # dbt adds one post-hook per macro call: the model is settled by the first.
+            if (invocation_id, node_id) in self._finished:
+                return f"dbt_llm: {node_id}: settled"
+            self._finished.add((invocation_id, node_id))
             ledgers = [
                 lg for (inv, node, _f, _m), lg in self._ledgers.items() if inv == invocation_id and node == node_id
             ]

@@ -162,6 +162,9 @@ def migrate(conn: duckdb.DuckDBPyConnection, schema: str) -> str:
         cur.close()
 
 
+_BATCH_SECONDS = 0.1  # a kill -9 loses at most this much of the answers that arrived
+
+
 @dataclass
 class _Flush:
     done: threading.Event
@@ -208,18 +211,28 @@ class Writer:
             raise DbtLlmError(f"dbt_llm: writing to the llm_* tables failed: {self._error}") from self._error
 
     def _loop(self) -> None:
+        last = 0.0
         while True:
             items = [self._queue.get()]
-            while True:
+            flushing = items[0][0] == "flush"
+            # One commit per _BATCH_SECONDS at most while answers stream in (a commit costs far more
+            # than a row), but at once when a flush waits or the writer was idle.
+            while not flushing:
+                remaining = last + _BATCH_SECONDS - time.monotonic()
                 try:
-                    items.append(self._queue.get_nowait())
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    if remaining <= 0:
+                        break
+                    continue
+                items.append(item)
+                flushing = item[0] == "flush"
             try:
                 self._write(items)
                 self._error = None
             except Exception as exc:  # kept and raised to the caller of flush()
                 self._error = exc
+            last = time.monotonic()
             for kind, item in items:
                 if kind == "flush":
                     item.done.set()

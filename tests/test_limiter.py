@@ -33,6 +33,18 @@ def test_learned_budget_paces_requests() -> None:
     assert abs(asyncio.run(scenario()) - 0.1) < 1e-9  # empty at 10 requests/s: next slot in 0.1 s
 
 
+async def _work(limiter: Limiter, workers: int, each: int) -> None:
+    """`workers` callers, each sending `each` requests one after another."""
+
+    async def worker() -> None:
+        for _ in range(each):
+            seq = await limiter.acquire(1)
+            await asyncio.sleep(0.001)
+            limiter.release(seq, ok=True)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
 def test_429s_cut_concurrency_and_clean_answers_grow_it_back() -> None:
     async def scenario() -> tuple[float, float, float, float]:
         limiter = Limiter(32, start_concurrency=8)
@@ -41,13 +53,24 @@ def test_429s_cut_concurrency_and_clean_answers_grow_it_back() -> None:
         cut = limiter.limit
         limiter.release(await limiter.acquire(1), ok=False, rate_limited=True)  # same burst: no second cut
         again = limiter.limit
-        for _ in range(50):
-            limiter.release(await limiter.acquire(1), ok=True)
+        await _work(limiter, workers=50, each=10)  # more callers than slots
         return before, cut, again, limiter.limit
 
     before, cut, again, regrown = asyncio.run(scenario())
     assert abs(cut - before * 0.7) < 1e-9 and again == cut
     assert regrown > cut + 3
+
+
+def test_concurrency_grows_only_while_the_slots_are_the_limit() -> None:
+    async def scenario() -> tuple[float, float]:
+        limiter = Limiter(64, start_concurrency=8)
+        await _work(limiter, workers=4, each=50)  # 4 callers never fill 8 slots
+        idle = limiter.limit
+        await _work(limiter, workers=100, each=5)  # a queue: slow start grows the slots
+        return idle, limiter.limit
+
+    idle, busy = asyncio.run(scenario())
+    assert idle == 8.0 and busy >= 32
 
 
 def test_configured_ceiling_paces_from_the_start() -> None:

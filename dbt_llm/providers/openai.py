@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,9 @@ def _error_message(response: httpx.Response) -> str:
     return text[:200] or response.reason_phrase
 
 
+_SHARD_CONNECTIONS = 16
+
+
 class OpenAIProvider:
     name = "openai"
 
@@ -57,12 +61,20 @@ class OpenAIProvider:
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            transport=transport,
-            trust_env=trust_env,
-        )
+        # httpcore scans every connection of a pool on each request event, a cost that grows with the
+        # square of the pool: at 100+ requests in flight that alone saturates a core. Small pools keep it cheap.
+        shards = 1 if transport is not None else max(1, math.ceil(max_connections / _SHARD_CONNECTIONS))
+        per_shard = math.ceil(max_connections / shards)
+        self._clients = [
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+                transport=transport,
+                trust_env=trust_env,
+            )
+            for _ in range(shards)
+        ]
+        self._busy = [0] * shards  # requests in flight per client
 
     def _auth_headers(self) -> dict[str, str]:
         # Read per request: a fully cached run never needs a key, and a rotated key is picked up.
@@ -84,12 +96,16 @@ class OpenAIProvider:
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
+        shard = min(range(len(self._busy)), key=self._busy.__getitem__)
+        self._busy[shard] += 1
         try:
-            response = await self._client.post(self._url, json=body, headers=self._auth_headers())
+            response = await self._clients[shard].post(self._url, json=body, headers=self._auth_headers())
         except httpx.TimeoutException as exc:
             raise TransientError("timeout", f"request timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise TransientError("connection", f"connection failed ({type(exc).__name__}: {exc})") from None
+        finally:
+            self._busy[shard] -= 1
         status = response.status_code
         if status == 429 or status >= 500:
             kind = "rate_limited" if status == 429 else "server_error"
@@ -129,4 +145,5 @@ class OpenAIProvider:
             ) from None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
