@@ -347,7 +347,7 @@ class Runtime:
         if claimed or fatal is not None:
             # What this chunk paid for is committed before DuckDB gets the answers.
             self.writer.put_audit(snapshot)
-            self.writer.flush()
+            self.writer.commit_cache()
         if fatal is not None:
             raise fatal
         return pa.array(results, pa.string())

@@ -182,6 +182,9 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
+        self._cache_queued = 0  # cache rows put / committed, so a caller can skip a needless flush
+        self._cache_committed = 0
+        self._counts = threading.Lock()  # not self._lock: that one is held for a whole write
 
     def bind(self, conn: duckdb.DuckDBPyConnection, qualified_schema: str) -> None:
         """dbt-duckdb reopens its connection between models; write through the newest one."""
@@ -193,7 +196,17 @@ class Writer:
                 self._thread.start()
 
     def put_cache(self, row: dict[str, Any]) -> None:
+        with self._counts:
+            self._cache_queued += 1
         self._queue.put(("cache", row))
+
+    def commit_cache(self) -> None:
+        """Block until every cache row put so far is committed: returns at once when the batches
+        already caught up, else flushes."""
+        with self._counts:
+            behind = self._cache_committed < self._cache_queued
+        if behind or self._error is not None:
+            self.flush()
 
     def put_error(self, row: dict[str, Any]) -> None:
         self._queue.put(("error", row))
@@ -230,6 +243,8 @@ class Writer:
             try:
                 self._write(items)
                 self._error = None
+                with self._counts:
+                    self._cache_committed += sum(kind == "cache" for kind, _ in items)
             except Exception as exc:  # kept and raised to the caller of flush()
                 self._error = exc
             last = time.monotonic()
