@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -23,34 +24,32 @@ class Plugin(BasePlugin):
         runtime.attach(conn)
 
         conn.create_function("dbt_llm_prepare", runtime.prepare, [VARCHAR], VARCHAR, side_effects=True)
-        # Strings, not enums: the enums moved between DuckDB 1.x and 2.x.
-        conn.create_function(  # type: ignore[call-overload]
-            "dbt_llm_tally",
-            runtime.tally,
-            [BOOLEAN, VARCHAR],
-            BOOLEAN,
-            type="arrow",
-            null_handling="special",
-            side_effects=True,
-        )
-        conn.create_function(  # type: ignore[call-overload]
-            "dbt_llm_resolve",
-            runtime.resolve,
-            [VARCHAR, VARCHAR, VARCHAR],
-            VARCHAR,
-            type="arrow",
-            null_handling="special",
-            side_effects=True,
-        )
+        _arrow_function(conn, "dbt_llm_tally", runtime.tally, [BOOLEAN, VARCHAR], BOOLEAN, side_effects=True)
+        _arrow_function(conn, "dbt_llm_resolve", runtime.resolve, [VARCHAR] * 3, VARCHAR, side_effects=True)
         # Not marked side_effects: DuckDB then evaluates it once per distinct text inside the cache
         # subquery (it returns NULL and only starts requests, so that is all it needs).
-        conn.create_function(  # type: ignore[call-overload]
-            "dbt_llm_submit",
-            runtime.submit,
-            [VARCHAR, VARCHAR, VARCHAR],
-            VARCHAR,
-            type="arrow",
-            null_handling="special",
-        )
+        _arrow_function(conn, "dbt_llm_submit", runtime.submit, [VARCHAR] * 3, VARCHAR, side_effects=False)
         conn.create_function("dbt_llm_schema", runtime.schema, [], VARCHAR)
         conn.create_function("dbt_llm_finish", runtime.finish, [VARCHAR, VARCHAR], VARCHAR, side_effects=True)
+
+
+def _arrow_function(
+    conn: duckdb.DuckDBPyConnection,
+    name: str,
+    function: Callable[..., Any],
+    parameters: list[Any],
+    return_type: Any,
+    *,
+    side_effects: bool,
+) -> None:
+    """A vectorised UDF that sees NULLs itself (`special`): it gets whole Arrow chunks."""
+    # Strings, not enums: the enums moved between DuckDB 1.x and 2.x.
+    conn.create_function(  # type: ignore[call-overload]
+        name,
+        function,
+        parameters,
+        return_type,
+        type="arrow",
+        null_handling="special",
+        side_effects=side_effects,
+    )
