@@ -104,8 +104,11 @@ def _wait(state: RetryCallState) -> float:
     return backoff * random.uniform(0.5, 1.0)
 
 
-async def _gather(futures: list[asyncio.Future[Outcome]]) -> list[Outcome]:
-    return list(await asyncio.gather(*futures))
+@dataclass(frozen=True)
+class _Queued:
+    request: Request
+    on_outcome: Callable[[Outcome], None]
+    future: asyncio.Future[Outcome]
 
 
 class _PastDeadline(stop_base):
@@ -146,6 +149,12 @@ class Engine:
         self._ceilings = (requests_per_minute, tokens_per_minute)
         self._limiters: dict[str, Limiter] = {}
         self._token_ratio = 1.0  # actual prompt tokens / our estimate, learned from `usage`
+        # Prefetch: per owner, requests not started yet (in submit order); who queued each key; callers
+        # waiting per owner; started and unfinished requests per model. All touched on the loop only.
+        self._prefetch: dict[str, dict[str, _Queued]] = {}
+        self._prefetch_owner: dict[str, str] = {}
+        self._demand: dict[str, int] = {}
+        self._started: dict[str, int] = {}
 
     # -- the event loop, on its own thread so any caller thread can block on it --
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -178,33 +187,95 @@ class Engine:
         as soon as it is known, on the engine's thread. Blocks until all are done."""
         return self.wait(self.submit(requests, on_outcome))
 
-    def submit(self, requests: list[Request], on_outcome: Callable[[Outcome], None]) -> list[Pending]:
-        """Start answering the requests and return at once; `wait` collects the outcomes.
-        A key already in flight (from any caller) is not sent again."""
+    def submit(
+        self, requests: list[Request], on_outcome: Callable[[Outcome], None], *, prefetch_for: str | None = None
+    ) -> list[Pending]:
+        """Hand the requests over and return at once; `wait` collects the outcomes. A key already
+        in flight (from any caller) is not sent again.
+
+        Without `prefetch_for` the requests start now. With it, they are a prefetch for that owner:
+        one starts only while a caller waits in `wait(..., owner)` and a slot of the model is free,
+        in the order submitted; the keys a caller waits for start first. A query that stops early
+        (a LIMIT) then pays for about one round of slots more than it used, not for every row."""
         if not requests:
             return []
-        return self._call(self._start(requests, on_outcome))
+        return self._call(self._start(requests, on_outcome, prefetch_for))
 
-    def wait(self, pending: list[Pending]) -> list[Outcome]:
-        """Block until every pending request is settled. An outcome answered by a request another
-        caller had in flight comes back marked `shared` (its cost is counted there)."""
+    def wait(self, pending: list[Pending], owner: str | None = None) -> list[Outcome]:
+        """Block until every pending request is settled, meanwhile letting `owner`'s prefetch use
+        free slots. An outcome answered by a request another caller had in flight comes back
+        marked `shared` (its cost is counted there)."""
         if not pending:
             return []
-        results = self._call(_gather([p.future for p in pending]))
+        results = self._call(self._wait(pending, owner))
         return [outcome if p.owned else outcome.as_shared() for outcome, p in zip(results, pending, strict=True)]
 
-    async def _start(self, requests: list[Request], on_outcome: Callable[[Outcome], None]) -> list[Pending]:
+    async def _start(
+        self, requests: list[Request], on_outcome: Callable[[Outcome], None], prefetch_for: str | None
+    ) -> list[Pending]:
+        loop = asyncio.get_running_loop()
         pending: list[Pending] = []
         for request in requests:
             existing = self._inflight.get(request.key)
             if existing is not None:
                 pending.append(Pending(request.key, existing, owned=False))
                 continue
-            task = asyncio.ensure_future(self._answer(request, on_outcome))
-            self._inflight[request.key] = task
-            task.add_done_callback(functools.partial(self._forget, request.key))
-            pending.append(Pending(request.key, task, owned=True))
+            future: asyncio.Future[Outcome] = loop.create_future()
+            self._inflight[request.key] = future
+            future.add_done_callback(functools.partial(self._forget, request.key))
+            pending.append(Pending(request.key, future, owned=True))
+            item = _Queued(request, on_outcome, future)
+            if prefetch_for is None:
+                self._launch(item)
+            else:
+                self._prefetch.setdefault(prefetch_for, {})[request.key] = item
+                self._prefetch_owner[request.key] = prefetch_for
+        self._feed()
         return pending
+
+    async def _wait(self, pending: list[Pending], owner: str | None) -> list[Outcome]:
+        for p in pending:  # wanted now: out of any prefetch queue, ahead of the rest
+            queued_by = self._prefetch_owner.pop(p.key, None)
+            if queued_by is not None:
+                self._launch(self._prefetch[queued_by].pop(p.key))
+        if owner is not None:
+            self._demand[owner] = self._demand.get(owner, 0) + 1
+            self._feed()
+        try:
+            return list(await asyncio.gather(*(p.future for p in pending)))
+        finally:
+            if owner is not None:
+                self._demand[owner] -= 1
+
+    def _launch(self, item: _Queued) -> None:
+        model = item.request.task.model
+        self._started[model] = self._started.get(model, 0) + 1
+
+        def settle(task: asyncio.Task[Outcome]) -> None:
+            self._started[model] -= 1
+            if not item.future.done():
+                if task.cancelled():
+                    item.future.cancel()
+                elif task.exception() is not None:
+                    item.future.set_exception(task.exception())  # type: ignore[arg-type]
+                else:
+                    item.future.set_result(task.result())
+            self._feed()
+
+        asyncio.ensure_future(self._answer(item.request, item.on_outcome)).add_done_callback(settle)
+
+    def _feed(self) -> None:
+        """Start prefetched requests of owners someone is waiting for, while their model has a free slot."""
+        for owner, waiting in self._demand.items():
+            queue = self._prefetch.get(owner)
+            while waiting > 0 and queue:
+                key, item = next(iter(queue.items()))
+                model = item.request.task.model
+                if self._started.get(model, 0) >= int(self.limiter(model).limit):
+                    break
+                del queue[key]
+                del self._prefetch_owner[key]
+                self._launch(item)
 
     def _forget(self, key: str, done: asyncio.Future[Outcome]) -> None:
         self._inflight.pop(key, None)

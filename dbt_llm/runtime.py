@@ -231,17 +231,20 @@ class Runtime:
 
     # -- dbt_llm_submit(key, text, handle): the distinct texts the cache join missed --
     def submit(self, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
-        """Starts the requests and returns NULLs at once. DuckDB runs it inside the cache subquery,
-        over distinct texts, before the first row is resolved: the misses of the whole model go to
-        the provider as one stream instead of one 2048-row chunk at a time."""
+        """Queues the requests as a prefetch and returns NULLs at once. DuckDB runs it inside the cache
+        subquery, over distinct texts, before the first row is resolved: while any chunk's resolve
+        waits, the misses of the whole model keep the slots busy, instead of one 2048-row chunk at a
+        time; a query that stops early (LIMIT) does not send the rest."""
         keys, texts = _flat(keys), _flat(texts)
         if len(keys):
-            self._send(self._call(handles), _texts_by_key(keys, texts))
+            call = self._call(handles)
+            self._send(call, _texts_by_key(keys, texts), prefetch_for=call.handle)
         return pa.nulls(len(keys), pa.string())
 
-    def _send(self, call: Call, texts_by_key: dict[str, str]) -> None:
+    def _send(self, call: Call, texts_by_key: dict[str, str], prefetch_for: str | None = None) -> None:
         """Plans the keys not yet answered, sent or settled for this call: too-long inputs fail here,
-        a dry run prices them, the rest go to the engine without waiting."""
+        a dry run prices them, the rest go to the engine without waiting (as a prefetch: sent only
+        while this call's resolve waits, see Engine.submit)."""
         budget = self._budget(call.invocation_id)
         ledger = self._ledger(call)
         with self._lock:
@@ -281,7 +284,7 @@ class Runtime:
                 ledger.settled += 1
             self._record(call, ledger, outcome, fresh)
 
-        pending = self.engine.submit(requests, on_outcome)
+        pending = self.engine.submit(requests, on_outcome, prefetch_for=prefetch_for)
         with self._lock:
             for p in pending:  # another thread may have sent the same key meanwhile: keep the owner
                 if p.owned or (call.handle, p.key) not in self._pending:
@@ -307,7 +310,7 @@ class Runtime:
         fatal: DbtLlmError | None = None
         outcomes: dict[str, Outcome] = {}
         try:
-            outcomes = {o.key: o for o in self.engine.wait(claimed)}
+            outcomes = {o.key: o for o in self.engine.wait(claimed, owner=call.handle)}
         except DbtLlmError as exc:
             fatal = exc
 

@@ -40,3 +40,19 @@ def test_sparse_misses_go_out_together_not_chunk_by_chunk(project: DbtProject) -
     audit = project.query("select rows, cache_hits, api_calls from dbt_llm.llm_audit order by started_at desc limit 1")
     assert audit == [(ROWS, ROWS - 20, 20)]
     assert project.query("select count(*), count(label) from classified")[0] == (ROWS, ROWS)
+
+
+def test_a_query_that_stops_early_does_not_pay_for_every_row(project: DbtProject) -> None:
+    # The prefetch sees every distinct text before LIMIT applies; it may only use free slots while
+    # the rows DuckDB asks for are being answered, so at most one round of slots is spent ahead.
+    slots = project.plugin_config["max_concurrency"]
+    rows = ["id,body"] + [f"{i},ticket {i} about something" for i in range(300)]
+    project.write("seeds/t.csv", "\n".join(rows) + "\n")
+    project.write(
+        "models/first_ten.sql",
+        f"select id, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as label from {{{{ ref('t') }}}} limit 10\n",
+    )
+    project.dbt("seed")
+    project.dbt("run")
+    assert project.query("select count(label) from first_ten")[0][0] == 10
+    assert 10 <= len(project.server.requests) <= 10 + slots
