@@ -245,6 +245,8 @@ class Runtime:
         """Plans the keys not yet answered, sent or settled for this call: too-long inputs fail here,
         a dry run prices them, the rest go to the engine without waiting (as a prefetch: sent only
         while this call's resolve waits, see Engine.submit)."""
+        if call.dry_run and prefetch_for is not None:
+            return  # a dry run prices only the rows DuckDB asks for (a LIMIT may stop it early)
         budget = self._budget(call.invocation_id)
         ledger = self._ledger(call)
         with self._lock:
@@ -258,6 +260,8 @@ class Runtime:
         requests: list[Request] = []
         limit = self.config.max_input_chars
         for key, text in fresh.items():
+            if len(text) > limit and prefetch_for is not None:
+                continue  # recorded as failed only if DuckDB asks for its row
             if len(text) > limit:  # only with on_long_input: fail; truncation happens in SQL
                 outcome = Outcome(
                     key,

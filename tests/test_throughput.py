@@ -53,6 +53,11 @@ def test_a_query_that_stops_early_does_not_pay_for_every_row(project: DbtProject
         f"select id, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as label from {{{{ ref('t') }}}} limit 10\n",
     )
     project.dbt("seed")
+    # A dry run prices the rows the query asks for, not what the prefetch saw.
+    project.dbt("run", "--vars", "{dbt_llm_dry_run: true}", ok=False)
+    assert project.server.requests == []
+    assert project.query("select est_requests from dbt_llm.llm_audit") == [(10,)]
+
     project.dbt("run")
     assert project.query("select count(label) from first_ten")[0][0] == 10
     assert 10 <= len(project.server.requests) <= 10 + slots
