@@ -108,7 +108,7 @@ class Runtime:
         # them in the cache table (their snapshot is older), so they are served from here.
         self._answers: dict[str, str] = {}
         self._estimated: set[str] = set()  # keys a dry run has already priced
-        # Requests dbt_llm_submit started, until a row of resolve claims them; then failures stay settled
+        # Requests dbt_llm_submit queued, until a row of resolve claims them; then failures stay settled
         # for the rest of the invocation, so a text that failed is not paid for again in the same run.
         self._pending: dict[tuple[str, str], Pending] = {}
         self._finished: set[tuple[str, str]] = set()  # (invocation_id, node_id) settled by dbt_llm_finish
@@ -242,9 +242,10 @@ class Runtime:
         return pa.nulls(len(keys), pa.string())
 
     def _send(self, call: Call, texts_by_key: dict[str, str], prefetch_for: str | None = None) -> None:
-        """Plans the keys not yet answered, sent or settled for this call: too-long inputs fail here,
-        a dry run prices them, the rest go to the engine without waiting (as a prefetch: sent only
-        while this call's resolve waits, see Engine.submit)."""
+        """Plans the keys not yet answered, sent or settled for this call and hands them to the engine
+        without waiting. From dbt_llm_submit they are a prefetch (sent only while this call's resolve
+        waits, see Engine.submit); from resolve, rows DuckDB asks for: those start now, too-long
+        inputs fail, and a dry run prices them instead."""
         if call.dry_run and prefetch_for is not None:
             return  # a dry run prices only the rows DuckDB asks for (a LIMIT may stop it early)
         budget = self._budget(call.invocation_id)

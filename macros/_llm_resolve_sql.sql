@@ -1,8 +1,8 @@
 {#- The SQL of one call, as JSON text. Cached answers come from a join on the key (DuckDB
     decorrelates the subquery and hashes each distinct text once). Inside it, dbt_llm_submit
-    sees the distinct texts the join missed, all before the first row is resolved, and starts
-    their requests without waiting; dbt_llm_resolve then gets only the missed rows of each chunk
-    and waits for their answers. dbt_llm_tally counts rows for the audit, passing booleans only.
+    sees the distinct texts the join missed, all before the first row is resolved, and queues
+    their requests; dbt_llm_resolve then gets only the missed rows of each chunk and waits for
+    their answers, while the queue fills the free slots. dbt_llm_tally counts rows for the audit, passing booleans only.
     Blank text is NULL and costs nothing. -#}
 {% macro _llm_resolve_sql(call, text) -%}
   {%- set value = "nullif(trim(cast((" ~ text ~ ") as varchar), ' ' || chr(9) || chr(10) || chr(13)), '')" -%}
