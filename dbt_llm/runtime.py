@@ -113,6 +113,7 @@ class Runtime:
         self._pending: dict[tuple[str, str], Pending] = {}
         self._finished: set[tuple[str, str]] = set()  # (invocation_id, node_id) settled by dbt_llm_finish
         self._settled: dict[tuple[str, str], Outcome] = {}
+        self._resolves: dict[str, int] = {}  # dbt_llm_resolve calls per call handle
         self._answers_invocation: str | None = None
         self._lock = threading.RLock()
         self._progress: threading.Thread | None = None
@@ -232,9 +233,10 @@ class Runtime:
     # -- dbt_llm_submit(key, text, handle): the distinct texts the cache join missed --
     def submit(self, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
         """Queues the requests as a prefetch and returns NULLs at once. DuckDB runs it inside the cache
-        subquery, over distinct texts, before the first row is resolved: while any chunk's resolve
-        waits, the misses of the whole model keep the slots busy, instead of one 2048-row chunk at a
-        time; a query that stops early (LIMIT) does not send the rest."""
+        subquery, over distinct texts, before the first row is resolved: while a chunk's resolve
+        waits (from the second chunk with misses on), the misses of the whole model keep the slots
+        busy, instead of one 2048-row chunk at a time; a query that stops early (LIMIT) does not
+        send the rest."""
         keys, texts = _flat(keys), _flat(texts)
         if len(keys):
             call = self._call(handles)
@@ -308,6 +310,7 @@ class Runtime:
         texts_by_key = _texts_by_key(keys, texts)
         with self._lock:
             ledger.cache_hits -= sum(k is not None for k in miss_keys)  # tally counted every row as a hit
+            resolves = self._resolves[call.handle] = self._resolves.get(call.handle, 0) + 1
         self._send(call, texts_by_key)
         with self._lock:
             # The first row of a key to get here claims its request; later rows reuse the outcome.
@@ -315,7 +318,10 @@ class Runtime:
         fatal: DbtLlmError | None = None
         outcomes: dict[str, Outcome] = {}
         try:
-            outcomes = {o.key: o for o in self.engine.wait(claimed, owner=call.handle)}
+            # The prefetch helps from the second chunk with misses on: a query that asks for one chunk
+            # (a LIMIT) pays for exactly its rows, and a long one loses one chunk's wait at most.
+            prefetch = call.handle if resolves > 1 else None
+            outcomes = {o.key: o for o in self.engine.wait(claimed, owner=prefetch)}
         except DbtLlmError as exc:
             fatal = exc
 
