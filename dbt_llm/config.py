@@ -37,6 +37,18 @@ _DEFAULTS: dict[str, Any] = {
     "on_long_input": "truncate",
 }
 
+# Keys whose YAML null is a value: no cap, no ceiling, no pinned thread count, no GGUF path,
+# no price overrides, and `on_error: null` (keep NULLs), which YAML reads as null unless quoted.
+_NULL_MEANS: dict[str, Any] = {
+    "max_cost_usd": None,
+    "requests_per_minute": None,
+    "tokens_per_minute": None,
+    "local_threads": None,
+    "model_path": None,
+    "prices": {},
+    "on_error": "null",
+}
+
 
 @dataclass(frozen=True)
 class LlmConfig:
@@ -75,6 +87,20 @@ class LlmConfig:
 
 def _fail(key: str, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"dbt_llm.plugin config: `{key}` {problem}. {fix}")
+
+
+def _null(key: str, value: Any) -> Any:
+    """The value of a key given as YAML null (`on_error: null`, or `key:` with nothing after it).
+
+    YAML null reaches the plugin as None. It means something for a few keys; for the others
+    it is an error, never a silent default.
+    """
+    if value is not None:
+        return value
+    if key in _NULL_MEANS:
+        return _NULL_MEANS[key]
+    default = _DEFAULTS[key]
+    raise _fail(key, "is null (empty in YAML)", f"Give it a value, or remove the key to get the default, {default!r}.")
 
 
 def _number(raw: dict[str, Any], key: str, *, minimum: float, integer: bool = False) -> Any:
@@ -120,13 +146,13 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
     raw: dict[str, Any] = {}
     for key, value in plugin_config.items():
         if key in _DEFAULTS:
-            raw[key] = value
+            raw[key] = _null(key, value)
         elif key in settings and settings[key] == value:
             continue
         else:
             known = ", ".join(sorted(_DEFAULTS))
             raise _fail(key, "is not a known key", f"Remove it or fix its spelling; known keys: {known}.")
-    values = {**_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+    values = {**_DEFAULTS, **raw}
     if values["model_path"] is not None:
         if values["provider"] != "local" or "model" in raw:
             raise _fail("model_path", "is set", "Use it only with provider: local, instead of `model`.")

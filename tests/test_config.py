@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from conftest import DbtProject
 
 from dbt_llm import ConfigError, parse_config
@@ -22,6 +23,9 @@ from dbt_llm import ConfigError, parse_config
         ({"prices": {"m": {"input": -1, "output": 1}}}, "`prices.m.input`"),
         ({"max_cost_usd": -5}, "`max_cost_usd` is -5"),
         ({"schema": "my-schema"}, "`schema`"),
+        ({"max_attempts": None}, "`max_attempts` is null (empty in YAML)"),
+        ({"model": None}, "`model` is null"),
+        ({"on_long_input": None}, "`on_long_input` is null"),
     ],
 )
 def test_invalid_config_names_the_key(config: dict[str, object], expected: str) -> None:
@@ -29,6 +33,24 @@ def test_invalid_config_names_the_key(config: dict[str, object], expected: str) 
         parse_config(config)
     assert expected in str(info.value)
     assert "sk-live-abc123" not in str(info.value)
+
+
+def test_yaml_null_means_something_only_where_documented() -> None:
+    config = parse_config(
+        yaml.safe_load(
+            "on_error: null\nmax_cost_usd: null\nprices:\nrequests_per_minute: ~\nlocal_threads: null\n"
+        )
+    )
+    assert config.on_error == "null"  # `on_error: null` as the README writes it, unquoted
+    assert (config.max_cost_usd, config.prices, config.requests_per_minute, config.local_threads) == (
+        None,
+        {},
+        None,
+        None,
+    )
+    assert parse_config({"on_error": "null"}).on_error == "null"
+    with pytest.raises(ConfigError, match=r"`request_timeout` is null .* the default, 60\.0"):
+        parse_config(yaml.safe_load("request_timeout:\n"))
 
 
 def test_duckdb_settings_merged_by_dbt_duckdb_are_not_ours() -> None:
@@ -50,6 +72,22 @@ def test_unknown_key_fails_the_dbt_connection(project: DbtProject) -> None:
     result = project.dbt("run", ok=False)
     message = str(result.exception) + "".join(str(r.message) for r in (result.result or []))
     assert "`max_concurency` is not a known key" in message
+
+
+def test_unquoted_on_error_null_keeps_going_in_a_real_run(project: DbtProject) -> None:
+    project.plugin_config.update(max_attempts=1, on_error=None)
+    project.write_profiles()
+    assert "on_error: null\n" in (project.root / "profiles.yml").read_text()  # unquoted, as YAML null
+    project.write("seeds/t.csv", "id,body\n1,ticket 1: billing\n2,ticket 2: bug\n3,ticket 3: bug\n")
+    project.write(
+        "models/one.sql",
+        "select id, {{ dbt_llm.llm_classify('body', ['billing', 'bug']) }} as l from {{ ref('t') }}\n",
+    )
+    project.dbt("seed")
+    project.server.inject("invalid", times=1, match="ticket 2:")
+    project.dbt("run")
+    assert project.query("select id, l from one order by id") == [(1, "billing"), (2, None), (3, "bug")]
+    assert project.query("select error_kind from dbt_llm.llm_errors") == [("invalid_answer",)]
 
 
 def test_duckdb_settings_do_not_break_the_plugin(project: DbtProject) -> None:
