@@ -11,13 +11,27 @@ from dbt.adapters.events.logging import AdapterLogger
 from duckdb.sqltypes import BOOLEAN, VARCHAR
 
 from .config import parse_config
+from .errors import ConfigError
 from .runtime import Runtime
+
+
+class ConnectionConfigError(ConfigError, RuntimeError):
+    """A ConfigError as dbt-duckdb expects a failed connection to fail.
+
+    dbt-duckdb turns a RuntimeError from a plugin into dbt's FailedToConnectError, which dbt
+    prints as its message alone and does not retry; any other exception makes dbt open the
+    connection again while it cleans up, and print every attempt's traceback.
+    """
 
 
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]) -> None:
         settings = getattr(self.creds, "settings", None) or {}
-        self.runtime = Runtime(parse_config(plugin_config, settings), log=AdapterLogger("dbt_llm").info)
+        try:
+            config = parse_config(plugin_config, settings)
+        except ConfigError as exc:
+            raise ConnectionConfigError(str(exc)) from None
+        self.runtime = Runtime(config, log=AdapterLogger("dbt_llm").info)
 
     def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
         runtime = self.runtime

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 from conftest import DbtProject
@@ -72,6 +77,25 @@ def test_unknown_key_fails_the_dbt_connection(project: DbtProject) -> None:
     result = project.dbt("run", ok=False)
     message = str(result.exception) + "".join(str(r.message) for r in (result.result or []))
     assert "`max_concurency` is not a known key" in message
+
+
+def test_unknown_key_prints_the_message_without_a_traceback(project: DbtProject) -> None:
+    project.plugin_config["modle"] = "gpt-4o"
+    project.write("models/one.sql", "select 1 as x\n")
+    project.write_profiles()
+    dbt = Path(sys.executable).parent / "dbt"
+    out = subprocess.run(
+        [str(dbt), "run", "--project-dir", str(project.root), "--profiles-dir", str(project.root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
+        check=False,
+    )
+    output = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "`modle` is not a known key. Remove it or fix its spelling" in output
+    assert "Traceback" not in output
+    assert output.count("`modle`") == 1 and len(output.splitlines()) < 20, output
 
 
 def test_unquoted_on_error_null_keeps_going_in_a_real_run(project: DbtProject) -> None:
