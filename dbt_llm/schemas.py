@@ -4,9 +4,10 @@ outputs, the SQL type the answer becomes, and a pydantic model that validates an
 from __future__ import annotations
 
 import datetime
-from typing import Any, Literal, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StrictInt, create_model
 
 from .errors import SpecError
 
@@ -64,6 +65,8 @@ def normalize_schema(schema: JsonSchema, where: str, path: str = "$") -> JsonSch
             f"use only {sorted(_SUPPORTED_KEYWORDS)}."
         )
     types = schema.get("type")
+    if types is None and "enum" in schema:
+        types = _enum_type(schema["enum"], where, path)
     type_list = types if isinstance(types, list) else [types]
     nullable = "null" in type_list
     base = [t for t in type_list if t != "null"]
@@ -106,6 +109,30 @@ def normalize_schema(schema: JsonSchema, where: str, path: str = "$") -> JsonSch
     return out
 
 
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):  # before int: bool is an int in Python, not in JSON
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    return {float: "number", str: "string"}.get(type(value), type(value).__name__)
+
+
+def _enum_type(enum: Any, where: str, path: str) -> str | list[str]:
+    """The `type` of an `enum` given without one: the one type all its values share."""
+    if not isinstance(enum, list) or not enum:
+        raise SpecError(f"{where}: `enum` at {path} must be a non-empty list of distinct values; got {enum!r}.")
+    kinds = {_json_type(v) for v in enum if v is not None}
+    if kinds == {"integer", "number"}:
+        kinds = {"number"}
+    if len(kinds) != 1 or not kinds <= {"string", "integer", "number", "boolean"}:
+        raise SpecError(
+            f"{where}: `enum` at {path} has no `type`, and its values {enum!r} are not all strings, all integers, "
+            "all numbers or all booleans; give values of one of those types, or a `type`."
+        )
+    kind = kinds.pop()
+    return [kind, "null"] if None in enum else kind
+
+
 def _make_nullable(schema: JsonSchema) -> JsonSchema:
     if isinstance(schema["type"], list):
         return schema
@@ -133,6 +160,16 @@ def sql_structure(schema: JsonSchema) -> Any:
 
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
+_SCALARS: dict[str, Any] = {"integer": StrictInt, "number": float, "boolean": StrictBool}
+
+
+def _one_of(values: tuple[Any, ...]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value not in values:
+            raise ValueError(f"{value!r} is not one of {list(values)!r}")
+        return value
+
+    return check
 
 
 def answer_model(schema: JsonSchema, name: str = "Answer") -> type[BaseModel]:
@@ -154,9 +191,10 @@ def _python_type(schema: JsonSchema, name: str) -> Any:
         py = list[item]  # type: ignore[valid-type]
     elif "enum" in schema:
         values = tuple(v for v in schema["enum"] if v is not None)
-        py = Literal[values]
+        # A Literal compares with ==, which takes `true` for 1 and 1 for `true`: check the type first.
+        py = Literal[values] if kind == "string" else Annotated[_SCALARS[kind], AfterValidator(_one_of(values))]
     elif kind == "string":
         py = datetime.date if schema.get("format") == "date" else str
     else:
-        py = {"integer": StrictInt, "number": float, "boolean": StrictBool}[kind]
+        py = _SCALARS[kind]
     return Optional[py] if nullable else py  # noqa: UP045 - built at run time

@@ -241,6 +241,10 @@ def _property_value(name: str, schema: dict[str, Any], text: str, root: dict[str
         for value in strings:
             if _phrase_in(value, text):
                 return value
+        raw = _find_field(name, text)  # a number or boolean is taken from `name: value`
+        for value in enum:
+            if raw is not None and not isinstance(value, (str, type(None))) and json.dumps(value) == raw.lower():
+                return value
         if nullable:
             return None
         candidates = strings or [v for v in enum if v is not None]

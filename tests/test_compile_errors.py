@@ -21,6 +21,10 @@ CASES = [
         "llm_extract('body', {'type': 'object', 'properties': {'a': {'type': 'text'}}})",
         "`type` at $.a is 'text'",
     ),
+    (
+        "llm_extract('body', {'type': 'object', 'properties': {'t': {'type': 'array', 'items': {'enum': ['a', 1]}}}})",
+        "`enum` at $.t[] has no `type`, and its values ['a', 1] are not all strings",
+    ),
     ("llm_classify('body', ['a'], examples=[{'input': 'x'}])", "`examples` must be a list"),
     ("llm_classify('body', ['a']) }}{{ config(materialized='view')", "materialized as view"),
 ]
