@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -34,17 +36,45 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _query(db: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+def _query(db: str, sql: str, args: argparse.Namespace) -> tuple[list[str], list[tuple[Any, ...]]]:
     try:
         with duckdb.connect(db, read_only=True) as con:
             cur = con.execute(sql)
             return [d[0] for d in cur.description or []], cur.fetchall()
     except duckdb.IOException as exc:
+        locked = _LOCK_HOLDER.search(str(exc))
+        if locked:
+            raise DbtLlmError(_locked(db, locked.group(1), args)) from None
         raise DbtLlmError(f"cannot open {db}: {exc}. Pass the `path` of your dbt-duckdb profile.") from None
     except duckdb.CatalogException:
         raise DbtLlmError(
             f"{db} has no dbt_llm tables yet: run a dbt model that uses llm_classify or llm_extract."
         ) from None
+
+
+# DuckDB's words when another process has the file open for writing (it allows no reader then).
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in .*\(PID (\d+)\)")
+SNAPSHOT = "/tmp/snap.duckdb"
+
+
+def _locked(db: str, pid: str, args: argparse.Namespace) -> str:
+    """What to do when a running dbt holds the DuckDB file: follow its log, wait, or read a copy."""
+    again = ["dbt-llm", args.command, "--db", SNAPSHOT]
+    again += ["--schema", args.schema] if args.schema != "dbt_llm" else []
+    again += ["--all"] if args.all else []
+    return (
+        f"cannot read {db}: process {pid} has it open for writing, most likely a dbt run that is still going, "
+        "and DuckDB lets no other process open the file meanwhile, not even to read.\n"
+        "- During the run, dbt logs a line per model and function every `progress_interval` seconds (5 by "
+        "default) with the calls, tokens and cost so far, also in logs/dbt.log.\n"
+        "- After the run, this command works as it is.\n"
+        "- Now, read a copy: the copy has what the run had written when you copied it (models still going "
+        "have status `running`). Copy the .wal file too, or the copy misses the latest answers. If DuckDB "
+        "refuses the copy (the run wrote a checkpoint while you copied), copy again.\n"
+        f"    rm -f {SNAPSHOT} {SNAPSHOT}.wal\n"
+        f"    cp {shlex.quote(db)} {SNAPSHOT} && cp {shlex.quote(db + '.wal')} {SNAPSHOT}.wal 2>/dev/null\n"
+        f"    {shlex.join(again)}"
+    )
 
 
 def _where(schema: str, all_runs: bool) -> str:
@@ -104,9 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = _where(schema, args.all)
     try:
         if args.command == "costs":
-            columns, rows = _query(args.db, COSTS_SQL.format(s=schema, where=where))
+            columns, rows = _query(args.db, COSTS_SQL.format(s=schema, where=where), args)
         else:
-            columns, rows = _query(args.db, ERRORS_SQL.format(s=schema, where=where, limit=50))
+            columns, rows = _query(args.db, ERRORS_SQL.format(s=schema, where=where, limit=50), args)
     except DbtLlmError as exc:
         print(exc, file=sys.stderr)
         return 1
