@@ -17,7 +17,26 @@ Usage::
         assert len(fake.requests) == 3
 
 It only ever binds ``127.0.0.1``.  Run it by hand with
-``python tests/openai_server.py --port 8765 --latency 0.2``.
+``python tests/openai_server.py --port 8765 --latency 0.2``; it prints its base URL first.
+Options of the command line (``--help`` lists them all):
+
+``--fault-rate KIND=RATE``
+    Fault this share of requests at random, one seeded draw per request; repeat it for
+    several kinds (the rates must sum to at most 1).  KIND is one of ``429``, ``500``,
+    ``503``, ``502_html`` (an HTML gateway page), ``timeout`` (hold the connection, then drop
+    it without an answer), ``invalid`` (an answer that breaks the schema) and ``truncated``
+    (half an answer, ``finish_reason: length``).  Example: ``--fault-rate 500=0.05 --fault-rate 429=0.02``.
+``--seed N``
+    Seed of the fault draws (default 0): the same seed and requests give the same faults.
+``--hang-seconds S``
+    How long a ``timeout`` fault holds the connection (default 30).
+``--stats-every S``
+    Print a stats line every S seconds, and once more on exit (Ctrl-C)::
+
+        stats: 200 requests; status 200=185 429=4 500=9 dropped=2; faults 429=4 500=9 timeout=2
+
+    ``dropped`` counts connections closed without an answer (``timeout`` faults); a hung
+    request is counted when it is dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ import math
 import random
 import re
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -515,6 +535,17 @@ class FakeOpenAI(FakeService):
                         return kind, None
         return None, None
 
+    def stats(self) -> str:
+        """One line: the requests so far, by HTTP status (``dropped``: no answer) and by fault."""
+        records = self.requests
+        statuses = Counter("dropped" if r.status == 0 else str(r.status) for r in records)
+        faults = Counter(r.fault for r in records if r.fault is not None)
+
+        def counts(counter: Counter[str]) -> str:
+            return " ".join(f"{key}={n}" for key, n in sorted(counter.items())) or "none"
+
+        return f"stats: {len(records)} requests; status {counts(statuses)}; faults {counts(faults)}"
+
     # -- internals --------------------------------------------------------- #
 
     def _record(self, record: RecordedRequest) -> None:
@@ -616,21 +647,73 @@ class FakeOpenAI(FakeService):
         handler.send_body(200, response)
 
 
+def _fault_rate(text: str) -> tuple[str, float]:
+    """``KIND=RATE`` of ``--fault-rate``."""
+    kind, _, rate = text.partition("=")
+    try:
+        _check_kind(kind)
+        value = float(rate)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}; use KIND=RATE, e.g. 500=0.05") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the rate must be between 0 and 1")
+    return kind, value
+
+
+def _print_stats(fake: FakeOpenAI, every: float, stop: threading.Event) -> None:
+    while not stop.wait(every):
+        print(fake.stats(), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Deterministic fake OpenAI chat-completions server (127.0.0.1 only).")
+    parser = argparse.ArgumentParser(
+        description="Deterministic fake OpenAI chat-completions server (127.0.0.1 only), with fault injection.",
+        epilog="Example: python tests/openai_server.py --port 8765 --fault-rate 500=0.05 --fault-rate 429=0.02 "
+        "--seed 7 --stats-every 10.  The module docstring describes each fault kind.",
+    )
     parser.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each answer")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer <key>'")
+    parser.add_argument(
+        "--fault-rate",
+        type=_fault_rate,
+        action="append",
+        default=[],
+        metavar="KIND=RATE",
+        help=f"fault this share of requests at random; repeatable; KIND is one of {', '.join(FAULT_KINDS)}",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random fault draws (default: 0)")
+    parser.add_argument(
+        "--hang-seconds", type=float, default=30.0, help="how long a `timeout` fault holds the connection (default: 30)"
+    )
+    parser.add_argument(
+        "--stats-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="print requests by status and by fault every SECONDS, and on exit (default: off)",
+    )
     args = parser.parse_args(argv)
+    rates = dict(args.fault_rate)
+    if sum(rates.values()) > 1:
+        parser.error("the --fault-rate rates sum to more than 1")
 
-    fake = FakeOpenAI(latency=args.latency, api_key=args.api_key).start(port=args.port)
+    fake = FakeOpenAI(latency=args.latency, api_key=args.api_key, hang_seconds=args.hang_seconds)
+    fake.set_fault_rates(rates, seed=args.seed)
+    fake.start(port=args.port)
     print(fake.base_url, flush=True)
+    stop = threading.Event()
+    if args.stats_every > 0:
+        threading.Thread(target=_print_stats, args=(fake, args.stats_every, stop), daemon=True).start()
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
         fake.stop()
+        if args.stats_every > 0:
+            print(fake.stats(), flush=True)
 
 
 if __name__ == "__main__":
