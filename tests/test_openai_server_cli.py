@@ -23,9 +23,13 @@ def test_help_lists_the_fault_and_stats_options() -> None:
 
 
 def test_a_bad_fault_rate_is_refused() -> None:
-    for bad in (["418=0.1"], ["500=2"], ["500=0.7", "--fault-rate", "429=0.7"]):
+    for bad, why in (
+        (["418=0.1"], "unknown fault kind '418'"),
+        (["500=2"], "the rate must be between 0 and 1"),
+        (["500=0.7", "--fault-rate", "429=0.7"], "the --fault-rate rates sum to more than 1"),
+    ):
         result = subprocess.run([sys.executable, SERVER, "--fault-rate", *bad], capture_output=True, text=True)
-        assert result.returncode == 2 and "--fault-rate" in result.stderr, result.stderr
+        assert result.returncode == 2 and why in result.stderr, result.stderr
 
 
 def _status(url: str) -> str:
