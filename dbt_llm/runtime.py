@@ -1,27 +1,31 @@
-"""One process's dbt-llm state behind the DuckDB functions: prepared calls, the engine,
-the writer, the per-model ledgers and the invocation's budget."""
+"""The DuckDB functions of dbt-llm: what each registered function does with its Arrow chunks.
+
+State lives elsewhere: the invocation (calls, budget, answers, pending requests), the audit book
+(ledgers and statuses), the engine (requests) and the writer (tables)."""
 
 from __future__ import annotations
 
 import atexit
 import json
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import dbt_events
+from .audit import AuditBook, Ledger, estimate_text, summary
 from .config import LlmConfig
-from .engine import Budget, Engine, Outcome, Pending, Request
+from .engine import Budget, Engine, Outcome, Request
 from .errors import BudgetExceededError, DbtLlmError, DryRunError, InternalStateError, RowFailuresError, SpecError
+from .invocation import Call, Invocation
+from .model_settings import parse_model_settings
 from .pricing import PriceTable
+from .progress import ProgressReporter
 from .providers import OpenAIProvider, Provider
-from .tasks import Task, build_task, sha256_hex
+from .tasks import build_task, sha256_hex
 from .warehouse import Writer, migrate, now
 
 
@@ -31,50 +35,6 @@ def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def _texts_by_key(keys: pa.Array, texts: pa.Array) -> dict[str, str]:
     return {k: t for k, t in zip(keys.to_pylist(), texts.to_pylist(), strict=True) if k is not None and t is not None}
-
-
-@dataclass(frozen=True)
-class Call:
-    """One macro call in one model of one invocation."""
-
-    handle: str
-    task: Task
-    invocation_id: str
-    node_id: str
-    dry_run: bool = False
-
-
-@dataclass
-class Ledger:
-    """Counters of one llm_audit row: (invocation, node, function, model)."""
-
-    invocation_id: str
-    node_id: str
-    function: str
-    model: str
-    provider: str
-    started_at: datetime = field(default_factory=now)
-    finished_at: datetime | None = None
-    rows: int = 0
-    cache_hits: int = 0
-    api_calls: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    failed_rows: int = 0
-    skipped_rows: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = 0.0
-    status: str = "running"
-    est_requests: int = 0
-    est_prompt_tokens: int = 0
-    est_completion_tokens: int = 0
-    est_cost_usd: float | None = 0.0
-    queued: int = 0  # requests handed to the engine, for progress: not an audit column
-    settled: int = 0  # of which answered or failed
-
-    def row(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class Runtime:
@@ -101,23 +61,12 @@ class Runtime:
         )
         self.writer = Writer()
         self._schema: str | None = None
-        self._calls: dict[str, Call] = {}
-        self._ledgers: dict[tuple[str, str, str, str], Ledger] = {}
-        self._budgets: dict[str, Budget] = {}
-        # Answers paid for in this invocation: later chunks of a running query cannot see
-        # them in the cache table (their snapshot is older), so they are served from here.
-        self._answers: dict[str, str] = {}
-        self._estimated: set[str] = set()  # keys a dry run has already priced
-        # Requests dbt_llm_submit queued, until a row of resolve claims them; then failures stay settled
-        # for the rest of the invocation, so a text that failed is not paid for again in the same run.
-        self._pending: dict[tuple[str, str], Pending] = {}
-        self._finished: set[tuple[str, str]] = set()  # (invocation_id, node_id) settled by dbt_llm_finish
-        self._settled: dict[tuple[str, str], Outcome] = {}
-        self._resolves: dict[str, int] = {}  # dbt_llm_resolve calls per call handle
-        self._answers_invocation: str | None = None
         self._lock = threading.RLock()
-        self._progress: threading.Thread | None = None
-        self._progress_every = config.progress_interval
+        self.book = AuditBook(self._lock, provider=config.provider)
+        self._invocation: Invocation | None = None
+        self._progress = ProgressReporter(
+            config.progress_interval, self.book.running, lambda model: self.engine.limiter(model).in_flight, log
+        )
 
     def _default_provider(self) -> Provider:
         if self.config.provider == "local":
@@ -160,23 +109,71 @@ class Runtime:
             assert self._schema is not None
             return self._schema
 
+    # -- the invocation --
+    def _begin(self, invocation_id: str) -> Invocation:
+        """The invocation's state; a new dbt invocation settles what the last one left open (a
+        statement that ended without a post-hook and without dbt saying so) and drops its state."""
+        with self._lock:
+            current = self._invocation
+            if current is not None and current.id == invocation_id:
+                return current
+            self._invocation = Invocation(invocation_id, Budget(self.config.max_cost_usd))
+            stale = self.book.open_ledgers()
+            self.book.forget_all_but(invocation_id)
+        self._close_ledgers(stale, node_failed=True)
+        return self._invocation
+
+    def _close_ledgers(self, ledgers: list[Ledger], *, node_failed: bool) -> None:
+        rows = [self.book.close(lg, lg.final_status(node_failed=node_failed)) for lg in ledgers if lg.written]
+        for row in rows:
+            self.writer.put_audit(row)
+        if rows:
+            self.writer.flush()
+
+    def on_dbt_event(self, msg: Any) -> None:
+        """dbt's NodeFinished: settle that node's open ledgers. A post-hook already settled a model
+        that ran it; this settles previews, models whose SQL failed, and each microbatch batch (the
+        batches of an LLM model run one after another, see _llm_prepare)."""
+        finished = dbt_events.node_finished(msg)
+        if finished is None:
+            return
+        node_id, failed = finished
+        ledgers = self.book.open_ledgers(node_id)
+        self._close_ledgers(ledgers, node_failed=failed)
+        for lg in ledgers:
+            if lg.written:
+                self._log(summary(lg))
+
     # -- dbt_llm_prepare(args_json): called once per macro call when the model renders --
     def prepare(self, args_json: str) -> str:
+        dbt_events.watch(self.on_dbt_event)
         try:
             args = json.loads(args_json)
+            where = str(args.get("where") or "llm_" + str(args.get("function")))
+            settings = parse_model_settings(args.get("model_settings"), where)
             task = build_task(
                 args,
                 provider=self.config.provider,
-                default_model=self.config.model,
+                default_model=settings.model or self.config.model,
                 temperature=self.config.temperature,
             )
         except SpecError as exc:
             return json.dumps({"error": str(exc)})
-        invocation_id, node_id = str(args.get("invocation_id")), str(args.get("node_id"))
-        handle = sha256_hex(f"{invocation_id}\n{node_id}\n{task.spec_hash}")[:32]
-        call = Call(handle, task, invocation_id, node_id, dry_run=bool(args.get("dry_run")))
+        invocation = self._begin(str(args.get("invocation_id")))
+        node_id, batch_id = str(args.get("node_id")), str(args.get("batch_id") or "")
+        handle = sha256_hex(f"{invocation.id}\n{node_id}\n{batch_id}\n{task.spec_hash}")[:32]
+        call = Call(
+            handle,
+            task,
+            invocation.id,
+            node_id,
+            batch_id=batch_id,
+            command=str(args.get("command") or "run"),
+            on_error=settings.on_error or self.config.on_error,
+            dry_run=bool(args.get("dry_run")),
+        )
         with self._lock:
-            self._calls[handle] = call
+            invocation.calls[handle] = call
             schema = self._schema
         self._ledger(call)  # so a run with no new rows still leaves an audit row
         return json.dumps(
@@ -192,42 +189,44 @@ class Runtime:
         )
 
     def _ledger(self, call: Call) -> Ledger:
-        key = (call.invocation_id, call.node_id, call.task.function, call.task.model)
-        with self._lock:
-            if key not in self._ledgers:
-                self._ledgers[key] = Ledger(*key, provider=self.config.provider)
-            return self._ledgers[key]
+        return self.book.ledger(
+            call.invocation_id,
+            call.node_id,
+            call.batch_id,
+            call.task.function,
+            call.task.model,
+            command=call.command,
+            on_error=call.on_error,
+            dry_run=call.dry_run,
+        )
 
-    def _budget(self, invocation_id: str) -> Budget:
-        with self._lock:
-            if invocation_id not in self._budgets:
-                self._budgets[invocation_id] = Budget(self.config.max_cost_usd)
-            if self._answers_invocation != invocation_id:
-                self._answers, self._estimated, self._answers_invocation = {}, set(), invocation_id
-                self._pending, self._settled = {}, {}
-            return self._budgets[invocation_id]
-
-    def _call(self, handles: pa.Array) -> Call:
+    def _call(self, handles: pa.Array) -> tuple[Call, Invocation]:
         handle = handles[0].as_py()
         with self._lock:
-            call = self._calls.get(handle)
-        if call is None:
+            invocation = self._invocation
+            call = invocation.calls.get(handle) if invocation is not None else None
+        if call is None or invocation is None:
             raise InternalStateError(
-                "dbt_llm: this query was compiled in another dbt process; run the model with `dbt run`."
+                "dbt_llm: this query was compiled in another dbt invocation or process; run the model with `dbt run`."
             )
-        return call
+        return call, invocation
 
     # -- dbt_llm_tally(text is not null, handle): every row, one chunk at a time --
     def tally(self, present: pa.Array, handles: pa.Array) -> pa.Array:
         """Counts the rows with text for the audit, as cache hits until dbt_llm_resolve says otherwise;
-        only booleans cross into Python."""
+        only booleans cross into Python. The first chunk writes the audit row, so a statement that
+        ends early (a preview, an error) leaves one to settle."""
         present = _flat(present)
         if len(present):
-            ledger = self._ledger(self._call(handles))
+            call, _ = self._call(handles)
+            ledger = self._ledger(call)
             n_rows = pc.sum(present).as_py() or 0
             with self._lock:
                 ledger.rows += n_rows
                 ledger.cache_hits += n_rows
+                first = not ledger.written
+            if first:
+                self.writer.put_audit(self.book.snapshot(ledger))
         return present
 
     # -- dbt_llm_submit(key, text, handle): the distinct texts the cache join missed --
@@ -239,31 +238,30 @@ class Runtime:
         send the rest."""
         keys, texts = _flat(keys), _flat(texts)
         if len(keys):
-            call = self._call(handles)
-            self._send(call, _texts_by_key(keys, texts), prefetch_for=call.handle)
+            call, invocation = self._call(handles)
+            self._send(call, invocation, _texts_by_key(keys, texts), prefetch=True)
         return pa.nulls(len(keys), pa.string())
 
-    def _send(self, call: Call, texts_by_key: dict[str, str], prefetch_for: str | None = None) -> None:
-        """Plans the keys not yet answered, sent or settled for this call and hands them to the engine
+    def _send(self, call: Call, invocation: Invocation, texts_by_key: dict[str, str], prefetch: bool = False) -> None:
+        """Plans the keys not yet answered, sent or failed for this call and hands them to the engine
         without waiting. From dbt_llm_submit they are a prefetch (sent only while this call's resolve
         waits, see Engine.submit); from resolve, rows DuckDB asks for: those start now, too-long
         inputs fail, and a dry run prices them instead."""
-        if call.dry_run and prefetch_for is not None:
+        if call.dry_run and prefetch:
             return  # a dry run prices only the rows DuckDB asks for (a LIMIT may stop it early)
-        budget = self._budget(call.invocation_id)
         ledger = self._ledger(call)
         with self._lock:
             fresh = {
                 k: t
                 for k, t in texts_by_key.items()
-                if k not in self._answers
-                and (call.handle, k) not in self._pending
-                and (call.handle, k) not in self._settled
+                if k not in invocation.answers
+                and (call.handle, k) not in invocation.pending
+                and (call.handle, k) not in invocation.failed
             }
         requests: list[Request] = []
         limit = self.config.max_input_chars
         for key, text in fresh.items():
-            if len(text) > limit and prefetch_for is not None:
+            if len(text) > limit and prefetch:
                 continue  # recorded as failed only if DuckDB asks for its row
             if len(text) > limit:  # only with on_long_input: fail; truncation happens in SQL
                 outcome = Outcome(
@@ -273,29 +271,29 @@ class Runtime:
                     "raise max_input_chars or set on_long_input: truncate",
                 )
                 with self._lock:
-                    self._settled[(call.handle, key)] = outcome
-                self._record(call, ledger, outcome, fresh)
+                    invocation.failed[(call.handle, key)] = outcome
+                self._record(call, invocation, ledger, outcome, fresh)
             else:
-                requests.append(Request(key, call.task, text, budget))
+                requests.append(Request(key, call.task, text, invocation.budget))
         if call.dry_run:
-            self._estimate(call, ledger, requests)
+            self._estimate(call, invocation, ledger, requests)
             return
         if not requests:
             return
         with self._lock:
             ledger.queued += len(requests)
-        self._start_progress()
+        self._progress.start()
 
         def on_outcome(outcome: Outcome) -> None:
             with self._lock:
-                ledger.settled += 1
-            self._record(call, ledger, outcome, fresh)
+                ledger.answered += 1
+            self._record(call, invocation, ledger, outcome, fresh)
 
-        pending = self.engine.submit(requests, on_outcome, prefetch_for=prefetch_for)
+        pending = self.engine.submit(requests, on_outcome, prefetch_for=call.handle if prefetch else None)
         with self._lock:
             for p in pending:  # another thread may have sent the same key meanwhile: keep the owner
-                if p.owned or (call.handle, p.key) not in self._pending:
-                    self._pending[(call.handle, p.key)] = p
+                if p.owned or (call.handle, p.key) not in invocation.pending:
+                    invocation.pending[(call.handle, p.key)] = p
 
     # -- dbt_llm_resolve(key, text, handle): only the rows the cache join missed --
     def resolve(self, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
@@ -304,17 +302,19 @@ class Runtime:
         keys, texts = _flat(keys), _flat(texts)
         if len(keys) == 0:
             return pa.nulls(0, pa.string())
-        call = self._call(handles)
+        call, invocation = self._call(handles)
         ledger = self._ledger(call)
         miss_keys: list[str | None] = keys.to_pylist()
         texts_by_key = _texts_by_key(keys, texts)
         with self._lock:
             ledger.cache_hits -= sum(k is not None for k in miss_keys)  # tally counted every row as a hit
-            resolves = self._resolves[call.handle] = self._resolves.get(call.handle, 0) + 1
-        self._send(call, texts_by_key)
+            resolves = invocation.resolves[call.handle] = invocation.resolves.get(call.handle, 0) + 1
+        self._send(call, invocation, texts_by_key)
         with self._lock:
             # The first row of a key to get here claims its request; later rows reuse the outcome.
-            claimed = [self._pending.pop((call.handle, k)) for k in texts_by_key if (call.handle, k) in self._pending]
+            claimed = [
+                invocation.pending.pop((call.handle, k)) for k in texts_by_key if (call.handle, k) in invocation.pending
+            ]
         fatal: DbtLlmError | None = None
         outcomes: dict[str, Outcome] = {}
         try:
@@ -327,18 +327,21 @@ class Runtime:
 
         results: list[str | None] = []
         hits = failed = skipped = 0
+        shared_failures: list[Outcome] = []
         with self._lock:
-            self._settled.update(((call.handle, o.key), o) for o in outcomes.values() if not o.ok)
+            invocation.failed.update(((call.handle, o.key), o) for o in outcomes.values() if not o.ok)
             for key in miss_keys:
                 if key is None:
                     results.append(None)
                     continue
                 # A key's first row here is the one that paid for it.
                 outcome = outcomes.pop(key) if key in outcomes else None
+                if outcome is not None and outcome.shared and not outcome.ok and outcome.error_kind != "budget":
+                    shared_failures.append(outcome)  # the request was another model's: record it here too
                 if outcome is None:
-                    outcome = self._settled.get((call.handle, key))
-                if outcome is None and key in self._answers:
-                    results.append(self._answers[key])  # answered earlier in this invocation
+                    outcome = invocation.failed.get((call.handle, key))
+                if outcome is None and key in invocation.answers:
+                    results.append(invocation.answers[key])  # answered earlier in this invocation
                     hits += 1
                     continue
                 results.append(outcome.result if outcome else None)
@@ -352,61 +355,71 @@ class Runtime:
                 elif outcome.shared:
                     hits += 1
             ledger.cache_hits += hits
+            ledger.reused += hits
             ledger.failed_rows += failed
             ledger.skipped_rows += skipped
-            ledger.finished_at = now()
             if fatal is not None:
                 ledger.status = "error"
-            snapshot = ledger.row()
-        if claimed or fatal is not None:
+        for outcome in shared_failures:
+            self._put_error(call, outcome, texts_by_key, shared=True)
+        if fatal is None and call.batch_id and (skipped or (failed and call.on_error == "fail")):
+            fatal = self._fail_batch(call, invocation, ledger)
+        if claimed or fatal is not None or shared_failures:
             # What this chunk paid for is committed before DuckDB gets the answers.
-            self.writer.put_audit(snapshot)
+            self.writer.put_audit(self.book.snapshot(ledger))
             self.writer.commit_cache()
         if fatal is not None:
             raise fatal
         return pa.array(results, pa.string())
 
-    def _start_progress(self) -> None:
+    def _fail_batch(self, call: Call, invocation: Invocation, ledger: Ledger) -> DbtLlmError:
+        """A microbatch batch fails on its own rows, in its own statement (dbt runs the post-hook
+        only after the last batch). Every text the batch queued is answered first, so the batch
+        fails once, with all its failures recorded and every answer it paid for cached."""
         with self._lock:
-            if self._progress is None:
-                self._progress = threading.Thread(target=self._report_progress, name="dbt-llm-progress", daemon=True)
-                self._progress.start()
+            drained = invocation.pending_of(call.handle)
+        outcomes = self.engine.wait(drained)
+        with self._lock:
+            invocation.failed.update(((call.handle, o.key), o) for o in outcomes if not o.ok)
+            failures = [o for (h, _), o in invocation.failed.items() if h == call.handle]
+            skipped = sum(o.error_kind == "budget" for o in failures)
+            ledger.failed_rows += sum(not o.ok and o.error_kind != "budget" for o in outcomes)
+            ledger.skipped_rows += sum(o.error_kind == "budget" for o in outcomes)
+            ledger.status = "budget_exceeded" if skipped else "failed_rows"
+        self.writer.put_audit(self.book.close(ledger, ledger.status))
+        self.writer.flush()
+        self._log(summary(ledger))
+        if skipped:
+            return self._budget_error(call.where, invocation, skipped, batch=True)
+        return RowFailuresError(
+            f"dbt_llm: {len(failures) - skipped} text(s) of {call.where} got no valid answer, so this batch was "
+            "not written (each microbatch batch fails on its own rows). They are not cached: `dbt retry` reruns "
+            f"this batch and retries only them. See why: {self._errors_query(call.invocation_id, call.node_id)}. "
+            "To keep NULLs instead of failing, set on_error: null."
+        )
 
-    def _report_progress(self) -> None:
-        """Every few seconds, for each model and function still calling: what it has done so far."""
-        last: dict[tuple[str, str, str, str], tuple[float, int, int]] = {}
-        while True:
-            time.sleep(self._progress_every)
-            now = time.monotonic()
-            with self._lock:
-                running = [(k, lg, lg.row()) for k, lg in self._ledgers.items() if lg.status == "running"]
-            for key, lg, row in running:
-                then, calls_then, settled_then = last.get(
-                    key, (now - self._progress_every, row["api_calls"], row["settled"])
-                )
-                last[key] = (now, row["api_calls"], row["settled"])
-                if row["api_calls"] == calls_then and row["settled"] == settled_then:
-                    continue
-                elapsed = max(now - then, 1e-9)
-                rate = (row["api_calls"] - calls_then) / elapsed
-                left = row["queued"] - row["settled"]
-                done_rate = (row["settled"] - settled_then) / elapsed
-                eta = f"ETA {_duration(left / done_rate)}" if done_rate > 0 else "ETA unknown"
-                limiter = self.engine.limiter(lg.model)
-                self._log(
-                    f"dbt_llm: {lg.node_id} llm_{lg.function}: {row['settled']}/{row['queued']} texts answered, "
-                    f"{row['rows']} rows ({row['cache_hits']} cached), {row['api_calls']} calls, "
-                    f"{limiter.in_flight} in flight, {rate:.1f} req/s, {row['rate_limited']} x 429, "
-                    f"{row['prompt_tokens'] + row['completion_tokens']} tokens, {_usd(row['cost_usd'])} so far, {eta}"
-                )
+    def _errors_query(self, invocation_id: str, node_id: str) -> str:
+        return (
+            f"select * from {self._schema}.llm_errors where invocation_id = '{invocation_id}' and node_id = '{node_id}'"
+        )
 
-    def _estimate(self, call: Call, ledger: Ledger, requests: list[Request]) -> None:
+    def _budget_error(self, where: str, invocation: Invocation, skipped: int, batch: bool = False) -> DbtLlmError:
+        rerun = (
+            "run `dbt retry` to finish only this batch's rows" if batch else "run again to finish only the rows left"
+        )
+        return BudgetExceededError(
+            f"dbt_llm: budget reached in {where}: this invocation spent ${invocation.budget.spent_usd:.4f} of "
+            f"max_cost_usd ${self.config.max_cost_usd}; {skipped} row(s) are left without an answer. Paid answers "
+            f"are cached: raise `max_cost_usd` (or remove it) and {rerun}."
+        )
+
+    def _estimate(self, call: Call, invocation: Invocation, ledger: Ledger, requests: list[Request]) -> None:
         """Dry run: what the requests would cost, sent nowhere."""
         price = self._prices.price(call.task.model)
         prompt = completion = 0
         with self._lock:
-            requests = [r for r in requests if r.key not in self._estimated]
-            self._estimated.update(r.key for r in requests)
+            requests = [r for r in requests if r.key not in invocation.estimated]
+            invocation.estimated.update(r.key for r in requests)
         for request in requests:
             p, c = call.task.estimate_tokens(request.text)
             prompt, completion = prompt + p, completion + c
@@ -418,7 +431,9 @@ class Runtime:
             if ledger.est_cost_usd is not None:
                 ledger.est_cost_usd = None if price is None else ledger.est_cost_usd + price.cost(prompt, completion)
 
-    def _record(self, call: Call, ledger: Ledger, outcome: Outcome, texts: dict[str, str]) -> None:
+    def _record(
+        self, call: Call, invocation: Invocation, ledger: Ledger, outcome: Outcome, texts: dict[str, str]
+    ) -> None:
         """On the engine's thread, as each answer arrives: queue it for the writer."""
         task = call.task
         with self._lock:
@@ -431,7 +446,7 @@ class Runtime:
                 ledger.cost_usd = None if outcome.cost_usd is None else ledger.cost_usd + outcome.cost_usd
             if outcome.ok:
                 assert outcome.result is not None
-                self._answers[outcome.key] = outcome.result
+                invocation.answers[outcome.key] = outcome.result
         if outcome.ok:
             self.writer.put_cache(
                 {
@@ -448,97 +463,68 @@ class Runtime:
                 }
             )
         elif outcome.error_kind != "budget":
-            self.writer.put_error(
-                {
-                    "invocation_id": call.invocation_id,
-                    "node_id": call.node_id,
-                    "key": outcome.key,
-                    "function": task.function,
-                    "model": task.model,
-                    "error_kind": outcome.error_kind,
-                    "message": outcome.error,
-                    "attempts": outcome.attempts,
-                    "input_preview": texts.get(outcome.key, "")[:200],
-                    "created_at": now(),
-                }
-            )
+            self._put_error(call, outcome, texts)
+
+    def _put_error(self, call: Call, outcome: Outcome, texts: dict[str, str], shared: bool = False) -> None:
+        message = outcome.error or ""
+        if shared:
+            message += " (the request was sent for another model of this run with the same text)"
+        self.writer.put_error(
+            {
+                "invocation_id": call.invocation_id,
+                "node_id": call.node_id,
+                "key": outcome.key,
+                "function": call.task.function,
+                "model": call.task.model,
+                "error_kind": outcome.error_kind,
+                "message": message,
+                "attempts": outcome.attempts,
+                "input_preview": texts.get(outcome.key, "")[:200],
+                "created_at": now(),
+            }
+        )
 
     # -- dbt_llm_finish(invocation_id, node_id): the model's post-hook --
     def finish(self, invocation_id: str, node_id: str) -> str:
         with self._lock:
+            invocation = self._invocation
+            if invocation is None or invocation.id != invocation_id:
+                return f"{node_id}: nothing to settle"
             # dbt adds one post-hook per macro call: the model is settled by the first.
-            if (invocation_id, node_id) in self._finished:
-                return f"dbt_llm: {node_id}: settled"
-            self._finished.add((invocation_id, node_id))
-            ledgers = [
-                lg for (inv, node, _f, _m), lg in self._ledgers.items() if inv == invocation_id and node == node_id
-            ]
-            budget = self._budgets.get(invocation_id)
-        failed = sum(lg.failed_rows for lg in ledgers)
-        skipped = sum(lg.skipped_rows for lg in ledgers)
-        dry_run = any(
-            c.dry_run for c in self._calls.values() if c.invocation_id == invocation_id and c.node_id == node_id
-        )
-        estimated = sum(lg.est_requests for lg in ledgers)
-        status = "budget_exceeded" if skipped else ("failed_rows" if failed else "success")
-        status = "dry_run" if dry_run else status
+            if node_id in invocation.finished:
+                return f"{node_id}: settled"
+            invocation.finished.add(node_id)
+        # Batches of a microbatch model that failed or finished are settled already: this is the last.
+        ledgers = self.book.open_ledgers(node_id)
         for lg in ledgers:
-            with self._lock:
-                lg.finished_at, lg.status = now(), status
-                snapshot = lg.row()
-            self.writer.put_audit(snapshot)
+            self.writer.put_audit(self.book.close(lg, lg.final_status()))
         self.writer.flush()
         for lg in ledgers:
-            self._log(_summary(lg))
-        where = (
-            f"select * from {self._schema}.llm_errors where invocation_id = '{invocation_id}' and node_id = '{node_id}'"
-        )
-        if dry_run and estimated:
+            self._log(summary(lg))
+        failed = sum(lg.failed_rows for lg in ledgers if lg.on_error == "fail")
+        skipped = sum(lg.skipped_rows for lg in ledgers)
+        estimated = sum(lg.est_requests for lg in ledgers)
+        if any(lg.dry_run for lg in ledgers) and estimated:
             raise DryRunError(
                 f"dbt_llm dry run: {node_id} would send {estimated} request(s) "
-                + "; ".join(_estimate_text(lg) for lg in ledgers if lg.est_requests)
+                + "; ".join(estimate_text(lg) for lg in ledgers if lg.est_requests)
                 + ". Nothing was sent and the model was not built; run without dbt_llm_dry_run to build it."
             )
         if skipped:
-            spent = budget.spent_usd if budget else 0.0
-            cap = self.config.max_cost_usd
-            raise BudgetExceededError(
-                f"dbt_llm: budget reached in {node_id}: this invocation spent ${spent:.4f} of max_cost_usd "
-                f"${cap}; {skipped} row(s) are left without an answer. Paid answers are cached: raise "
-                "`max_cost_usd` (or remove it) and run again to finish only the rows left."
-            )
-        if failed and self.config.on_error == "fail":
+            raise self._budget_error(node_id, invocation, skipped)
+        if failed:
             raise RowFailuresError(
                 f"dbt_llm: {failed} row(s) of {node_id} got no valid answer. They are not cached, so the next "
-                f"run retries them. See why: {where}. To keep NULLs instead of failing, set on_error: null."
+                f"run retries them. See why: {self._errors_query(invocation_id, node_id)}. "
+                "To keep NULLs instead of failing, set on_error: null."
             )
         calls = sum(lg.api_calls for lg in ledgers)
         hits = sum(lg.cache_hits for lg in ledgers)
-        return f"dbt_llm: {node_id}: {calls} API call(s), {hits} cache hit(s)"
+        return f"{node_id}: {calls} API call(s), {hits} cache hit(s)"
 
     def close(self) -> None:
+        self._progress.stop()
         self.engine.close()
 
 
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def _usd(value: float | None) -> str:
-    return "unknown USD (no price for this model)" if value is None else f"${value:.4f}"
-
-
-def _estimate_text(lg: Ledger) -> str:
-    tokens = lg.est_prompt_tokens + lg.est_completion_tokens
-    return f"llm_{lg.function} ({lg.model}): {lg.est_requests} request(s), ~{tokens} tokens, ~{_usd(lg.est_cost_usd)}"
-
-
-def _summary(lg: Ledger) -> str:
-    if lg.status == "dry_run":
-        return f"dbt_llm dry run: {lg.node_id}: {_estimate_text(lg)}; {lg.cache_hits} of {lg.rows} rows cached"
-    return (
-        f"dbt_llm: {lg.node_id} llm_{lg.function} ({lg.model}): {lg.rows} rows, {lg.cache_hits} cached, "
-        f"{lg.api_calls} API calls ({lg.retries} retries), {lg.failed_rows} failed, "
-        f"{lg.prompt_tokens + lg.completion_tokens} tokens, {_usd(lg.cost_usd)}"
-    )
+__all__ = ["Runtime"]

@@ -85,6 +85,40 @@ MIGRATIONS: list[tuple[str, str]] = [
         "llm_audit: 429s",
         "alter table {s}.llm_audit add column if not exists rate_limited bigint",
     ),
+    (
+        # A primary key cannot change in place: the table is rebuilt, inside the migration's transaction.
+        "llm_audit: the dbt command, and one row per microbatch batch",
+        """create table {s}.llm_audit_v2 (
+            invocation_id varchar not null,
+            node_id varchar not null,
+            batch_id varchar not null default '',
+            function varchar not null,
+            model varchar not null,
+            provider varchar,
+            command varchar,
+            started_at timestamp,
+            finished_at timestamp,
+            rows bigint,
+            cache_hits bigint,
+            api_calls bigint,
+            retries bigint,
+            rate_limited bigint,
+            failed_rows bigint,
+            skipped_rows bigint,
+            prompt_tokens bigint,
+            completion_tokens bigint,
+            cost_usd double,
+            status varchar,
+            est_requests bigint,
+            est_prompt_tokens bigint,
+            est_completion_tokens bigint,
+            est_cost_usd double,
+            primary key (invocation_id, node_id, batch_id, function, model)
+        );
+        insert into {s}.llm_audit_v2 by name select *, '' as batch_id, null as command from {s}.llm_audit;
+        drop table {s}.llm_audit;
+        alter table {s}.llm_audit_v2 rename to llm_audit""",
+    ),
 ]
 
 CACHE_COLUMNS = [
@@ -111,10 +145,11 @@ ERROR_COLUMNS = [
     "input_preview",
     "created_at",
 ]
-AUDIT_KEY = ["invocation_id", "node_id", "function", "model"]
+AUDIT_KEY = ["invocation_id", "node_id", "batch_id", "function", "model"]
 AUDIT_COLUMNS = [
     *AUDIT_KEY,
     "provider",
+    "command",
     "started_at",
     "finished_at",
     "rows",
@@ -153,10 +188,15 @@ def migrate(conn: duckdb.DuckDBPyConnection, schema: str) -> str:
         done = {row[0] for row in cur.execute(f"select id from {qualified}.llm_migrations").fetchall()}
         for i, (name, sql) in enumerate(MIGRATIONS):
             if i not in done:
-                cur.execute(sql.format(s=qualified))
-                cur.execute(
-                    f"insert into {qualified}.llm_migrations values (?, ?, now()) on conflict do nothing", [i, name]
-                )
+                # One transaction per migration: a crash midway leaves the previous state, never half of one.
+                cur.execute("begin")
+                try:
+                    cur.execute(sql.format(s=qualified))
+                    cur.execute(f"insert into {qualified}.llm_migrations values (?, ?, now())", [i, name])
+                    cur.execute("commit")
+                except Exception:
+                    cur.execute("rollback")
+                    raise
         return qualified
     finally:
         cur.close()

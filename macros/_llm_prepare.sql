@@ -4,6 +4,11 @@
   {%- if not execute -%}
     {#- At parse time: make the model's post-hook check failures and budget after all rows ran. -#}
     {%- do config(post_hook=["{{ dbt_llm._llm_finish() }}"]) -%}
+    {#- Microbatch batches of an LLM model run one after another: they share one rate limit, so running
+        them at once buys nothing, and each batch's audit row is settled when dbt says it ended. -#}
+    {%- if config.get('concurrent_batches') is none -%}
+      {%- do config(concurrent_batches=false) -%}
+    {%- endif -%}
     {{- return(none) -}}
   {%- endif -%}
   {%- set where = 'llm_' ~ function ~ '(' ~ text ~ ') in ' ~ model.unique_id -%}
@@ -11,7 +16,12 @@
   {%- if materialized in ('view', 'ephemeral') -%}
     {{ exceptions.raise_compiler_error(where ~ ": the model is materialized as " ~ materialized ~ ", so every query of it would call the LLM again and failures could not be checked. Materialize it as table or incremental: {{ config(materialized='incremental', unique_key=...) }}.") }}
   {%- endif -%}
+  {#- A microbatch model renders once per batch: each batch is a call of its own that fails on its own rows. -#}
+  {%- set batch = model.batch if model.batch is defined and model.batch else none -%}
+  {%- set meta = config.get('meta') or {} -%}
   {%- set payload = {'function': function, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id,
+                     'command': flags.WHICH, 'batch_id': batch.id if batch else '',
+                     'model_settings': meta.get('dbt_llm') if meta is mapping else none,
                      'dry_run': var('dbt_llm_dry_run', false) in (true, 'true', 'True', 1)} -%}
   {%- do payload.update(args) -%}
   {%- set plugin = run_query("select count(*) from duckdb_functions() where function_name = 'dbt_llm_prepare'") -%}

@@ -1,6 +1,7 @@
 {#- Classify a text expression into one of `labels` (a list, or a dict label -> description).
     Returns VARCHAR, always one of the labels; NULL or blank text gives NULL with no call. -#}
 {% macro llm_classify(text, labels, model=none, instructions=none, examples=none) -%}
+  {{- dbt_llm._llm_check_text('classify', text) -}}
   {{- dbt_llm._llm_check_labels(labels) -}}
   {{- adapter.dispatch('llm_classify', 'dbt_llm')(text, labels, model, instructions, examples) -}}
 {%- endmacro %}

@@ -1,0 +1,169 @@
+"""The audit book: one Ledger per llm_audit row, the status it settles on, and the log lines
+that summarise it. It counts; it neither sends requests nor writes tables."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from .warehouse import AUDIT_COLUMNS, now
+
+Status = Literal["running", "preview", "success", "failed_rows", "budget_exceeded", "dry_run", "error"]
+LedgerKey = tuple[str, str, str, str, str]  # invocation, node, batch, function, model
+
+# Commands whose models run the post-hook that settles them; any other command that runs a
+# model's SQL (`dbt show`, `dbt compile` with an introspective query) is a preview.
+HOOKED_COMMANDS = frozenset({"run", "build", "retry", "snapshot"})
+
+
+@dataclass
+class Ledger:
+    """Counters of one llm_audit row: (invocation, node, batch, function, model)."""
+
+    invocation_id: str
+    node_id: str
+    batch_id: str
+    function: str
+    model: str
+    provider: str
+    command: str
+    started_at: datetime = field(default_factory=now)
+    finished_at: datetime | None = None
+    rows: int = 0
+    cache_hits: int = 0
+    api_calls: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    failed_rows: int = 0
+    skipped_rows: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+    status: Status = "running"
+    est_requests: int = 0
+    est_prompt_tokens: int = 0
+    est_completion_tokens: int = 0
+    est_cost_usd: float | None = 0.0
+    # Not audit columns:
+    on_error: str = "fail"
+    dry_run: bool = False
+    reused: int = 0  # of cache_hits: rows answered by an earlier row of this run, not by the cache table
+    queued: int = 0  # requests handed to the engine, for progress
+    answered: int = 0  # of which answered or failed
+    written: bool = False  # a row exists in llm_audit
+    closed: bool = False  # settled: its status is final
+
+    @property
+    def key(self) -> LedgerKey:
+        return (self.invocation_id, self.node_id, self.batch_id, self.function, self.model)
+
+    @property
+    def preview(self) -> bool:
+        return self.command not in HOOKED_COMMANDS
+
+    def row(self) -> dict[str, Any]:
+        return {column: getattr(self, column) for column in AUDIT_COLUMNS}
+
+    def final_status(self, *, node_failed: bool = False) -> Status:
+        """The status when the statement has ended: previews and dry runs say so; a model whose
+        statement failed before its post-hook is `error`; otherwise what the rows came to."""
+        if self.dry_run:
+            return "dry_run"
+        if self.preview:
+            return "preview"
+        if self.skipped_rows:
+            return "budget_exceeded"
+        if self.failed_rows:
+            return "failed_rows"
+        return "error" if node_failed else "success"
+
+
+class AuditBook:
+    """Every ledger of the current invocation, under the runtime's lock."""
+
+    def __init__(self, lock: threading.RLock, provider: str) -> None:
+        self.lock = lock
+        self._provider = provider
+        self._ledgers: dict[LedgerKey, Ledger] = {}
+
+    def ledger(
+        self,
+        invocation_id: str,
+        node_id: str,
+        batch_id: str,
+        function: str,
+        model: str,
+        *,
+        command: str,
+        on_error: str,
+        dry_run: bool,
+    ) -> Ledger:
+        key = (invocation_id, node_id, batch_id, function, model)
+        with self.lock:
+            if key not in self._ledgers:
+                self._ledgers[key] = Ledger(
+                    *key,
+                    provider=self._provider,
+                    command=command,
+                    on_error=on_error,
+                    dry_run=dry_run,
+                )
+            return self._ledgers[key]
+
+    def open_ledgers(self, node_id: str | None = None) -> list[Ledger]:
+        with self.lock:
+            return [lg for lg in self._ledgers.values() if not lg.closed and node_id in (None, lg.node_id)]
+
+    def running(self) -> list[tuple[Ledger, dict[str, Any]]]:
+        """Ledgers still calling, each with a consistent snapshot of its counters."""
+        with self.lock:
+            return [
+                (lg, {**lg.row(), "reused": lg.reused, "queued": lg.queued, "answered": lg.answered})
+                for lg in self._ledgers.values()
+                if not lg.closed
+            ]
+
+    def close(self, ledger: Ledger, status: Status) -> dict[str, Any]:
+        """Settle a ledger; returns the row to write."""
+        with self.lock:
+            ledger.status, ledger.finished_at, ledger.closed, ledger.written = status, now(), True, True
+            return ledger.row()
+
+    def snapshot(self, ledger: Ledger) -> dict[str, Any]:
+        with self.lock:
+            ledger.finished_at, ledger.written = now(), True
+            if not ledger.closed:
+                ledger.status = "preview" if ledger.preview else "running"
+            return ledger.row()
+
+    def forget_all_but(self, invocation_id: str) -> None:
+        """A long-lived process (an orchestrator calling dbt many times) keeps only the current run."""
+        with self.lock:
+            self._ledgers = {k: lg for k, lg in self._ledgers.items() if lg.invocation_id == invocation_id}
+
+
+def usd(value: float | None) -> str:
+    return "unknown USD (no price for this model)" if value is None else f"${value:.4f}"
+
+
+def estimate_text(lg: Ledger) -> str:
+    tokens = lg.est_prompt_tokens + lg.est_completion_tokens
+    return f"llm_{lg.function} ({lg.model}): {lg.est_requests} request(s), ~{tokens} tokens, ~{usd(lg.est_cost_usd)}"
+
+
+def where_batch(lg: Ledger) -> str:
+    return f"batch {lg.batch_id} of {lg.node_id}" if lg.batch_id else lg.node_id
+
+
+def summary(lg: Ledger) -> str:
+    if lg.status == "dry_run":
+        return f"dry run: {where_batch(lg)}: {estimate_text(lg)}; {lg.cache_hits} of {lg.rows} rows cached"
+    cached = lg.cache_hits - lg.reused
+    return (
+        f"{where_batch(lg)} llm_{lg.function} ({lg.model}): {lg.rows} rows, {cached} cached, "
+        f"{lg.reused} reused (same text earlier in this run), {lg.api_calls} API calls ({lg.retries} retries), "
+        f"{lg.failed_rows} failed, {lg.prompt_tokens + lg.completion_tokens} tokens, {usd(lg.cost_usd)}"
+        + (" [preview]" if lg.status == "preview" else "")
+    )

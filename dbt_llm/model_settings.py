@@ -1,0 +1,42 @@
+"""Settings one dbt model gives itself, over the profile's: `config(meta={'dbt_llm': {...}})`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import SpecError
+
+KEYS = ("on_error", "model", "max_cost_usd")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    on_error: str | None = None  # None: the profile's
+    model: str | None = None
+    max_cost_usd: float | None = None
+
+
+def parse_model_settings(raw: Any, where: str) -> ModelSettings:
+    """`raw` is the model's meta `dbt_llm` dict (or None). Jinja's `none` and YAML's `null` mean
+    on_error: null, as in the profile."""
+    if raw is None:
+        return ModelSettings()
+    fix = "Use config(meta={'dbt_llm': {'on_error': 'null', 'model': '...', 'max_cost_usd': 1.0}})."
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: meta `dbt_llm` must be a dict; got {raw!r}. {fix}")
+    unknown = sorted(set(raw) - set(KEYS))
+    if unknown:
+        raise SpecError(f"{where}: meta `dbt_llm` has unknown key(s) {unknown}; known: {', '.join(KEYS)}. {fix}")
+    on_error = raw.get("on_error", "fail") if "on_error" in raw else None
+    if "on_error" in raw and on_error is None:
+        on_error = "null"
+    if on_error not in (None, "fail", "null"):
+        raise SpecError(f"{where}: meta dbt_llm.on_error is {on_error!r}; use 'fail' or 'null'.")
+    model = raw.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise SpecError(f"{where}: meta dbt_llm.model must be a model name; got {model!r}.")
+    cap = raw.get("max_cost_usd")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or cap < 0):
+        raise SpecError(f"{where}: meta dbt_llm.max_cost_usd must be a number >= 0 (USD); got {cap!r}.")
+    return ModelSettings(on_error=on_error, model=model, max_cost_usd=None if cap is None else float(cap))

@@ -1,0 +1,194 @@
+"""Correct in the dbt commands a team uses: microbatch and `dbt retry`, `dbt show`, model-level
+settings, texts shared by models, and the shipped tests judging the right run."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from conftest import DbtProject
+
+LABELS = "['billing', 'bug', 'feature']"
+
+
+def tickets(project: DbtProject, n: int, prefix: str = "ticket") -> None:
+    rows = ["id,body"] + [f"{i},{prefix} {i}: my invoice is wrong" for i in range(n)]
+    project.write("seeds/t.csv", "\n".join(rows) + "\n")
+
+
+def classify_model(name: str = "m", config: str = "") -> str:
+    return f"{config}select id, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as l from {{{{ ref('t') }}}}\n"
+
+
+MICROBATCH = """{{ config(materialized='incremental', incremental_strategy='microbatch', event_time='created_at',
+                 batch_size='day', begin='2024-01-01') }}
+select id, created_at, {{ dbt_llm.llm_classify('body', ['billing', 'bug', 'feature']) }} as l from {{ ref('events') }}
+"""
+
+
+def test_microbatch_fails_the_batch_that_holds_the_failed_row_and_retry_mends_it(project: DbtProject) -> None:
+    project.plugin_config["max_attempts"] = 2
+    rows = ["id,created_at,body"] + [
+        f"{day * 10 + i},2024-01-0{day} 0{i}:00:00,day {day} ticket {i}: my invoice is wrong"
+        for day in (1, 2, 3)
+        for i in range(5)
+    ]
+    project.write("seeds/events.csv", "\n".join(rows) + "\n")
+    project.write(
+        "seeds/events.yml",
+        "version: 2\nseeds:\n  - name: events\n    config:\n      event_time: created_at\n"
+        "      column_types: {created_at: timestamp}\n",
+    )
+    project.write("models/mb.sql", MICROBATCH)
+    project.dbt("seed")
+    project.server.inject("invalid", times=100, match="day 2 ticket 3:")
+    window = ["--event-time-start", "2024-01-01", "--event-time-end", "2024-01-04"]
+    result = project.dbt("run", "--select", "mb", *window, ok=False)
+
+    run = result.result.results[0]
+    failed = [start.replace(tzinfo=None) for start, _ in run.batch_results.failed]
+    assert failed == [dt.datetime(2024, 1, 2)], run.batch_results
+    assert len(run.batch_results.successful) == 2
+    # The failed batch wrote nothing, so no NULL was committed; the other days are in.
+    assert project.query("select count(*), count(l), count(*) filter (where day(created_at) = 2) from mb")[0] == (
+        10,
+        10,
+        0,
+    )
+    audit = project.query("select batch_id, command, status, rows, failed_rows from dbt_llm.llm_audit order by 1")
+    assert [a[:3] for a in audit] == [
+        ("20240101", "run", "success"),
+        ("20240102", "run", "failed_rows"),
+        ("20240103", "run", "success"),
+    ]
+    assert audit[1][4] == 1
+    assert project.query("select input_preview from dbt_llm.llm_errors") == [("day 2 ticket 3: my invoice is wrong",)]
+
+    project.server.reset()
+    project.dbt("retry")
+    assert [r.text for r in project.server.requests] == ["day 2 ticket 3: my invoice is wrong"]
+    assert project.query("select count(*), count(l) from mb")[0] == (15, 15)
+    newest = "select batch_id, status from dbt_llm.llm_audit order by started_at desc limit 1"
+    assert project.query(newest) == [("20240102", "success")]
+
+
+def test_show_settles_its_audit_row_and_the_tests_judge_the_last_run_not_the_preview(project: DbtProject) -> None:
+    project.plugin_config.update(max_attempts=1, on_error="null")
+    tickets(project, 20)
+    project.write("models/m.sql", classify_model())
+    project.write(
+        "models/schema.yml",
+        """
+version: 2
+models:
+  - name: m
+    data_tests:
+      - dbt_llm.llm_cost_below: {arguments: {max_usd: 0.0001}, config: {alias: cost_of_run}}
+      - dbt_llm.llm_error_rate: {arguments: {max_rate: 0.0}, config: {alias: errors_of_run}}
+""",
+    )
+    project.dbt("seed")
+    project.dbt("run")
+    run_cost = project.query("select cost_usd from dbt_llm.llm_audit")[0][0]
+    assert 0.0001 < run_cost < 0.001  # the run costs more than the test allows
+
+    tickets(project, 20, prefix="new ticket")  # new texts: the preview pays for the rows it shows
+    project.dbt("seed")
+    project.server.reset()
+    project.server.inject("invalid", times=1, match="new ticket 2:")
+    project.dbt("show", "--select", "m", "--limit", "5")
+    assert 0 < len(project.server.requests) <= 6
+    preview = project.query("select command, status, failed_rows from dbt_llm.llm_audit where command = 'show'")
+    assert preview == [("show", "preview", 1)]
+    assert project.query("select count(*) from dbt_llm.llm_audit where status = 'running'")[0][0] == 0
+
+    result = project.dbt("test", ok=False)
+    outcome = {r.node.alias: r.status for r in result.result.results}
+    # Judged on the run: too costly, no errors. The preview (cheap, one failed row) is not the last run.
+    assert outcome == {"cost_of_run": "fail", "errors_of_run": "pass"}
+
+
+def test_tests_find_their_model_by_unique_id_not_by_a_like_pattern(project: DbtProject) -> None:
+    tickets(project, 10)
+    project.write("models/m_1.sql", classify_model())
+    # `_` is a LIKE wildcard: 'mx1' matched '%.m_1'. Its texts differ, so it pays on its own.
+    project.write(
+        "models/mx1.sql",
+        f"select id, {{{{ dbt_llm.llm_classify('body || body', {LABELS}) }}}} as l from {{{{ ref('t') }}}}\n",
+    )
+    project.dbt("seed")
+    project.dbt("run")
+    costs = dict(project.query("select node_id, cost_usd from dbt_llm.llm_audit"))
+    own = costs["model.dbt_llm_example.m_1"]
+    limit = (own + costs["model.dbt_llm_example.mx1"] + own) / 2  # above m_1 alone, below the two together
+    project.write(
+        "models/schema.yml",
+        f"version: 2\nmodels:\n  - name: m_1\n    data_tests:\n"
+        f"      - dbt_llm.llm_cost_below: {{arguments: {{max_usd: {limit:.8f}}}}}\n",
+    )
+    project.dbt("test")
+
+
+def test_a_failed_text_shared_by_two_models_is_recorded_for_both(project: DbtProject) -> None:
+    project.plugin_config.update(max_attempts=1, on_error="null", max_concurrency=1)
+    project.server.latency = 0.3  # both models wait on the one request for ticket 3
+    tickets(project, 6)
+    project.write("models/a.sql", classify_model())
+    project.write("models/b.sql", classify_model())
+    project.dbt("seed")
+    project.server.inject("invalid", times=1, match="ticket 3:")
+    project.dbt("run")
+    assert len([r for r in project.server.requests if "ticket 3:" in r.text]) == 1
+    errors = project.query("select node_id, error_kind from dbt_llm.llm_errors order by 1")
+    assert errors == [("model.dbt_llm_example.a", "invalid_answer"), ("model.dbt_llm_example.b", "invalid_answer")]
+    assert project.query("select count(*) from a where l is null")[0][0] == 1
+    assert project.query("select count(*) from b where l is null")[0][0] == 1
+
+
+def test_a_model_sets_on_error_and_its_model_in_meta(project: DbtProject) -> None:
+    project.plugin_config.update(max_attempts=1, on_error="fail")
+    tickets(project, 6)
+    project.write(
+        "models/keeps_nulls.sql", classify_model(config="{{ config(meta={'dbt_llm': {'on_error': none}}) }}\n")
+    )
+    project.write("models/fails.sql", classify_model())
+    project.write(
+        "models/other_model.sql",
+        "{{ config(meta={'dbt_llm': {'model': 'gpt-4o'}}) }}\n"
+        f"select id, {{{{ dbt_llm.llm_classify('upper(body)', {LABELS}) }}}} as l from {{{{ ref('t') }}}}\n",
+    )
+    project.dbt("seed")
+    project.server.inject("invalid", times=2, match="ticket 3:")
+    result = project.dbt("run", ok=False)
+    status = {r.node.name: str(r.status) for r in result.result.results}
+    assert status == {"keeps_nulls": "success", "fails": "error", "other_model": "success"}
+    assert {r.model for r in project.server.requests if r.text.isupper()} == {"gpt-4o"}
+    assert {r.model for r in project.server.requests if not r.text.isupper()} == {"gpt-4o-mini"}
+
+
+def test_unknown_model_setting_fails_at_compile_time(project: DbtProject) -> None:
+    tickets(project, 1)
+    project.write("models/m.sql", classify_model(config="{{ config(meta={'dbt_llm': {'on_eror': 'null'}}) }}\n"))
+    project.dbt("seed")
+    result = project.dbt("compile", "--select", "m", ok=False)
+    message = str(result.exception) + "".join(str(r.message) for r in (result.result or []))
+    assert "unknown key(s) ['on_eror']" in message and "on_error" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "got"),
+    [("body", "an undefined Jinja name"), ("''", "an empty string"), ("5", "got 5")],
+)
+def test_text_that_is_not_a_quoted_sql_expression_fails_at_compile_time(
+    project: DbtProject, text: str, got: str
+) -> None:
+    tickets(project, 1)
+    project.dbt("seed")
+    project.write(
+        "models/m.sql", f"select {{{{ dbt_llm.llm_classify({text}, {LABELS}) }}}} as l from {{{{ ref('t') }}}}\n"
+    )
+    result = project.dbt("compile", "--select", "m", ok=False)
+    message = str(result.exception) + "".join(str(r.message) for r in (result.result or []))
+    assert "llm_classify: `text` must be a SQL expression written as a quoted string" in message, message
+    assert got in message and "put the column name in quotes" in message
+    assert project.server.requests == []
