@@ -96,3 +96,12 @@ models:
         "typed_wrong",
     }, outcome
     assert {"cost_ok", "error_rate_ok"} <= passing and len(passing) == 4
+    # A failure shows its figure and the limit: the failing row is stored, and dbt says where.
+    stored = {}
+    for r in result.result.results:
+        if r.status == "fail" and r.node.alias.startswith(("dbt_llm_llm_cost_below", "dbt_llm_llm_error_rate")):
+            assert "See test failures" in (r.message or "") or r.node.relation_name, r.message
+            stored[r.node.alias[:22]] = project.query(f"select problem from {r.node.relation_name}")[0][0]
+    assert stored["dbt_llm_llm_cost_below"].startswith("the last run cost $")
+    assert "more than max_usd $0.000001" in stored["dbt_llm_llm_cost_below"]
+    assert stored["dbt_llm_llm_error_rate"].startswith("the last run left 2 of 40 rows without an answer")
