@@ -112,6 +112,10 @@ class AuditBook:
                 )
             return self._ledgers[key]
 
+    def ledgers_of(self, invocation_id: str, node_id: str) -> list[Ledger]:
+        with self.lock:
+            return [lg for lg in self._ledgers.values() if (lg.invocation_id, lg.node_id) == (invocation_id, node_id)]
+
     def open_ledgers(self, node_id: str | None = None) -> list[Ledger]:
         with self.lock:
             return [lg for lg in self._ledgers.values() if not lg.closed and node_id in (None, lg.node_id)]
@@ -142,6 +146,28 @@ class AuditBook:
         """A long-lived process (an orchestrator calling dbt many times) keeps only the current run."""
         with self.lock:
             self._ledgers = {k: lg for k, lg in self._ledgers.items() if lg.invocation_id == invocation_id}
+
+
+@dataclass
+class EstimateTotal:
+    """What a dry run would send, over every model estimated so far in the invocation."""
+
+    requests: int = 0
+    tokens: int = 0
+    cost_usd: float | None = 0.0
+    models: set[str] = field(default_factory=set)
+
+    def add(self, lg: Ledger) -> None:
+        self.requests += lg.est_requests
+        self.tokens += lg.est_prompt_tokens + lg.est_completion_tokens
+        if self.cost_usd is not None:
+            self.cost_usd = None if lg.est_cost_usd is None else self.cost_usd + lg.est_cost_usd
+        self.models.add(lg.node_id)
+
+    def text(self) -> str:
+        return (
+            f"{self.requests} request(s), ~{self.tokens} tokens, ~{usd(self.cost_usd)} over {len(self.models)} model(s)"
+        )
 
 
 def usd(value: float | None) -> str:

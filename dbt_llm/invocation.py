@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .audit import EstimateTotal
 from .engine import Budget, Outcome, Pending
 from .tasks import Task
 
@@ -42,6 +43,7 @@ class Invocation:
     failed: dict[tuple[str, str], Outcome] = field(default_factory=dict)
     resolves: dict[str, int] = field(default_factory=dict)  # dbt_llm_resolve calls per call handle
     finished: set[str] = field(default_factory=set)  # nodes settled by dbt_llm_finish
+    estimate_total: EstimateTotal = field(default_factory=EstimateTotal)  # a dry run's, over all models
 
     def pending_of(self, handle: str) -> list[Pending]:
         """Take every request still pending for one call (the caller must hold the runtime's lock)."""

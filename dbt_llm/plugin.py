@@ -8,7 +8,7 @@ from typing import Any
 import duckdb
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.events.logging import AdapterLogger
-from duckdb.sqltypes import BOOLEAN, VARCHAR
+from duckdb.sqltypes import BIGINT, BOOLEAN, VARCHAR
 
 from .config import parse_config
 from .errors import ConfigError
@@ -44,7 +44,8 @@ class Plugin(BasePlugin):
         # subquery (it returns NULL and only starts requests, so that is all it needs).
         _arrow_function(conn, "dbt_llm_submit", runtime.submit, [VARCHAR] * 3, VARCHAR, side_effects=False)
         conn.create_function("dbt_llm_schema", runtime.schema, [], VARCHAR)
-        conn.create_function("dbt_llm_finish", runtime.finish, [VARCHAR, VARCHAR], VARCHAR, side_effects=True)
+        conn.create_function("dbt_llm_estimated", runtime.estimated, [VARCHAR, VARCHAR], BIGINT, side_effects=True)
+        conn.create_function("dbt_llm_finish", runtime.finish, [VARCHAR] * 3, VARCHAR, side_effects=True)
 
 
 def _arrow_function(

@@ -247,7 +247,7 @@ class Runtime:
         without waiting. From dbt_llm_submit they are a prefetch (sent only while this call's resolve
         waits, see Engine.submit); from resolve, rows DuckDB asks for: those start now, too-long
         inputs fail, and a dry run prices them instead."""
-        if call.dry_run and prefetch:
+        if call.dry_run and prefetch and not call.batch_id:
             return  # a dry run prices only the rows DuckDB asks for (a LIMIT may stop it early)
         ledger = self._ledger(call)
         with self._lock:
@@ -364,6 +364,14 @@ class Runtime:
             self._put_error(call, outcome, texts_by_key, shared=True)
         if fatal is None and call.batch_id and (skipped or (failed and call.on_error == "fail")):
             fatal = self._fail_batch(call, invocation, ledger)
+        if fatal is None and call.batch_id and call.dry_run and ledger.est_requests:
+            # dbt commits each batch on its own, so a dry run stops the batch (dbt_llm_submit priced all of it).
+            self.writer.put_audit(self.book.close(ledger, "dry_run"))
+            self._log(summary(ledger))
+            fatal = DryRunError(
+                f"dbt_llm dry run: {call.where} would send {estimate_text(ledger)}. Nothing was sent and the "
+                "batch was not written; run without dbt_llm_dry_run to build it."
+            )
         if claimed or fatal is not None or shared_failures:
             # What this chunk paid for is committed before DuckDB gets the answers.
             self.writer.put_audit(self.book.snapshot(ledger))
@@ -484,8 +492,14 @@ class Runtime:
             }
         )
 
-    # -- dbt_llm_finish(invocation_id, node_id): the model's post-hook --
-    def finish(self, invocation_id: str, node_id: str) -> str:
+    # -- dbt_llm_estimated(invocation_id, node_id): in a dry run's post-hook, before dbt_llm_finish --
+    def estimated(self, invocation_id: str, node_id: str) -> int:
+        """Requests a dry run of the model would send: the post-hook rolls back a model that is not a
+        table when there are any."""
+        return sum(lg.est_requests for lg in self.book.ledgers_of(invocation_id, node_id))
+
+    # -- dbt_llm_finish(invocation_id, node_id, materialized): the model's post-hook --
+    def finish(self, invocation_id: str, node_id: str, materialized: str = "table") -> str:
         with self._lock:
             invocation = self._invocation
             if invocation is None or invocation.id != invocation_id:
@@ -505,11 +519,9 @@ class Runtime:
         skipped = sum(lg.skipped_rows for lg in ledgers)
         estimated = sum(lg.est_requests for lg in ledgers)
         if any(lg.dry_run for lg in ledgers) and estimated:
-            raise DryRunError(
-                f"dbt_llm dry run: {node_id} would send {estimated} request(s) "
-                + "; ".join(estimate_text(lg) for lg in ledgers if lg.est_requests)
-                + ". Nothing was sent and the model was not built; run without dbt_llm_dry_run to build it."
-            )
+            # Not an error: the models downstream are estimated in the same pass.
+            self._log(self._dry_run_note(invocation, node_id, ledgers, materialized))
+            return f"{node_id}: dry run, {estimated} request(s) not sent"
         if skipped:
             raise self._budget_error(node_id, invocation, skipped)
         if failed:
@@ -521,6 +533,24 @@ class Runtime:
         calls = sum(lg.api_calls for lg in ledgers)
         hits = sum(lg.cache_hits for lg in ledgers)
         return f"{node_id}: {calls} API call(s), {hits} cache hit(s)"
+
+    def _dry_run_note(self, invocation: Invocation, node_id: str, ledgers: list[Ledger], materialized: str) -> str:
+        with self._lock:
+            for lg in ledgers:
+                invocation.estimate_total.add(lg)
+            total = invocation.estimate_total.text()
+        estimated = sum(lg.est_requests for lg in ledgers)
+        built = (
+            "built from cached answers, with NULL where a call would be needed (the next run rebuilds the table)"
+            if materialized == "table"
+            else f"not built: its {materialized} build was rolled back, since NULLs committed to it would never be "
+            "revisited; models downstream read its previous state"
+        )
+        return (
+            f"dry run: {node_id} would send {estimated} request(s): "
+            + "; ".join(estimate_text(lg) for lg in ledgers if lg.est_requests)
+            + f". Nothing was sent; the model was {built}. Dry run so far: {total}."
+        )
 
     def close(self) -> None:
         self._progress.stop()

@@ -17,7 +17,7 @@ def tickets(project: DbtProject, n: int, prefix: str = "ticket") -> None:
 
 
 def classify_model(name: str = "m", config: str = "") -> str:
-    return f"{config}select id, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as l from {{{{ ref('t') }}}}\n"
+    return f"{config}select id, body, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as l from {{{{ ref('t') }}}}\n"
 
 
 MICROBATCH = """{{ config(materialized='incremental', incremental_strategy='microbatch', event_time='created_at',
@@ -26,8 +26,8 @@ select id, created_at, {{ dbt_llm.llm_classify('body', ['billing', 'bug', 'featu
 """
 
 
-def test_microbatch_fails_the_batch_that_holds_the_failed_row_and_retry_mends_it(project: DbtProject) -> None:
-    project.plugin_config["max_attempts"] = 2
+def microbatch_events(project: DbtProject) -> list[str]:
+    """Five tickets a day on three days, and a microbatch model over them; returns the dbt window flags."""
     rows = ["id,created_at,body"] + [
         f"{day * 10 + i},2024-01-0{day} 0{i}:00:00,day {day} ticket {i}: my invoice is wrong"
         for day in (1, 2, 3)
@@ -41,8 +41,13 @@ def test_microbatch_fails_the_batch_that_holds_the_failed_row_and_retry_mends_it
     )
     project.write("models/mb.sql", MICROBATCH)
     project.dbt("seed")
+    return ["--event-time-start", "2024-01-01", "--event-time-end", "2024-01-04"]
+
+
+def test_microbatch_fails_the_batch_that_holds_the_failed_row_and_retry_mends_it(project: DbtProject) -> None:
+    project.plugin_config["max_attempts"] = 2
+    window = microbatch_events(project)
     project.server.inject("invalid", times=100, match="day 2 ticket 3:")
-    window = ["--event-time-start", "2024-01-01", "--event-time-end", "2024-01-04"]
     result = project.dbt("run", "--select", "mb", *window, ok=False)
 
     run = result.result.results[0]
@@ -70,6 +75,16 @@ def test_microbatch_fails_the_batch_that_holds_the_failed_row_and_retry_mends_it
     assert project.query("select count(*), count(l) from mb")[0] == (15, 15)
     newest = "select batch_id, status from dbt_llm.llm_audit order by started_at desc limit 1"
     assert project.query(newest) == [("20240102", "success")]
+
+
+def test_a_dry_run_prices_every_microbatch_batch_and_writes_none(project: DbtProject) -> None:
+    window = microbatch_events(project)
+    project.dbt("run", "--select", "mb", *window, "--vars", "{dbt_llm_dry_run: true}", ok=False)
+    assert project.server.requests == []
+    audit = project.query("select batch_id, status, est_requests from dbt_llm.llm_audit order by 1")
+    # dbt skips the batches after a failed first one; the first was priced whole and wrote nothing.
+    assert audit == [("20240101", "dry_run", 5)]
+    assert project.query("select count(*) from information_schema.tables where table_name = 'mb'")[0][0] == 0
 
 
 def test_show_settles_its_audit_row_and_the_tests_judge_the_last_run_not_the_preview(project: DbtProject) -> None:
@@ -192,3 +207,35 @@ def test_text_that_is_not_a_quoted_sql_expression_fails_at_compile_time(
     assert "llm_classify: `text` must be a SQL expression written as a quoted string" in message, message
     assert got in message and "put the column name in quotes" in message
     assert project.server.requests == []
+
+
+def test_a_dry_run_estimates_a_whole_dag_and_commits_no_null_to_an_incremental_model(project: DbtProject) -> None:
+    tickets(project, 20)
+    project.write("models/a.sql", classify_model())
+    project.write(  # downstream of a: estimated on a's rows, built from cache with NULLs
+        "models/c.sql",
+        f"select id, {{{{ dbt_llm.llm_classify('upper(body)', {LABELS}) }}}} as l2 from {{{{ ref('a') }}}}\n",
+    )
+    project.write(
+        "models/b.sql",
+        "{{ config(materialized='incremental', unique_key='id') }}\n"
+        "select id, {{ dbt_llm.llm_extract('body', {'amount': 'number'}) }} as e from {{ ref('t') }}\n",
+    )
+    project.dbt("seed")
+    project.dbt("run", "--vars", "{dbt_llm_dry_run: true}")
+    assert project.server.requests == []
+    estimates = project.query("select node_id, status, est_requests from dbt_llm.llm_audit order by 1")
+    assert estimates == [
+        ("model.dbt_llm_example.a", "dry_run", 20),
+        ("model.dbt_llm_example.b", "dry_run", 20),
+        ("model.dbt_llm_example.c", "dry_run", 20),
+    ]
+    assert project.query("select count(*), count(l2) from c")[0] == (20, 0)
+    # The incremental model's build was rolled back: no NULL was committed for a later run to keep.
+    tables = {t for (t,) in project.query("select table_name from information_schema.tables")}
+    assert {"a", "c"} <= tables and "b" not in tables
+
+    project.dbt("run")
+    assert len(project.server.requests) == 60
+    assert project.query("select count(e) from b")[0][0] == 20
+    assert project.query("select count(l2) from c")[0][0] == 20
