@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from .warehouse import AUDIT_COLUMNS, now
+from .rows import AUDIT_COLUMNS, AuditRow, Status, now, row_dict
 
-Status = Literal["running", "preview", "success", "failed_rows", "budget_exceeded", "dry_run", "error"]
 LedgerKey = tuple[str, str, str, str, str]  # invocation, node, batch, function, model
 
 # Commands whose models run the post-hook that settles them; any other command that runs a
@@ -19,34 +17,9 @@ HOOKED_COMMANDS = frozenset({"run", "build", "retry", "snapshot"})
 
 
 @dataclass
-class Ledger:
-    """Counters of one llm_audit row: (invocation, node, batch, function, model)."""
+class Ledger(AuditRow):
+    """The live counters of one llm_audit row, and what the runtime needs to settle it."""
 
-    invocation_id: str
-    node_id: str
-    batch_id: str
-    function: str
-    model: str
-    provider: str
-    command: str
-    started_at: datetime = field(default_factory=now)
-    finished_at: datetime | None = None
-    rows: int = 0
-    cache_hits: int = 0
-    api_calls: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    failed_rows: int = 0
-    skipped_rows: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = 0.0
-    status: Status = "running"
-    est_requests: int = 0
-    est_prompt_tokens: int = 0
-    est_completion_tokens: int = 0
-    est_cost_usd: float | None = 0.0
-    # Not audit columns:
     on_error: str = "fail"
     dry_run: bool = False
     reused: int = 0  # of cache_hits: rows answered by an earlier row of this run, not by the cache table
@@ -63,8 +36,9 @@ class Ledger:
     def preview(self) -> bool:
         return self.command not in HOOKED_COMMANDS
 
-    def row(self) -> dict[str, Any]:
-        return {column: getattr(self, column) for column in AUDIT_COLUMNS}
+    def row(self) -> AuditRow:
+        """A copy of the audit columns (take it under the book's lock)."""
+        return AuditRow(**{column: getattr(self, column) for column in AUDIT_COLUMNS})
 
     def final_status(self, *, node_failed: bool = False) -> Status:
         """The status when the statement has ended: previews and dry runs say so; a model whose
@@ -124,18 +98,18 @@ class AuditBook:
         """Ledgers still calling, each with a consistent snapshot of its counters."""
         with self.lock:
             return [
-                (lg, {**lg.row(), "reused": lg.reused, "queued": lg.queued, "answered": lg.answered})
+                (lg, {**row_dict(lg, AUDIT_COLUMNS), "reused": lg.reused, "queued": lg.queued, "answered": lg.answered})
                 for lg in self._ledgers.values()
                 if not lg.closed
             ]
 
-    def close(self, ledger: Ledger, status: Status) -> dict[str, Any]:
+    def close(self, ledger: Ledger, status: Status) -> AuditRow:
         """Settle a ledger; returns the row to write."""
         with self.lock:
             ledger.status, ledger.finished_at, ledger.closed, ledger.written = status, now(), True, True
             return ledger.row()
 
-    def snapshot(self, ledger: Ledger) -> dict[str, Any]:
+    def snapshot(self, ledger: Ledger) -> AuditRow:
         with self.lock:
             ledger.finished_at, ledger.written = now(), True
             if not ledger.closed:

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 
 from .errors import DbtLlmError
-from .warehouse import quote
+from .migrations import quote
 
 COSTS_SQL = """
 select node_id, function, model, sum(rows) as rows, sum(cache_hits) as cache_hits, sum(api_calls) as api_calls,

@@ -21,12 +21,14 @@ from .config import LlmConfig
 from .engine import Budget, Engine, Outcome, Request
 from .errors import BudgetExceededError, DbtLlmError, DryRunError, InternalStateError, RowFailuresError, SpecError
 from .invocation import Call, Invocation
+from .migrations import migrate
 from .model_settings import parse_model_settings
 from .pricing import PriceTable
 from .progress import ProgressReporter
 from .providers import OpenAIProvider, Provider
+from .rows import CacheRow, ErrorRow, now
 from .tasks import build_task, sha256_hex
-from .warehouse import Writer, migrate, now
+from .writer import Writer
 
 
 def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -367,6 +369,7 @@ class Runtime:
         if fatal is None and call.batch_id and call.dry_run and ledger.est_requests:
             # dbt commits each batch on its own, so a dry run stops the batch (dbt_llm_submit priced all of it).
             self.writer.put_audit(self.book.close(ledger, "dry_run"))
+            self.writer.flush()
             self._log(summary(ledger))
             fatal = DryRunError(
                 f"dbt_llm dry run: {call.where} would send {estimate_text(ledger)}. Nothing was sent and the "
@@ -456,19 +459,20 @@ class Runtime:
                 assert outcome.result is not None
                 invocation.answers[outcome.key] = outcome.result
         if outcome.ok:
+            assert outcome.result is not None
             self.writer.put_cache(
-                {
-                    "key": outcome.key,
-                    "function": task.function,
-                    "model": task.model,
-                    "result": outcome.result,
-                    "prompt_tokens": outcome.usage.prompt_tokens,
-                    "completion_tokens": outcome.usage.completion_tokens,
-                    "cost_usd": outcome.cost_usd,
-                    "created_at": now(),
-                    "invocation_id": call.invocation_id,
-                    "node_id": call.node_id,
-                }
+                CacheRow(
+                    key=outcome.key,
+                    function=task.function,
+                    model=task.model,
+                    result=outcome.result,
+                    prompt_tokens=outcome.usage.prompt_tokens,
+                    completion_tokens=outcome.usage.completion_tokens,
+                    cost_usd=outcome.cost_usd,
+                    created_at=now(),
+                    invocation_id=call.invocation_id,
+                    node_id=call.node_id,
+                )
             )
         elif outcome.error_kind != "budget":
             self._put_error(call, outcome, texts)
@@ -478,18 +482,18 @@ class Runtime:
         if shared:
             message += " (the request was sent for another model of this run with the same text)"
         self.writer.put_error(
-            {
-                "invocation_id": call.invocation_id,
-                "node_id": call.node_id,
-                "key": outcome.key,
-                "function": call.task.function,
-                "model": call.task.model,
-                "error_kind": outcome.error_kind,
-                "message": message,
-                "attempts": outcome.attempts,
-                "input_preview": texts.get(outcome.key, "")[:200],
-                "created_at": now(),
-            }
+            ErrorRow(
+                invocation_id=call.invocation_id,
+                node_id=call.node_id,
+                key=outcome.key,
+                function=call.task.function,
+                model=call.task.model,
+                error_kind=outcome.error_kind or "retries_exhausted",
+                message=message,
+                attempts=outcome.attempts,
+                input_preview=texts.get(outcome.key, "")[:200],
+                created_at=now(),
+            )
         )
 
     # -- dbt_llm_estimated(invocation_id, node_id): in a dry run's post-hook, before dbt_llm_finish --

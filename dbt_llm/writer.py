@@ -1,4 +1,4 @@
-"""The llm_* tables in DuckDB and the single writer that fills them.
+"""The single writer of the llm_* tables.
 
 Every write goes through one thread with its own cursor: a UDF never uses the cursor
 of the query that calls it, and concurrent dbt threads never race on a key.
@@ -17,190 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from .errors import DbtLlmError
-
-# Append only: a released migration is never edited; a change is a new entry.
-MIGRATIONS: list[tuple[str, str]] = [
-    (
-        "create llm_cache",
-        """create table if not exists {s}.llm_cache (
-            key varchar primary key,
-            function varchar not null,
-            model varchar not null,
-            result varchar not null,
-            prompt_tokens bigint,
-            completion_tokens bigint,
-            cost_usd double,
-            created_at timestamp not null,
-            invocation_id varchar,
-            node_id varchar
-        )""",
-    ),
-    (
-        "create llm_audit",
-        """create table if not exists {s}.llm_audit (
-            invocation_id varchar not null,
-            node_id varchar not null,
-            function varchar not null,
-            model varchar not null,
-            provider varchar,
-            started_at timestamp,
-            finished_at timestamp,
-            rows bigint,
-            cache_hits bigint,
-            api_calls bigint,
-            retries bigint,
-            failed_rows bigint,
-            skipped_rows bigint,
-            prompt_tokens bigint,
-            completion_tokens bigint,
-            cost_usd double,
-            status varchar,
-            primary key (invocation_id, node_id, function, model)
-        )""",
-    ),
-    (
-        "create llm_errors",
-        """create table if not exists {s}.llm_errors (
-            invocation_id varchar not null,
-            node_id varchar not null,
-            key varchar not null,
-            function varchar,
-            model varchar,
-            error_kind varchar,
-            message varchar,
-            attempts integer,
-            input_preview varchar,
-            created_at timestamp,
-            primary key (invocation_id, node_id, key)
-        )""",
-    ),
-    (
-        "llm_audit: dry-run estimates",
-        """alter table {s}.llm_audit add column if not exists est_requests bigint;
-        alter table {s}.llm_audit add column if not exists est_prompt_tokens bigint;
-        alter table {s}.llm_audit add column if not exists est_completion_tokens bigint;
-        alter table {s}.llm_audit add column if not exists est_cost_usd double""",
-    ),
-    (
-        "llm_audit: 429s",
-        "alter table {s}.llm_audit add column if not exists rate_limited bigint",
-    ),
-    (
-        # A primary key cannot change in place: the table is rebuilt, inside the migration's transaction.
-        "llm_audit: the dbt command, and one row per microbatch batch",
-        """create table {s}.llm_audit_v2 (
-            invocation_id varchar not null,
-            node_id varchar not null,
-            batch_id varchar not null default '',
-            function varchar not null,
-            model varchar not null,
-            provider varchar,
-            command varchar,
-            started_at timestamp,
-            finished_at timestamp,
-            rows bigint,
-            cache_hits bigint,
-            api_calls bigint,
-            retries bigint,
-            rate_limited bigint,
-            failed_rows bigint,
-            skipped_rows bigint,
-            prompt_tokens bigint,
-            completion_tokens bigint,
-            cost_usd double,
-            status varchar,
-            est_requests bigint,
-            est_prompt_tokens bigint,
-            est_completion_tokens bigint,
-            est_cost_usd double,
-            primary key (invocation_id, node_id, batch_id, function, model)
-        );
-        insert into {s}.llm_audit_v2 by name select *, '' as batch_id, null as command from {s}.llm_audit;
-        drop table {s}.llm_audit;
-        alter table {s}.llm_audit_v2 rename to llm_audit""",
-    ),
-]
-
-CACHE_COLUMNS = [
-    "key",
-    "function",
-    "model",
-    "result",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "created_at",
-    "invocation_id",
-    "node_id",
-]
-ERROR_COLUMNS = [
-    "invocation_id",
-    "node_id",
-    "key",
-    "function",
-    "model",
-    "error_kind",
-    "message",
-    "attempts",
-    "input_preview",
-    "created_at",
-]
-AUDIT_KEY = ["invocation_id", "node_id", "batch_id", "function", "model"]
-AUDIT_COLUMNS = [
-    *AUDIT_KEY,
-    "provider",
-    "command",
-    "started_at",
-    "finished_at",
-    "rows",
-    "cache_hits",
-    "api_calls",
-    "retries",
-    "failed_rows",
-    "skipped_rows",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_usd",
-    "status",
-    "est_requests",
-    "est_prompt_tokens",
-    "est_completion_tokens",
-    "est_cost_usd",
-    "rate_limited",
-]
-
-
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def migrate(conn: duckdb.DuckDBPyConnection, schema: str) -> str:
-    """Create the schema and tables if needed; returns the qualified schema name."""
-    cur = conn.cursor()
-    try:
-        database = cur.execute("select current_database()").fetchone()[0]  # type: ignore[index]
-        qualified = f"{quote(database)}.{quote(schema)}"
-        cur.execute(f"create schema if not exists {qualified}")
-        cur.execute(
-            f"create table if not exists {qualified}.llm_migrations "
-            "(id integer primary key, name varchar, applied_at timestamp)"
-        )
-        done = {row[0] for row in cur.execute(f"select id from {qualified}.llm_migrations").fetchall()}
-        for i, (name, sql) in enumerate(MIGRATIONS):
-            if i not in done:
-                # One transaction per migration: a crash midway leaves the previous state, never half of one.
-                cur.execute("begin")
-                try:
-                    cur.execute(sql.format(s=qualified))
-                    cur.execute(f"insert into {qualified}.llm_migrations values (?, ?, now())", [i, name])
-                    cur.execute("commit")
-                except Exception:
-                    cur.execute("rollback")
-                    raise
-        return qualified
-    finally:
-        cur.close()
-
+from .rows import AUDIT_COLUMNS, AUDIT_KEY, CACHE_COLUMNS, ERROR_COLUMNS, AuditRow, CacheRow, ErrorRow, row_dict
 
 _BATCH_SECONDS = 0.1  # a kill -9 loses at most this much of the answers that arrived
 
@@ -235,10 +52,10 @@ class Writer:
                 self._thread = threading.Thread(target=self._loop, name="dbt-llm-writer", daemon=True)
                 self._thread.start()
 
-    def put_cache(self, row: dict[str, Any]) -> None:
+    def put_cache(self, row: CacheRow) -> None:
         with self._counts:
             self._cache_queued += 1
-        self._queue.put(("cache", row))
+        self._queue.put(("cache", row_dict(row, CACHE_COLUMNS)))
 
     def commit_cache(self) -> None:
         """Block until every cache row put so far is committed: returns at once when the batches
@@ -248,11 +65,12 @@ class Writer:
         if behind or self._error is not None:
             self.flush()
 
-    def put_error(self, row: dict[str, Any]) -> None:
-        self._queue.put(("error", row))
+    def put_error(self, row: ErrorRow) -> None:
+        self._queue.put(("error", row_dict(row, ERROR_COLUMNS)))
 
-    def put_audit(self, row: dict[str, Any]) -> None:
-        self._queue.put(("audit", row))
+    def put_audit(self, row: AuditRow) -> None:
+        """Queue a snapshot of the row (the caller may change it afterwards)."""
+        self._queue.put(("audit", row_dict(row, AUDIT_COLUMNS)))
 
     def flush(self, timeout: float = 120.0) -> None:
         """Block until everything queued before this call is committed."""
@@ -365,14 +183,3 @@ def _cursor_of(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
                 raise
             time.sleep(0.002)
     return conn.cursor()
-
-
-def now() -> Any:
-    """UTC wall clock as a naive timestamp (DuckDB TIMESTAMP)."""
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -1,0 +1,140 @@
+"""The llm_* tables' schema: named, append-only migrations, applied once per database."""
+
+from __future__ import annotations
+
+import duckdb
+
+# Append only: a released migration is never edited; a change is a new entry.
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "create llm_cache",
+        """create table if not exists {s}.llm_cache (
+            key varchar primary key,
+            function varchar not null,
+            model varchar not null,
+            result varchar not null,
+            prompt_tokens bigint,
+            completion_tokens bigint,
+            cost_usd double,
+            created_at timestamp not null,
+            invocation_id varchar,
+            node_id varchar
+        )""",
+    ),
+    (
+        "create llm_audit",
+        """create table if not exists {s}.llm_audit (
+            invocation_id varchar not null,
+            node_id varchar not null,
+            function varchar not null,
+            model varchar not null,
+            provider varchar,
+            started_at timestamp,
+            finished_at timestamp,
+            rows bigint,
+            cache_hits bigint,
+            api_calls bigint,
+            retries bigint,
+            failed_rows bigint,
+            skipped_rows bigint,
+            prompt_tokens bigint,
+            completion_tokens bigint,
+            cost_usd double,
+            status varchar,
+            primary key (invocation_id, node_id, function, model)
+        )""",
+    ),
+    (
+        "create llm_errors",
+        """create table if not exists {s}.llm_errors (
+            invocation_id varchar not null,
+            node_id varchar not null,
+            key varchar not null,
+            function varchar,
+            model varchar,
+            error_kind varchar,
+            message varchar,
+            attempts integer,
+            input_preview varchar,
+            created_at timestamp,
+            primary key (invocation_id, node_id, key)
+        )""",
+    ),
+    (
+        "llm_audit: dry-run estimates",
+        """alter table {s}.llm_audit add column if not exists est_requests bigint;
+        alter table {s}.llm_audit add column if not exists est_prompt_tokens bigint;
+        alter table {s}.llm_audit add column if not exists est_completion_tokens bigint;
+        alter table {s}.llm_audit add column if not exists est_cost_usd double""",
+    ),
+    (
+        "llm_audit: 429s",
+        "alter table {s}.llm_audit add column if not exists rate_limited bigint",
+    ),
+    (
+        # A primary key cannot change in place: the table is rebuilt, inside the migration's transaction.
+        "llm_audit: the dbt command, and one row per microbatch batch",
+        """create table {s}.llm_audit_v2 (
+            invocation_id varchar not null,
+            node_id varchar not null,
+            batch_id varchar not null default '',
+            function varchar not null,
+            model varchar not null,
+            provider varchar,
+            command varchar,
+            started_at timestamp,
+            finished_at timestamp,
+            rows bigint,
+            cache_hits bigint,
+            api_calls bigint,
+            retries bigint,
+            rate_limited bigint,
+            failed_rows bigint,
+            skipped_rows bigint,
+            prompt_tokens bigint,
+            completion_tokens bigint,
+            cost_usd double,
+            status varchar,
+            est_requests bigint,
+            est_prompt_tokens bigint,
+            est_completion_tokens bigint,
+            est_cost_usd double,
+            primary key (invocation_id, node_id, batch_id, function, model)
+        );
+        insert into {s}.llm_audit_v2 by name select *, '' as batch_id, null as command from {s}.llm_audit;
+        drop table {s}.llm_audit;
+        alter table {s}.llm_audit_v2 rename to llm_audit""",
+    ),
+]
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def migrate(conn: duckdb.DuckDBPyConnection, schema: str) -> str:
+    """Create the schema and tables if needed; returns the qualified schema name."""
+    cur = conn.cursor()
+    try:
+        database = cur.execute("select current_database()").fetchone()[0]  # type: ignore[index]
+        qualified = f"{quote(database)}.{quote(schema)}"
+        cur.execute(f"create schema if not exists {qualified}")
+        cur.execute(
+            f"create table if not exists {qualified}.llm_migrations "
+            "(id integer primary key, name varchar, applied_at timestamp)"
+        )
+        done = {row[0] for row in cur.execute(f"select name from {qualified}.llm_migrations").fetchall()}
+        for i, (name, sql) in enumerate(MIGRATIONS):
+            if name not in done:
+                # One transaction per migration: a crash midway leaves the previous state, never half of one.
+                cur.execute("begin")
+                try:
+                    cur.execute(sql.format(s=qualified))
+                    cur.execute(f"insert into {qualified}.llm_migrations values (?, ?, now())", [i, name])
+                    cur.execute("commit")
+                except Exception:
+                    cur.execute("rollback")
+                    raise
+        return qualified
+    finally:
+        cur.close()
