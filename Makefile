@@ -8,7 +8,7 @@ DEMO_MODEL ?= qwen2.5-0.5b
 ROWS ?= 40
 export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
 
-.PHONY: install test lint pytest demo bench clean
+.PHONY: install test unit lint pytest demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ pytest: install
 	$(PY) -m pytest -q
 
 test: lint pytest
+
+# The fast suite: no dbt run and no embedded model (the seams: provider, engine, warehouse, config).
+unit: install
+	$(PY) -m pytest -q -m "not dbt"
 
 demo: install
 	$(VENV)/bin/dbt-llm pull $(DEMO_MODEL)

@@ -120,6 +120,20 @@ def project(tmp_path: Path, server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch)
     return make_project(tmp_path, server, monkeypatch, example=False)
 
 
+# Fixtures that run real dbt: tests using them are `dbt` tests; `make unit` runs all the others.
+DBT_FIXTURES = frozenset({"project", "example", "tickets"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "dbt: runs real dbt (deps, seed, run) on a DuckDB file; `make unit` skips it")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DBT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.dbt)
+
+
 @pytest.fixture(autouse=True)
 def _no_real_key(monkeypatch: pytest.MonkeyPatch) -> None:
     # No test may reach a real provider with a real key.
