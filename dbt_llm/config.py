@@ -1,77 +1,203 @@
-"""The plugin config from profiles.yml, parsed once into a typed object."""
+"""The plugin config from profiles.yml, parsed once into a typed, frozen object.
+
+`LlmConfig` is a pydantic dataclass: each key is written once, with its default, meaning and range.
+`parse_config` turns pydantic's first error into one line of our own that names the key and the fix.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from annotated_types import Ge
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetPydanticSchema,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from .errors import ConfigError
 from .pricing import Price
 
-PROVIDERS = ("openai", "local")
 LOCAL_DEFAULT_MODEL = "qwen2.5-0.5b"  # mirrors dbt_llm.local.registry, which needs no import here
 OnError = Literal["fail", "null"]
 
-_DEFAULTS: dict[str, Any] = {
-    "provider": "openai",
-    "model": "gpt-4o-mini",
-    "base_url": "https://api.openai.com/v1",
-    "api_key_env": "OPENAI_API_KEY",
-    "max_concurrency": 128,
-    "prices": {},
-    "max_cost_usd": None,
-    "on_error": "fail",
-    "schema": "dbt_llm",
-    "temperature": 0.0,
-    "max_attempts": 5,
-    "request_timeout": 60.0,
-    "row_timeout": 600.0,
-    "max_input_chars": 20000,
-    "requests_per_minute": None,
-    "progress_interval": 5.0,
-    "local_threads": None,
-    "local_parallel": 2,
-    "model_path": None,
-    "tokens_per_minute": None,
-    "on_long_input": "truncate",
-}
 
-# Keys whose YAML null is a value: no cap, no ceiling, no pinned thread count, no GGUF path,
-# no price overrides, and `on_error: null` (keep NULLs), which YAML reads as null unless quoted.
-_NULL_MEANS: dict[str, Any] = {
-    "max_cost_usd": None,
-    "requests_per_minute": None,
-    "tokens_per_minute": None,
-    "local_threads": None,
-    "model_path": None,
-    "prices": {},
-    "on_error": "null",
-}
+class _Refusal(ValueError):
+    """A validator's own wording: what is wrong (by default `is <value>`) and the fix."""
+
+    def __init__(self, fix: str, problem: str | None = None) -> None:
+        super().__init__(fix)
+        self.fix = fix
+        self.problem = problem
 
 
-@dataclass(frozen=True)
+def _number_from_text(value: Any) -> Any:
+    """Profiles render env_var() to strings: '8' is 8 and '2.5' is 2.5; other text stays text (and fails)."""
+    if isinstance(value, str):
+        for number in (int, float):
+            with contextlib.suppress(ValueError):
+                return number(value)
+    return value
+
+
+def _filled(value: str) -> str:
+    if not value.strip():
+        raise _Refusal("Set it to a non-empty string.")
+    return value
+
+
+def _http_root(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise _Refusal("Use an http(s) URL such as https://api.openai.com/v1.")
+    return value.rstrip("/")  # requests go to <base_url>/chat/completions
+
+
+def _variable_name(value: str) -> str:
+    if not value.replace("_", "").isalnum():
+        raise _Refusal(  # not `is <value>`: a key pasted here would end up in dbt's logs
+            "Put the NAME of the variable here (e.g. OPENAI_API_KEY), never the key itself.",
+            problem="does not look like the name of an environment variable",
+        )
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not value.replace("_", "").isalnum():
+        raise _Refusal("Use letters, digits and underscores only.")
+    return value
+
+
+def _on_error(value: Any) -> Any:
+    return "null" if value is None else value  # `on_error: null` unquoted, as the README writes it, is YAML null
+
+
+# Strict after the text conversion: a boolean is not a number, and 2.5 is not an integer.
+Int = Annotated[int, Strict(), BeforeValidator(_number_from_text)]
+Float = Annotated[float, Strict(), BeforeValidator(_number_from_text)]
+Text = Annotated[str, Strict(), AfterValidator(_filled)]
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class _PriceEntry:
+    """One model's entry under `prices:`, as written in the profile."""
+
+    input: Float = Field(ge=0, description="USD per 1M input (prompt) tokens")
+    output: Float = Field(ge=0, description="USD per 1M output (completion) tokens")
+
+
+def _price_entries(value: Any) -> Any:
+    """YAML null means no overrides; a model name that YAML read as a number is still a name."""
+    if value is None:
+        return {}
+    return {str(model): entry for model, entry in value.items()} if isinstance(value, dict) else value
+
+
+def _as_prices(entries: dict[str, _PriceEntry]) -> dict[str, Price]:
+    return {model: Price(entry.input, entry.output) for model, entry in entries.items()}
+
+
+# Typed as the table the runtime uses; validated as entries that refuse other keys and negative prices.
+Prices = Annotated[
+    dict[str, Price],
+    GetPydanticSchema(lambda _source, handler: handler(dict[str, _PriceEntry])),
+    BeforeValidator(_price_entries),
+    AfterValidator(_as_prices),
+]
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class LlmConfig:
-    provider: str = "openai"
-    model: str = "gpt-4o-mini"
-    base_url: str = "https://api.openai.com/v1"
-    api_key_env: str = "OPENAI_API_KEY"
-    max_concurrency: int = 128
-    prices: dict[str, Price] = field(default_factory=dict)
-    max_cost_usd: float | None = None
-    on_error: OnError = "fail"
-    schema: str = "dbt_llm"
-    temperature: float = 0.0
-    max_attempts: int = 5
-    request_timeout: float = 60.0
-    row_timeout: float = 600.0
-    max_input_chars: int = 20000
-    on_long_input: Literal["truncate", "fail"] = "truncate"
-    requests_per_minute: float | None = None
-    progress_interval: float = 5.0
-    local_threads: int | None = None
-    local_parallel: int = 2
-    tokens_per_minute: float | None = None
+    """The plugin's `config:` block in profiles.yml, one field per key.
+
+    YAML null is a value only where the type allows None, for `prices` (no overrides) and for
+    `on_error` (keep NULLs); anywhere else it fails, naming the default.
+    """
+
+    provider: Literal["openai", "local"] = Field(
+        default="openai",
+        description="`openai`: any OpenAI-compatible chat-completions endpoint; `local`: the embedded model",
+    )
+    # Before `model`, which gets its value: a bad path is reported under its own key.
+    model_path: Text | None = Field(
+        default=None, description="with provider local, a GGUF file to run instead of a `model` name; null: not set"
+    )
+    model: Text = Field(
+        default="gpt-4o-mini",
+        description=f"model used when a macro does not pass `model=` ({LOCAL_DEFAULT_MODEL} with provider local)",
+    )
+    base_url: Annotated[Text, AfterValidator(_http_root)] = Field(
+        default="https://api.openai.com/v1", description="endpoint root; requests go to <base_url>/chat/completions"
+    )
+    api_key_env: Annotated[Text, AfterValidator(_variable_name)] = Field(
+        default="OPENAI_API_KEY",
+        description="name of the environment variable that holds the API key (never the key itself)",
+    )
+    max_concurrency: Int = Field(
+        default=128,
+        ge=1,
+        description="most requests in flight at once, shared by all dbt threads; the limiter adapts below it",
+    )
+    prices: Prices = Field(
+        default_factory=dict,
+        description="USD per 1M input/output tokens, per model name, over the built-in table; null: none",
+    )
+    max_cost_usd: Float | None = Field(
+        default=None, ge=0, description="stop calling once this dbt invocation spent this much (USD); null: no cap"
+    )
+    on_error: Annotated[OnError, BeforeValidator(_on_error)] = Field(
+        default="fail",
+        description="`fail`: after all rows ran, fail the model if any row got no valid answer; `null`: keep NULLs",
+    )
+    schema: Annotated[Text, AfterValidator(_identifier)] = Field(
+        default="dbt_llm", description="schema of llm_cache, llm_audit and llm_errors"
+    )
+    temperature: Float = Field(default=0.0, ge=0, description="sampling temperature (part of the cache key)")
+    max_attempts: Int = Field(default=5, ge=1, description="tries per row on 429, 5xx, timeouts and invalid answers")
+    request_timeout: Float = Field(
+        default=60.0, ge=0.1, description="most seconds a request may take before it is cut and retried"
+    )
+    row_timeout: Float = Field(
+        default=600.0,
+        ge=0.1,
+        description="most seconds one row may spend on retries, from its first request; then it fails",
+    )
+    max_input_chars: Int = Field(
+        default=20000, ge=1, description="longest text sent; longer texts are cut or fail (see on_long_input)"
+    )
+    on_long_input: Literal["truncate", "fail"] = Field(
+        default="truncate",
+        description="`truncate`: send the first max_input_chars characters; `fail`: fail the row with no call",
+    )
+    requests_per_minute: Float | None = Field(
+        default=None,
+        ge=1,
+        description="ceiling on requests a minute; null: only what the provider's headers and 429s teach",
+    )
+    progress_interval: Float = Field(
+        default=5.0, ge=0.1, description="seconds between progress lines in dbt's log during long runs"
+    )
+    local_threads: Int | None = Field(
+        default=None, ge=1, description="CPU threads of the embedded model; null: half the CPUs"
+    )
+    local_parallel: Int = Field(
+        default=2, ge=1, description="requests the embedded model answers at once (llama.cpp slots)"
+    )
+    tokens_per_minute: Float | None = Field(
+        default=None,
+        ge=1,
+        description="ceiling on tokens a minute; null: only what the provider's headers and 429s teach",
+    )
 
     def api_key(self) -> str:
         """The key, read from the environment only when a request is about to be sent."""
@@ -85,55 +211,16 @@ class LlmConfig:
         return key
 
 
-def _fail(key: str, problem: str, fix: str) -> ConfigError:
-    return ConfigError(f"dbt_llm.plugin config: `{key}` {problem}. {fix}")
+_VALIDATOR = TypeAdapter(LlmConfig)
 
 
-def _null(key: str, value: Any) -> Any:
-    """The value of a key given as YAML null (`on_error: null`, or `key:` with nothing after it).
-
-    YAML null reaches the plugin as None. It means something for a few keys; for the others
-    it is an error, never a silent default.
-    """
-    if value is not None:
-        return value
-    if key in _NULL_MEANS:
-        return _NULL_MEANS[key]
-    default = _DEFAULTS[key]
-    raise _fail(key, "is null (empty in YAML)", f"Give it a value, or remove the key to get the default, {default!r}.")
+def _fields(cls: type[Any]) -> dict[str, FieldInfo]:
+    """The fields of one of the pydantic dataclasses above (mypy sees them as plain dataclasses)."""
+    return dict(vars(cls)["__pydantic_fields__"])
 
 
-def _number(raw: dict[str, Any], key: str, *, minimum: float, integer: bool = False) -> Any:
-    value = raw[key]
-    if isinstance(value, str):  # profiles render env_var() to strings
-        try:
-            value = int(value) if integer else float(value)
-        except ValueError:
-            pass
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or value < minimum:
-        kind = "an integer" if integer else "a number"
-        raise _fail(key, f"is {value!r}", f"Set it to {kind} >= {minimum}.")
-    return value if integer else float(value)
-
-
-def _optional(values: dict[str, Any], key: str, *, minimum: float = 1) -> float | None:
-    return None if values[key] is None else float(_number(values, key, minimum=minimum))
-
-
-def _prices(value: Any) -> dict[str, Price]:
-    if not isinstance(value, dict):
-        raise _fail("prices", f"is {value!r}", "Use a mapping like {gpt-4o-mini: {input: 0.15, output: 0.60}}.")
-    prices: dict[str, Price] = {}
-    for model, entry in value.items():
-        where = f"prices.{model}"
-        if not isinstance(entry, dict) or set(entry) != {"input", "output"}:
-            raise _fail(where, f"is {entry!r}", "Give exactly `input` and `output`, in USD per 1M tokens.")
-        for side in ("input", "output"):
-            if isinstance(entry[side], bool) or not isinstance(entry[side], (int, float)) or entry[side] < 0:
-                raise _fail(f"{where}.{side}", f"is {entry[side]!r}", "Use a number >= 0 (USD per 1M tokens).")
-        prices[str(model)] = Price(float(entry["input"]), float(entry["output"]))
-    return prices
+_FIELDS = _fields(LlmConfig)
+_NOT_A_FIELD = ("unexpected_keyword_argument", "extra_forbidden")
 
 
 def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] | None = None) -> LlmConfig:
@@ -143,68 +230,74 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
     config; keys that come from there with the same value are DuckDB's, not ours.
     """
     settings = duckdb_settings or {}
-    raw: dict[str, Any] = {}
-    for key, value in plugin_config.items():
-        if key in _DEFAULTS:
-            raw[key] = _null(key, value)
-        elif key in settings and settings[key] == value:
-            continue
-        else:
-            known = ", ".join(sorted(_DEFAULTS))
-            raise _fail(key, "is not a known key", f"Remove it or fix its spelling; known keys: {known}.")
-    values = {**_DEFAULTS, **raw}
-    if values["model_path"] is not None:
-        if values["provider"] != "local" or "model" in raw:
-            raise _fail("model_path", "is set", "Use it only with provider: local, instead of `model`.")
-        values["model"] = values["model_path"]
-    elif values["provider"] == "local" and "model" not in raw:
-        values["model"] = LOCAL_DEFAULT_MODEL
+    values = {
+        key: value
+        for key, value in plugin_config.items()
+        if key in _FIELDS or key not in settings or settings[key] != value
+    }
+    try:
+        return _VALIDATOR.validate_python(_with_model(values))
+    except ValidationError as exc:
+        errors = exc.errors()
+    # Raised outside the `except`: pydantic's multi-line dump (with the values) is not chained to ours.
+    unknown = [error for error in errors if error["type"] in _NOT_A_FIELD and len(error["loc"]) == 1]
+    raise _config_error((unknown or errors)[0], values)
 
-    for key in ("provider", "model", "base_url", "api_key_env", "schema"):
-        if not isinstance(values[key], str) or not values[key].strip():
-            raise _fail(key, f"is {values[key]!r}", "Set it to a non-empty string.")
-    if values["provider"] not in PROVIDERS:
-        raise _fail("provider", f"is {values['provider']!r}", f"Use one of: {', '.join(PROVIDERS)}.")
-    if not values["base_url"].startswith(("http://", "https://")):
-        raise _fail("base_url", f"is {values['base_url']!r}", "Use an http(s) URL such as https://api.openai.com/v1.")
-    if not values["api_key_env"].replace("_", "").isalnum():
-        raise _fail(
-            "api_key_env",
-            "does not look like the name of an environment variable",
-            "Put the NAME of the variable here (e.g. OPENAI_API_KEY), never the key itself.",
-        )
-    if not values["schema"].replace("_", "").isalnum():
-        raise _fail("schema", f"is {values['schema']!r}", "Use letters, digits and underscores only.")
-    if values["on_error"] not in ("fail", "null"):
-        raise _fail("on_error", f"is {values['on_error']!r}", "Use `fail` or `null`.")
-    if values["on_long_input"] not in ("truncate", "fail"):
-        raise _fail(
-            "on_long_input",
-            f"is {values['on_long_input']!r}",
-            "Use `truncate` (send the first max_input_chars characters) or `fail` (record the row as failed).",
-        )
-    max_cost = _optional(values, "max_cost_usd", minimum=0)
-    return LlmConfig(
-        provider=values["provider"],
-        model=values["model"],
-        base_url=values["base_url"].rstrip("/"),
-        api_key_env=values["api_key_env"],
-        max_concurrency=_number(values, "max_concurrency", minimum=1, integer=True),
-        prices=_prices(values["prices"]),
-        max_cost_usd=max_cost,
-        on_error=values["on_error"],
-        schema=values["schema"],
-        temperature=_number(values, "temperature", minimum=0),
-        max_attempts=_number(values, "max_attempts", minimum=1, integer=True),
-        request_timeout=_number(values, "request_timeout", minimum=0.1),
-        row_timeout=_number(values, "row_timeout", minimum=0.1),
-        max_input_chars=_number(values, "max_input_chars", minimum=1, integer=True),
-        on_long_input=values["on_long_input"],
-        requests_per_minute=_optional(values, "requests_per_minute"),
-        progress_interval=_number(values, "progress_interval", minimum=0.1),
-        local_threads=None
-        if values["local_threads"] is None
-        else _number(values, "local_threads", minimum=1, integer=True),
-        local_parallel=_number(values, "local_parallel", minimum=1, integer=True),
-        tokens_per_minute=_optional(values, "tokens_per_minute"),
-    )
+
+def _with_model(values: dict[str, Any]) -> dict[str, Any]:
+    """provider local has its own default model; `model_path` names a GGUF file instead of `model`."""
+    path = values.get("model_path")
+    if path is not None:
+        if values.get("provider") != "local" or "model" in values:
+            raise _fail("model_path", "is set", "Use it only with provider: local, instead of `model`.")
+        return {**values, "model": path}
+    if values.get("provider") == "local" and "model" not in values:
+        return {**values, "model": LOCAL_DEFAULT_MODEL}
+    return values
+
+
+def _fail(key: str, problem: str, fix: str) -> ConfigError:
+    return ConfigError(f"dbt_llm.plugin config: `{key}` {problem}. {fix}")
+
+
+def _config_error(error: ErrorDetails, values: dict[str, Any]) -> ConfigError:
+    """One pydantic error in our words: the key, what is wrong with it, and the fix."""
+    loc = [str(part) for part in error["loc"]]
+    key = loc[0]
+    value = values[key] if len(loc) == 1 and key in values else error["input"]  # as written, not as converted
+    refusal = error.get("ctx", {}).get("error")
+    if isinstance(refusal, _Refusal):
+        return _fail(key, refusal.problem or f"is {value!r}", refusal.fix)
+    if error["type"] in _NOT_A_FIELD and len(loc) == 1:
+        known = ", ".join(sorted(_FIELDS))
+        return _fail(key, "is not a known key", f"Remove it or fix its spelling; known keys: {known}.")
+    if len(loc) == 3 and error["type"] not in (*_NOT_A_FIELD, "missing"):  # prices.<model>.input or .output
+        return _fail(".".join(loc), f"is {value!r}", _expected(_fields(_PriceEntry)[loc[2]]))
+    if len(loc) > 1:  # a price entry that is not exactly {input, output}
+        entry = _price_entries(values["prices"])[loc[1]]
+        return _fail(f"prices.{loc[1]}", f"is {entry!r}", "Give exactly `input` and `output`, in USD per 1M tokens.")
+    if value is None:  # YAML null, where it means nothing
+        default = _FIELDS[key].default
+        fix = f"Give it a value, or remove the key to get the default, {default!r}."
+        return _fail(key, "is null (empty in YAML)", fix)
+    return _fail(key, f"is {value!r}", _expected(_FIELDS[key]))
+
+
+def _expected(field: FieldInfo) -> str:
+    """The fix for a value of the wrong type or out of range, read off the field's type and bound."""
+    kind = _bare(field.annotation)
+    if get_origin(kind) is Literal:
+        return "Use " + " or ".join(f"`{choice}`" for choice in get_args(kind)) + "."
+    if kind in (int, float):
+        minimum = next(bound.ge for bound in field.metadata if isinstance(bound, Ge))
+        return f"Set it to {'an integer' if kind is int else 'a number'} >= {minimum}."
+    if kind is str:
+        return "Set it to a non-empty string."
+    return "Use a mapping like {gpt-4o-mini: {input: 0.15, output: 0.60}}."
+
+
+def _bare(annotation: Any) -> Any:
+    """The type under `X | None` and `Annotated[X, ...]`."""
+    while get_origin(annotation) in (Union, types.UnionType, Annotated):
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    return annotation

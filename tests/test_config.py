@@ -2,35 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from conftest import DbtProject
+from pydantic import TypeAdapter
 
-from dbt_llm import ConfigError, parse_config
+from dbt_llm import ConfigError, LlmConfig, parse_config
+from dbt_llm.pricing import Price
+
+SCHEMA = TypeAdapter(LlmConfig).json_schema()
+KEYS = sorted(SCHEMA["properties"])
 
 
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
         ({"modle": "gpt-4o"}, "`modle` is not a known key"),
-        ({"provider": "anthropic"}, "`provider` is 'anthropic'"),
-        ({"max_concurrency": 0}, "`max_concurrency` is 0"),
+        ({"provider": "anthropic"}, "`provider` is 'anthropic'. Use `openai` or `local`."),
+        ({"max_concurrency": 0}, "`max_concurrency` is 0. Set it to an integer >= 1."),
         ({"max_concurrency": "many"}, "`max_concurrency` is 'many'"),
-        ({"on_error": "skip"}, "`on_error` is 'skip'"),
-        ({"base_url": "api.openai.com"}, "`base_url`"),
+        ({"max_concurrency": "8.0"}, "`max_concurrency` is '8.0'"),
+        ({"on_error": "skip"}, "`on_error` is 'skip'. Use `fail` or `null`."),
+        ({"on_long_input": "cut"}, "`on_long_input` is 'cut'. Use `truncate` or `fail`."),
+        ({"base_url": "api.openai.com"}, "`base_url` is 'api.openai.com'. Use an http(s) URL"),
         ({"api_key_env": "sk-live-abc123"}, "Put the NAME of the variable here"),
-        ({"prices": {"m": {"input": 1}}}, "`prices.m`"),
-        ({"prices": {"m": {"input": -1, "output": 1}}}, "`prices.m.input`"),
+        ({"api_key_env": "  sk-live-abc123 "}, "`api_key_env` does not look like the name of an environment variable"),
+        ({"model": "  "}, "`model` is '  '. Set it to a non-empty string."),
+        ({"model": 4}, "`model` is 4. Set it to a non-empty string."),
+        ({"prices": {"m": {"input": 1}}}, "`prices.m` is {'input': 1}. Give exactly `input` and `output`"),
+        ({"prices": {"m": {"input": 1, "output": 1, "cached": 1}}}, "`prices.m` is {'input': 1, 'output': 1, 'cac"),
+        ({"prices": {"m": 5}}, "`prices.m` is 5"),
+        ({"prices": ["m"]}, "`prices` is ['m']. Use a mapping"),
+        ({"prices": {"m": {"input": -1, "output": 1}}}, "`prices.m.input` is -1. Set it to a number >= 0."),
+        ({"prices": {"m": {"input": 1, "output": True}}}, "`prices.m.output` is True"),
         ({"max_cost_usd": -5}, "`max_cost_usd` is -5"),
-        ({"schema": "my-schema"}, "`schema`"),
+        ({"schema": "my-schema"}, "`schema` is 'my-schema'. Use letters, digits and underscores only."),
         ({"max_attempts": None}, "`max_attempts` is null (empty in YAML)"),
         ({"model": None}, "`model` is null"),
         ({"on_long_input": None}, "`on_long_input` is null"),
+        ({"provider": "local", "model_path": " "}, "`model_path` is ' '"),
     ],
 )
 def test_invalid_config_names_the_key(config: dict[str, object], expected: str) -> None:
@@ -42,9 +59,7 @@ def test_invalid_config_names_the_key(config: dict[str, object], expected: str) 
 
 def test_yaml_null_means_something_only_where_documented() -> None:
     config = parse_config(
-        yaml.safe_load(
-            "on_error: null\nmax_cost_usd: null\nprices:\nrequests_per_minute: ~\nlocal_threads: null\n"
-        )
+        yaml.safe_load("on_error: null\nmax_cost_usd: null\nprices:\nrequests_per_minute: ~\nlocal_threads: null\n")
     )
     assert config.on_error == "null"  # `on_error: null` as the README writes it, unquoted
     assert (config.max_cost_usd, config.prices, config.requests_per_minute, config.local_threads) == (
@@ -61,6 +76,7 @@ def test_yaml_null_means_something_only_where_documented() -> None:
 def test_duckdb_settings_merged_by_dbt_duckdb_are_not_ours() -> None:
     config = parse_config({"model": "gpt-4o", "memory_limit": "2GB"}, {"memory_limit": "2GB"})
     assert config.model == "gpt-4o"
+    assert parse_config({"schema": "s"}, {"schema": "s"}).schema == "s"  # ours even when DuckDB has it too
     with pytest.raises(ConfigError, match="`memory_limit` is not a known key"):
         parse_config({"memory_limit": "3GB"}, {"memory_limit": "2GB"})
 
@@ -68,6 +84,106 @@ def test_duckdb_settings_merged_by_dbt_duckdb_are_not_ours() -> None:
 def test_numbers_from_env_var_strings_are_accepted() -> None:
     config = parse_config({"max_concurrency": "8", "max_cost_usd": "2.5", "request_timeout": "30"})
     assert (config.max_concurrency, config.max_cost_usd, config.request_timeout) == (8, 2.5, 30.0)
+
+
+def test_base_url_and_prices_are_normalised() -> None:
+    profile = "base_url: http://localhost:8080/v1/\nprices: {m: {input: '0.15', output: 2}, 4: {input: 1, output: 0}}\n"
+    config = parse_config(yaml.safe_load(profile))
+    assert config.base_url == "http://localhost:8080/v1"
+    assert config.prices == {"m": Price(0.15, 2.0), "4": Price(1.0, 0.0)}
+
+
+# The lowest accepted value of each numeric key, and a value just below it.
+BOUNDS = {
+    "max_concurrency": (1, 0, "an integer >= 1"),
+    "max_cost_usd": (0, -0.01, "a number >= 0"),
+    "temperature": (0, -0.1, "a number >= 0"),
+    "max_attempts": (1, 0, "an integer >= 1"),
+    "request_timeout": (0.1, 0.09, "a number >= 0.1"),
+    "row_timeout": (0.1, 0, "a number >= 0.1"),
+    "max_input_chars": (1, 0, "an integer >= 1"),
+    "requests_per_minute": (1, 0.5, "a number >= 1"),
+    "progress_interval": (0.1, 0.05, "a number >= 0.1"),
+    "local_threads": (1, 0, "an integer >= 1"),
+    "local_parallel": (1, 0, "an integer >= 1"),
+    "tokens_per_minute": (1, 0, "a number >= 1"),
+}
+
+
+def test_every_numeric_key_has_its_bound_checked() -> None:
+    def json_types(prop: dict[str, Any]) -> set[str]:  # `anyOf` for the keys that also take null
+        return {option["type"] for option in [prop, *prop.get("anyOf", [])] if "type" in option}
+
+    numeric = [key for key in KEYS if json_types(SCHEMA["properties"][key]) & {"integer", "number"}]
+    assert numeric == sorted(BOUNDS)
+
+
+@pytest.mark.parametrize("key", sorted(BOUNDS))
+def test_numeric_keys_refuse_out_of_range_values_and_booleans(key: str) -> None:
+    lowest, below, kind = BOUNDS[key]
+    assert getattr(parse_config({key: lowest}), key) == lowest
+    assert getattr(parse_config({key: str(lowest)}), key) == lowest  # as env_var() renders it
+    refused = [below, str(below), True, "many"] + ([2.5] if kind.startswith("an integer") else [])
+    for value in refused:
+        with pytest.raises(ConfigError) as info:
+            parse_config({key: value})
+        assert f"`{key}` is {value!r}. Set it to {kind}." in str(info.value)
+
+
+def test_every_key_has_a_description() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"no_such_key": 1})
+    assert str(info.value).endswith(f"known keys: {', '.join(KEYS)}.")
+    for key in KEYS:
+        assert len(str(SCHEMA["properties"][key].get("description", ""))) > 10, key
+
+
+def test_defaults_are_written_once() -> None:
+    defaults = parse_config({})
+    assert defaults == LlmConfig()
+    for key in KEYS:  # the schema's defaults are the field defaults (`prices` has a factory, so none: {})
+        assert SCHEMA["properties"][key].get("default", {}) == getattr(defaults, key), key
+
+
+# What YAML null means where it means something; for any other key it fails naming the default.
+NULL_MEANS: dict[str, object] = {
+    "on_error": "null",
+    "prices": {},
+    "max_cost_usd": None,
+    "requests_per_minute": None,
+    "tokens_per_minute": None,
+    "local_threads": None,
+    "model_path": None,
+}
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_yaml_null_is_a_value_or_names_the_default(key: str) -> None:
+    if key in NULL_MEANS:
+        assert getattr(parse_config({key: None}), key) == NULL_MEANS[key]
+        return
+    with pytest.raises(ConfigError) as info:
+        parse_config({key: None})
+    default = getattr(parse_config({}), key)
+    assert (
+        f"`{key}` is null (empty in YAML). Give it a value, or remove the key to get the default, {default!r}."
+        in str(info.value)
+    )
+
+
+def test_an_invalid_config_gets_one_line_of_ours_not_a_pydantic_dump() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"max_concurrency": 0, "api_key_env": "sk-live-abc123", "prices": {"m": 1}, "on_error": 3})
+    message = str(info.value)
+    assert message.startswith("dbt_llm.plugin config: `") and "\n" not in message
+    assert "pydantic" not in message and "validation error" not in message and "sk-live-abc123" not in message
+    assert info.value.__cause__ is None and info.value.__context__ is None  # no chained traceback either
+
+
+def test_config_is_immutable() -> None:
+    config = parse_config({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.model = "gpt-4o"  # type: ignore[misc]
 
 
 def test_unknown_key_fails_the_dbt_connection(project: DbtProject) -> None:
@@ -128,8 +244,11 @@ def test_duckdb_settings_do_not_break_the_plugin(project: DbtProject) -> None:
 def test_local_provider_takes_a_registry_name_or_a_gguf_path() -> None:
     assert parse_config({"provider": "local"}).model == "qwen2.5-0.5b"
     assert parse_config({"provider": "local", "model_path": "/models/my.gguf"}).model == "/models/my.gguf"
+    assert parse_config({"provider": "local", "model": "gpt-4o-mini"}).model == "gpt-4o-mini"
     with pytest.raises(ConfigError, match="`model_path` is set"):
         parse_config({"provider": "openai", "model_path": "/models/my.gguf"})
+    with pytest.raises(ConfigError, match=r"`model_path` is set\. Use it only with provider: local, instead of"):
+        parse_config({"provider": "local", "model_path": "/models/my.gguf", "model": "qwen2.5-0.5b"})
 
 
 def test_macros_without_the_plugin_say_how_to_add_it(project: DbtProject) -> None:
