@@ -3,6 +3,7 @@ canonical spec whose hash, with the input text, is the cache key."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from . import prompts
+from . import prompts, tokens
 from .errors import SpecError
 from .schemas import JsonSchema, answer_model, fields_to_schema, normalize_schema, sql_structure
 
@@ -64,10 +65,15 @@ class Task:
         return prompts.extract_messages(text, list(self.schema["properties"]), instructions, examples)
 
     def estimate_tokens(self, text: str) -> tuple[int, int]:
-        """(prompt, completion) tokens a request would use: ~4 characters a token for the prompt
-        and the JSON schema; about half of max_tokens for the answer."""
-        chars = sum(len(m["content"]) for m in self.messages(text)) + len(canonical_json(self.schema))
-        return chars // 4 + 1, self.max_tokens // 2
+        """(prompt, completion) tokens a request for `text` would use: the messages as sent, and the
+        expected length of the answer for the schema (see tokens.py). The limiter, the budget and
+        the dry run all use this one estimate."""
+        return tokens.prompt_tokens(self.messages(text)), self.answer_tokens
+
+    @functools.cached_property
+    def answer_tokens(self) -> int:
+        """Completion tokens of an answer of the expected length: the same for every text of the task."""
+        return tokens.answer_tokens(self.schema)
 
     def response_format(self) -> dict[str, Any]:
         return {
