@@ -29,6 +29,15 @@ class Call:
 
 
 @dataclass
+class ChunkAnswers:
+    results: list[str | None] = field(default_factory=list)
+    reused: int = 0  # rows answered by a request of another row or model of this run
+    failed: int = 0
+    skipped: int = 0
+    shared_failures: list[Outcome] = field(default_factory=list)
+
+
+@dataclass
 class Invocation:
     id: str
     budget: Budget
@@ -44,6 +53,35 @@ class Invocation:
     resolves: dict[str, int] = field(default_factory=dict)  # dbt_llm_resolve calls per call handle
     finished: set[str] = field(default_factory=set)  # nodes settled by dbt_llm_finish
     estimate_total: EstimateTotal = field(default_factory=EstimateTotal)  # a dry run's, over all models
+
+    def answer_rows(self, call: Call, miss_keys: list[str | None], outcomes: dict[str, Outcome]) -> ChunkAnswers:
+        """The answer of each missed row of a chunk (the caller holds the runtime's lock). A key's first
+        row takes the outcome of its request; later rows, and keys answered earlier, are reused."""
+        chunk = ChunkAnswers()
+        self.failed.update(((call.handle, o.key), o) for o in outcomes.values() if not o.ok)
+        for key in miss_keys:
+            if key is None:
+                chunk.results.append(None)
+                continue
+            outcome = outcomes.pop(key) if key in outcomes else None
+            if outcome is not None and outcome.shared and not outcome.ok and outcome.error_kind != "budget":
+                chunk.shared_failures.append(outcome)  # the request was another model's: record it here too
+            if outcome is None:
+                outcome = self.failed.get((call.handle, key))
+            if outcome is None and key in self.answers:
+                chunk.results.append(self.answers[key])  # answered earlier in this invocation
+                chunk.reused += 1
+                continue
+            chunk.results.append(outcome.result if outcome else None)
+            if outcome is None:
+                chunk.skipped += not call.dry_run  # not sent: a dry run, or the budget stopped it
+            elif outcome.error_kind == "budget":
+                chunk.skipped += 1
+            elif not outcome.ok:
+                chunk.failed += 1
+            elif outcome.shared:
+                chunk.reused += 1
+        return chunk
 
     def pending_of(self, handle: str) -> list[Pending]:
         """Take every request still pending for one call (the caller must hold the runtime's lock)."""

@@ -5,7 +5,6 @@ State lives elsewhere: the invocation (calls, budget, answers, pending requests)
 
 from __future__ import annotations
 
-import atexit
 import json
 import threading
 from collections.abc import Callable
@@ -15,18 +14,20 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import dbt_events
-from .audit import AuditBook, Ledger, estimate_text, summary
+from . import dbt_events, verdict
+from .audit import AuditBook, Ledger, summary
 from .config import LlmConfig
-from .engine import Budget, Engine, Outcome, Request
-from .errors import BudgetExceededError, DbtLlmError, DryRunError, InternalStateError, RowFailuresError, SpecError
+from .engine import Budget, Engine, Outcome
+from .errors import DbtLlmError, InternalStateError, SpecError
 from .invocation import Call, Invocation
 from .migrations import migrate
 from .model_settings import parse_model_settings
 from .pricing import PriceTable
 from .progress import ProgressReporter
-from .providers import OpenAIProvider, Provider
-from .rows import CacheRow, ErrorRow, now
+from .providers import Provider
+from .providers.factory import build_provider
+from .recorder import Recorder
+from .sender import Sender
 from .tasks import build_task, sha256_hex
 from .writer import Writer
 
@@ -51,7 +52,7 @@ class Runtime:
         # A model on this machine costs nothing per token.
         self._prices = PriceTable(config.prices, free=config.provider == "local")
         self.engine = Engine(
-            provider_factory or self._default_provider,
+            provider_factory or (lambda: build_provider(config, on_exit=self.close)),
             prices=self._prices,
             # A CPU model answers as many requests at once as it has slots.
             max_concurrency=config.local_parallel if config.provider == "local" else config.max_concurrency,
@@ -65,37 +66,13 @@ class Runtime:
         self._schema: str | None = None
         self._lock = threading.RLock()
         self.book = AuditBook(self._lock, provider=config.provider)
+        self.recorder = Recorder(self._lock, self.writer)
         self._invocation: Invocation | None = None
         self._progress = ProgressReporter(
             config.progress_interval, self.book.running, lambda model: self.engine.limiter(model).in_flight, log
         )
-
-    def _default_provider(self) -> Provider:
-        if self.config.provider == "local":
-            return self._local_provider()
-        return OpenAIProvider(
-            base_url=self.config.base_url,
-            api_key=self.config.api_key,
-            timeout=self.config.request_timeout,
-            max_connections=self.config.max_concurrency,
-        )
-
-    def _local_provider(self) -> Provider:
-        """llama.cpp's OpenAI-compatible server, in this process on 127.0.0.1: the same code path
-        (retries, validation, cache, audit) as any remote endpoint."""
-        from .local.server import shared_server
-
-        server = shared_server(
-            self.config.model, n_parallel=self.config.local_parallel, n_threads=self.config.local_threads
-        )
-        # Registered after the server's own exit hook, so it runs first: close connections, then stop it.
-        atexit.register(self.close)
-        return OpenAIProvider(
-            base_url=server.base_url,
-            api_key=lambda: server.api_key,
-            timeout=self.config.request_timeout,
-            max_connections=self.config.local_parallel,
-            trust_env=False,
+        self.sender = Sender(
+            self._lock, self.engine, self.recorder, self._prices, config.max_input_chars, self._progress.start
         )
 
     # -- connection --
@@ -241,61 +218,8 @@ class Runtime:
         keys, texts = _flat(keys), _flat(texts)
         if len(keys):
             call, invocation = self._call(handles)
-            self._send(call, invocation, _texts_by_key(keys, texts), prefetch=True)
+            self.sender.send(call, invocation, self._ledger(call), _texts_by_key(keys, texts), prefetch=True)
         return pa.nulls(len(keys), pa.string())
-
-    def _send(self, call: Call, invocation: Invocation, texts_by_key: dict[str, str], prefetch: bool = False) -> None:
-        """Plans the keys not yet answered, sent or failed for this call and hands them to the engine
-        without waiting. From dbt_llm_submit they are a prefetch (sent only while this call's resolve
-        waits, see Engine.submit); from resolve, rows DuckDB asks for: those start now, too-long
-        inputs fail, and a dry run prices them instead."""
-        if call.dry_run and prefetch and not call.batch_id:
-            return  # a dry run prices only the rows DuckDB asks for (a LIMIT may stop it early)
-        ledger = self._ledger(call)
-        with self._lock:
-            fresh = {
-                k: t
-                for k, t in texts_by_key.items()
-                if k not in invocation.answers
-                and (call.handle, k) not in invocation.pending
-                and (call.handle, k) not in invocation.failed
-            }
-        requests: list[Request] = []
-        limit = self.config.max_input_chars
-        for key, text in fresh.items():
-            if len(text) > limit and prefetch:
-                continue  # recorded as failed only if DuckDB asks for its row
-            if len(text) > limit:  # only with on_long_input: fail; truncation happens in SQL
-                outcome = Outcome(
-                    key,
-                    error_kind="input_too_long",
-                    error=f"the input has {len(text)} characters, more than max_input_chars={limit}; "
-                    "raise max_input_chars or set on_long_input: truncate",
-                )
-                with self._lock:
-                    invocation.failed[(call.handle, key)] = outcome
-                self._record(call, invocation, ledger, outcome, fresh)
-            else:
-                requests.append(Request(key, call.task, text, invocation.budget))
-        if call.dry_run:
-            self._estimate(call, invocation, ledger, requests)
-            return
-        if not requests:
-            return
-        with self._lock:
-            ledger.queued += len(requests)
-        self._progress.start()
-
-        def on_outcome(outcome: Outcome) -> None:
-            with self._lock:
-                ledger.answered += 1
-            self._record(call, invocation, ledger, outcome, fresh)
-
-        pending = self.engine.submit(requests, on_outcome, prefetch_for=call.handle if prefetch else None)
-        with self._lock:
-            for p in pending:  # another thread may have sent the same key meanwhile: keep the owner
-                if p.owned or (call.handle, p.key) not in invocation.pending:
-                    invocation.pending[(call.handle, p.key)] = p
 
     # -- dbt_llm_resolve(key, text, handle): only the rows the cache join missed --
     def resolve(self, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
@@ -311,7 +235,7 @@ class Runtime:
         with self._lock:
             ledger.cache_hits -= sum(k is not None for k in miss_keys)  # tally counted every row as a hit
             resolves = invocation.resolves[call.handle] = invocation.resolves.get(call.handle, 0) + 1
-        self._send(call, invocation, texts_by_key)
+        self.sender.send(call, invocation, ledger, texts_by_key)
         with self._lock:
             # The first row of a key to get here claims its request; later rows reuse the outcome.
             claimed = [
@@ -327,69 +251,36 @@ class Runtime:
         except DbtLlmError as exc:
             fatal = exc
 
-        results: list[str | None] = []
-        hits = failed = skipped = 0
-        shared_failures: list[Outcome] = []
         with self._lock:
-            invocation.failed.update(((call.handle, o.key), o) for o in outcomes.values() if not o.ok)
-            for key in miss_keys:
-                if key is None:
-                    results.append(None)
-                    continue
-                # A key's first row here is the one that paid for it.
-                outcome = outcomes.pop(key) if key in outcomes else None
-                if outcome is not None and outcome.shared and not outcome.ok and outcome.error_kind != "budget":
-                    shared_failures.append(outcome)  # the request was another model's: record it here too
-                if outcome is None:
-                    outcome = invocation.failed.get((call.handle, key))
-                if outcome is None and key in invocation.answers:
-                    results.append(invocation.answers[key])  # answered earlier in this invocation
-                    hits += 1
-                    continue
-                results.append(outcome.result if outcome else None)
-                if outcome is None:
-                    if not call.dry_run:
-                        skipped += 1
-                elif outcome.error_kind == "budget":
-                    skipped += 1
-                elif not outcome.ok:
-                    failed += 1
-                elif outcome.shared:
-                    hits += 1
-            ledger.cache_hits += hits
-            ledger.reused += hits
-            ledger.failed_rows += failed
-            ledger.skipped_rows += skipped
+            chunk = invocation.answer_rows(call, miss_keys, outcomes)
+            ledger.cache_hits += chunk.reused
+            ledger.reused += chunk.reused
+            ledger.failed_rows += chunk.failed
+            ledger.skipped_rows += chunk.skipped
             if fatal is not None:
                 ledger.status = "error"
-        for outcome in shared_failures:
-            self._put_error(call, outcome, texts_by_key, shared=True)
-        if fatal is None and call.batch_id and (skipped or (failed and call.on_error == "fail")):
+        for outcome in chunk.shared_failures:
+            self.recorder.error(call, outcome, texts_by_key, shared=True)
+        if fatal is None and call.batch_id and (chunk.skipped or (chunk.failed and call.on_error == "fail")):
             fatal = self._fail_batch(call, invocation, ledger)
         if fatal is None and call.batch_id and call.dry_run and ledger.est_requests:
-            # dbt commits each batch on its own, so a dry run stops the batch (dbt_llm_submit priced all of it).
             self.writer.put_audit(self.book.close(ledger, "dry_run"))
             self.writer.flush()
             self._log(summary(ledger))
-            fatal = DryRunError(
-                f"dbt_llm dry run: {call.where} would send {estimate_text(ledger)}. Nothing was sent and the "
-                "batch was not written; run without dbt_llm_dry_run to build it."
-            )
-        if claimed or fatal is not None or shared_failures:
+            fatal = verdict.batch_dry_run(call.where, ledger)
+        if claimed or fatal is not None or chunk.shared_failures:
             # What this chunk paid for is committed before DuckDB gets the answers.
             self.writer.put_audit(self.book.snapshot(ledger))
             self.writer.commit_cache()
         if fatal is not None:
             raise fatal
-        return pa.array(results, pa.string())
+        return pa.array(chunk.results, pa.string())
 
     def _fail_batch(self, call: Call, invocation: Invocation, ledger: Ledger) -> DbtLlmError:
         """A microbatch batch fails on its own rows, in its own statement (dbt runs the post-hook
         only after the last batch). Every text the batch queued is answered first, so the batch
         fails once, with all its failures recorded and every answer it paid for cached."""
-        with self._lock:
-            drained = invocation.pending_of(call.handle)
-        outcomes = self.engine.wait(drained)
+        outcomes = self.sender.drain(call, invocation)
         with self._lock:
             invocation.failed.update(((call.handle, o.key), o) for o in outcomes if not o.ok)
             failures = [o for (h, _), o in invocation.failed.items() if h == call.handle]
@@ -401,100 +292,11 @@ class Runtime:
         self.writer.flush()
         self._log(summary(ledger))
         if skipped:
-            return self._budget_error(call.where, invocation, skipped, batch=True)
-        return RowFailuresError(
-            f"dbt_llm: {len(failures) - skipped} text(s) of {call.where} got no valid answer, so this batch was "
-            "not written (each microbatch batch fails on its own rows). They are not cached: `dbt retry` reruns "
-            f"this batch and retries only them. See why: {self._errors_query(call.invocation_id, call.node_id)}. "
-            "To keep NULLs instead of failing, set on_error: null."
-        )
-
-    def _errors_query(self, invocation_id: str, node_id: str) -> str:
-        return (
-            f"select * from {self._schema}.llm_errors where invocation_id = '{invocation_id}' and node_id = '{node_id}'"
-        )
-
-    def _budget_error(self, where: str, invocation: Invocation, skipped: int, batch: bool = False) -> DbtLlmError:
-        rerun = (
-            "run `dbt retry` to finish only this batch's rows" if batch else "run again to finish only the rows left"
-        )
-        return BudgetExceededError(
-            f"dbt_llm: budget reached in {where}: this invocation spent ${invocation.budget.spent_usd:.4f} of "
-            f"max_cost_usd ${self.config.max_cost_usd}; {skipped} row(s) are left without an answer. Paid answers "
-            f"are cached: raise `max_cost_usd` (or remove it) and {rerun}."
-        )
-
-    def _estimate(self, call: Call, invocation: Invocation, ledger: Ledger, requests: list[Request]) -> None:
-        """Dry run: what the requests would cost, sent nowhere."""
-        price = self._prices.price(call.task.model)
-        prompt = completion = 0
-        with self._lock:
-            requests = [r for r in requests if r.key not in invocation.estimated]
-            invocation.estimated.update(r.key for r in requests)
-        for request in requests:
-            p, c = call.task.estimate_tokens(request.text)
-            prompt, completion = prompt + p, completion + c
-        with self._lock:
-            # A key counted once per invocation, however many chunks or models ask for it.
-            ledger.est_requests += len(requests)
-            ledger.est_prompt_tokens += prompt
-            ledger.est_completion_tokens += completion
-            if ledger.est_cost_usd is not None:
-                ledger.est_cost_usd = None if price is None else ledger.est_cost_usd + price.cost(prompt, completion)
-
-    def _record(
-        self, call: Call, invocation: Invocation, ledger: Ledger, outcome: Outcome, texts: dict[str, str]
-    ) -> None:
-        """On the engine's thread, as each answer arrives: queue it for the writer."""
-        task = call.task
-        with self._lock:
-            ledger.api_calls += outcome.attempts
-            ledger.retries += max(0, outcome.attempts - 1)
-            ledger.rate_limited += outcome.rate_limited
-            ledger.prompt_tokens += outcome.usage.prompt_tokens
-            ledger.completion_tokens += outcome.usage.completion_tokens
-            if ledger.cost_usd is not None:
-                ledger.cost_usd = None if outcome.cost_usd is None else ledger.cost_usd + outcome.cost_usd
-            if outcome.ok:
-                assert outcome.result is not None
-                invocation.answers[outcome.key] = outcome.result
-        if outcome.ok:
-            assert outcome.result is not None
-            self.writer.put_cache(
-                CacheRow(
-                    key=outcome.key,
-                    function=task.function,
-                    model=task.model,
-                    result=outcome.result,
-                    prompt_tokens=outcome.usage.prompt_tokens,
-                    completion_tokens=outcome.usage.completion_tokens,
-                    cost_usd=outcome.cost_usd,
-                    created_at=now(),
-                    invocation_id=call.invocation_id,
-                    node_id=call.node_id,
-                )
+            return verdict.budget_error(
+                call.where, invocation.budget.spent_usd, self.config.max_cost_usd, skipped, batch=True
             )
-        elif outcome.error_kind != "budget":
-            self._put_error(call, outcome, texts)
-
-    def _put_error(self, call: Call, outcome: Outcome, texts: dict[str, str], shared: bool = False) -> None:
-        message = outcome.error or ""
-        if shared:
-            message += " (the request was sent for another model of this run with the same text)"
-        self.writer.put_error(
-            ErrorRow(
-                invocation_id=call.invocation_id,
-                node_id=call.node_id,
-                key=outcome.key,
-                function=call.task.function,
-                model=call.task.model,
-                error_kind=outcome.error_kind or "retries_exhausted",
-                message=message,
-                attempts=outcome.attempts,
-                input_preview=texts.get(outcome.key, "")[:200],
-                created_at=now(),
-            )
-        )
+        query = verdict.errors_query(self._schema, call.invocation_id, call.node_id)
+        return verdict.batch_failed(call.where, len(failures) - skipped, query)
 
     # -- dbt_llm_estimated(invocation_id, node_id): in a dry run's post-hook, before dbt_llm_finish --
     def estimated(self, invocation_id: str, node_id: str) -> int:
@@ -523,38 +325,18 @@ class Runtime:
         skipped = sum(lg.skipped_rows for lg in ledgers)
         estimated = sum(lg.est_requests for lg in ledgers)
         if any(lg.dry_run for lg in ledgers) and estimated:
-            # Not an error: the models downstream are estimated in the same pass.
-            self._log(self._dry_run_note(invocation, node_id, ledgers, materialized))
+            with self._lock:
+                for lg in ledgers:
+                    invocation.estimate_total.add(lg)
+                self._log(verdict.dry_run_note(node_id, ledgers, materialized, invocation.estimate_total))
             return f"{node_id}: dry run, {estimated} request(s) not sent"
         if skipped:
-            raise self._budget_error(node_id, invocation, skipped)
+            raise verdict.budget_error(node_id, invocation.budget.spent_usd, self.config.max_cost_usd, skipped)
         if failed:
-            raise RowFailuresError(
-                f"dbt_llm: {failed} row(s) of {node_id} got no valid answer. They are not cached, so the next "
-                f"run retries them. See why: {self._errors_query(invocation_id, node_id)}. "
-                "To keep NULLs instead of failing, set on_error: null."
-            )
+            raise verdict.rows_failed(node_id, failed, verdict.errors_query(self._schema, invocation_id, node_id))
         calls = sum(lg.api_calls for lg in ledgers)
         hits = sum(lg.cache_hits for lg in ledgers)
         return f"{node_id}: {calls} API call(s), {hits} cache hit(s)"
-
-    def _dry_run_note(self, invocation: Invocation, node_id: str, ledgers: list[Ledger], materialized: str) -> str:
-        with self._lock:
-            for lg in ledgers:
-                invocation.estimate_total.add(lg)
-            total = invocation.estimate_total.text()
-        estimated = sum(lg.est_requests for lg in ledgers)
-        built = (
-            "built from cached answers, with NULL where a call would be needed (the next run rebuilds the table)"
-            if materialized == "table"
-            else f"not built: its {materialized} build was rolled back, since NULLs committed to it would never be "
-            "revisited; models downstream read its previous state"
-        )
-        return (
-            f"dry run: {node_id} would send {estimated} request(s): "
-            + "; ".join(estimate_text(lg) for lg in ledgers if lg.est_requests)
-            + f". Nothing was sent; the model was {built}. Dry run so far: {total}."
-        )
 
     def close(self) -> None:
         self._progress.stop()

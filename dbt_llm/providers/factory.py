@@ -1,0 +1,41 @@
+"""The provider the plugin config asks for: an OpenAI-compatible endpoint, or the embedded model
+served by llama.cpp on 127.0.0.1 through the same client."""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import Callable
+
+from ..config import LlmConfig
+from .base import Provider
+from .openai import OpenAIProvider
+
+
+def build_provider(config: LlmConfig, on_exit: Callable[[], None] = lambda: None) -> Provider:
+    """Built on the first request, so a fully cached run needs no key and starts no model. `on_exit`
+    runs at exit before the embedded server stops (to close connections first)."""
+    if config.provider == "local":
+        return _local_provider(config, on_exit)
+    return OpenAIProvider(
+        base_url=config.base_url,
+        api_key=config.api_key,
+        timeout=config.request_timeout,
+        max_connections=config.max_concurrency,
+    )
+
+
+def _local_provider(config: LlmConfig, on_exit: Callable[[], None]) -> Provider:
+    """llama.cpp's OpenAI-compatible server in this process: the same code path (retries,
+    validation, cache, audit) as any remote endpoint."""
+    from ..local.server import shared_server
+
+    server = shared_server(config.model, n_parallel=config.local_parallel, n_threads=config.local_threads)
+    # Registered after the server's own exit hook, so it runs first: close connections, then stop it.
+    atexit.register(on_exit)
+    return OpenAIProvider(
+        base_url=server.base_url,
+        api_key=lambda: server.api_key,
+        timeout=config.request_timeout,
+        max_connections=config.local_parallel,
+        trust_env=False,
+    )
