@@ -35,8 +35,12 @@ def fields_to_schema(fields: Any, where: str) -> JsonSchema:
     for name, kind in fields.items():
         if not isinstance(name, str) or not name.strip():
             raise SpecError(f"{where}: field name {name!r} must be a non-empty string.")
+        if isinstance(kind, list) and not kind:
+            raise SpecError(
+                f"{where}: field `{name}` must be a type name or a non-empty list of allowed values; got []."
+            )
         if isinstance(kind, list):
-            if not kind or not all(isinstance(v, str) for v in kind) or len(set(kind)) != len(kind):
+            if not all(isinstance(v, str) for v in kind) or len(set(kind)) != len(kind):
                 raise SpecError(
                     f"{where}: field `{name}` lists allowed values {kind!r}; give distinct, non-empty strings."
                 )

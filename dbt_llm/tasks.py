@@ -111,7 +111,8 @@ def _labels(raw: Any, where: str) -> list[list[Any]]:
         raise SpecError(f"{where}: every label must be a non-empty string; got {bad[0]!r}.")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise SpecError(f"{where}: duplicate label(s) {dupes}; each label must appear once.")
+        more = f" (and {len(dupes) - 1} more)" if len(dupes) > 1 else ""
+        raise SpecError(f"{where}: duplicate label {dupes[0]!r}{more}; each label must appear once.")
     for name, desc in pairs:
         if desc is not None and not isinstance(desc, str):
             raise SpecError(f"{where}: the description of label {name!r} must be a string; got {desc!r}.")

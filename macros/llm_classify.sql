@@ -2,7 +2,6 @@
     Returns VARCHAR, always one of the labels; NULL or blank text gives NULL with no call. -#}
 {% macro llm_classify(text, labels, model=none, instructions=none, examples=none) -%}
   {{- dbt_llm._llm_check_text('classify', text) -}}
-  {{- dbt_llm._llm_check_labels(labels) -}}
   {{- adapter.dispatch('llm_classify', 'dbt_llm')(text, labels, model, instructions, examples) -}}
 {%- endmacro %}
 

@@ -3,7 +3,6 @@
     Returns a STRUCT; information the text does not state is NULL. -#}
 {% macro llm_extract(text, fields, model=none, instructions=none, examples=none) -%}
   {{- dbt_llm._llm_check_text('extract', text) -}}
-  {{- dbt_llm._llm_check_fields(fields) -}}
   {{- adapter.dispatch('llm_extract', 'dbt_llm')(text, fields, model, instructions, examples) -}}
 {%- endmacro %}
 

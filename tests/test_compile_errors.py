@@ -6,7 +6,7 @@ import pytest
 from conftest import DbtProject
 
 CASES = [
-    ("llm_classify('body', [])", "llm_classify: `labels` is empty"),
+    ("llm_classify('body', [])", "llm_classify(body) in model.dbt_llm_example.bad: `labels` is empty"),
     ("llm_classify('body', ['a', 'b', 'a'])", "duplicate label 'a'"),
     ("llm_classify('body', 'a,b')", "`labels` must be a list"),
     ("llm_classify('body', ['a', ''])", "every label must be a non-empty string"),
