@@ -2,7 +2,8 @@
 
 It knows nothing of dbt or DuckDB. Requests from every thread share one event loop,
 one concurrency limit and one in-flight table, so a text asked for twice at the same
-time is sent once.
+time is sent once. Before it is sent, a request waits while the provider is down (outage.py),
+for a limiter slot (limiter.py), and reserves its estimated cost against the budget (budget.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import random
 import threading
 import time
@@ -17,38 +19,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, stop_any
-from tenacity.stop import stop_base
-
+from . import tokens
+from .budget import Budget
 from .errors import ConfigError, DbtLlmError, ProviderError
 from .limiter import Limiter
-from .pricing import PriceTable
-from .providers.base import FatalProviderError, Provider, RowError, TransientError, Usage
+from .outage import Outage, Streak
+from .pricing import Price, PriceTable
+from .providers.base import Completion, FatalProviderError, Provider, RowError, TransientError, Usage
 from .tasks import InvalidAnswer, Task
 
 log = logging.getLogger("dbt_llm")
 T = TypeVar("T")
-
-
-class Budget:
-    """A spending cap shared by every request of one invocation."""
-
-    def __init__(self, cap_usd: float | None) -> None:
-        self.cap_usd = cap_usd
-        self._spent = 0.0
-        self._lock = threading.Lock()
-
-    @property
-    def spent_usd(self) -> float:
-        with self._lock:
-            return self._spent
-
-    def charge(self, cost_usd: float) -> None:
-        with self._lock:
-            self._spent += cost_usd
-
-    def exhausted(self) -> bool:
-        return self.cap_usd is not None and self.spent_usd >= self.cap_usd
 
 
 @dataclass(frozen=True)
@@ -71,7 +52,9 @@ class Outcome:
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = 0.0
     shared: bool = False  # answered by a request another caller had in flight: cost counted there
-    first_sent: float | None = None  # monotonic time of the first attempt, for row_timeout
+    # Monotonic time row_timeout counts from: the row's first request, or its first wait for a
+    # provider that is down (time queued behind the rate limit before either does not count).
+    clock_from: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -94,13 +77,13 @@ class _BudgetReached(Exception):
     pass
 
 
-def _wait(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
-    if isinstance(exc, TransientError) and exc.retry_after is not None:
-        return min(float(exc.retry_after), 120.0)
-    if isinstance(exc, InvalidAnswer):
+def _backoff(error: Exception, counted: int) -> float:
+    """Seconds before a row's next attempt; `counted` is its failures held against max_attempts."""
+    if isinstance(error, TransientError) and error.retry_after is not None:
+        return min(float(error.retry_after), 120.0)
+    if isinstance(error, InvalidAnswer):
         return 0.0
-    backoff: float = min(20.0, 0.25 * 2.0 ** (state.attempt_number - 1))
+    backoff: float = min(20.0, 0.25 * 2.0 ** (counted - 1))
     return backoff * random.uniform(0.5, 1.0)
 
 
@@ -111,15 +94,43 @@ class _Queued:
     future: asyncio.Future[Outcome]
 
 
-class _PastDeadline(stop_base):
-    """No retry once `row_timeout` seconds passed since the row's first request was sent (the time
-    it queued behind the rate limit before that does not count)."""
+@dataclass
+class _Row:
+    """One row's request, its outcome so far, and per failed attempt the streak of provider failures
+    it was part of (None for a 429 or an invalid answer)."""
 
-    def __init__(self, engine: Engine, outcome: Outcome) -> None:
-        self.engine, self.outcome = engine, outcome
+    request: Request
+    outcome: Outcome
+    failures: list[Streak | None] = field(default_factory=list)
 
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.engine._row_time_left(self.outcome) <= 0
+    def counted(self) -> int:
+        """Failures held against max_attempts: not those of a streak that turned out to be an outage."""
+        return sum(s is None or not s.outage for s in self.failures)
+
+
+@dataclass
+class _Slot:
+    """What one attempt holds: a limiter slot and its tokens, a budget reservation, the probe."""
+
+    tokens: float
+    seq: int = 0
+    reserved: float = 0.0
+    probe: bool = False
+
+
+@dataclass
+class _Calibration:
+    """Billed tokens / our estimate, learned per task from `usage` (a provider's tokenizer and
+    template, the answers' real length): it corrects the reservations, not the dry run."""
+
+    prompt: float = 1.0
+    completion: float = 1.0
+
+    def learn(self, estimate: tuple[float, float], usage: Usage) -> None:
+        if usage.prompt_tokens and estimate[0]:
+            self.prompt = 0.9 * self.prompt + 0.1 * usage.prompt_tokens / estimate[0]
+        if usage.completion_tokens and estimate[1]:
+            self.completion = 0.9 * self.completion + 0.1 * usage.completion_tokens / estimate[1]
 
 
 class Engine:
@@ -134,6 +145,7 @@ class Engine:
         row_timeout: float = 600.0,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self._provider_factory = provider_factory
         self._provider: Provider | None = None
@@ -148,7 +160,9 @@ class Engine:
         self._row_timeout = row_timeout
         self._ceilings = (requests_per_minute, tokens_per_minute)
         self._limiters: dict[str, Limiter] = {}
-        self._token_ratio = 1.0  # actual prompt tokens / our estimate, learned from `usage`
+        self.outage = outage or Outage()  # one provider: when it is down, every model waits for it
+        self._calibration: dict[str, _Calibration] = {}  # per task spec_hash
+        self._budget_settled = asyncio.Event()  # replaced each time a reservation settles
         # Prefetch: per owner, requests not started yet (in submit order); who queued each key; callers
         # waiting per owner; started and unfinished requests per model. All touched on the loop only.
         self._prefetch: dict[str, dict[str, _Queued]] = {}
@@ -283,16 +297,22 @@ class Engine:
             done.exception()  # retrieved here: a caller that never waits must not log "never retrieved"
 
     async def _answer(self, request: Request, on_outcome: Callable[[Outcome], None]) -> Outcome:
-        outcome = Outcome(key=request.key)
+        row = _Row(request, Outcome(key=request.key))
+        outcome = row.outcome
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type((TransientError, InvalidAnswer)),
-                stop=stop_any(stop_after_attempt(self._max_attempts), _PastDeadline(self, outcome)),
-                wait=_wait,
-                reraise=True,
-            ):
-                with attempt:
-                    outcome.result = await self._attempt(request, outcome)
+            while True:
+                try:
+                    outcome.result = await self._attempt(row)
+                    break
+                except (TransientError, InvalidAnswer) as exc:
+                    if isinstance(exc, InvalidAnswer):
+                        row.failures.append(None)
+                    left = self._row_time_left(outcome)
+                    if row.counted() >= self._max_attempts or left <= 0:
+                        raise
+                    if row.failures and row.failures[-1] is not None and row.failures[-1].outage:
+                        continue  # the outage gate paces the next try
+                    await asyncio.sleep(min(_backoff(exc, row.counted()), left))
         except _BudgetReached:
             outcome.error_kind = "budget"
             outcome.error = "not sent: max_cost_usd was reached"
@@ -312,9 +332,9 @@ class Engine:
         return outcome
 
     def _row_time_left(self, outcome: Outcome) -> float:
-        if outcome.first_sent is None:
+        if outcome.clock_from is None:
             return self._row_timeout
-        return self._row_timeout - (time.monotonic() - outcome.first_sent)
+        return self._row_timeout - (time.monotonic() - outcome.clock_from)
 
     def limiter(self, model: str) -> Limiter:
         """One limiter per model: every dbt thread and model of the process shares it."""
@@ -323,7 +343,10 @@ class Engine:
             self._limiters[model] = Limiter(self._max_concurrency, requests_per_minute=rpm, tokens_per_minute=tpm)
         return self._limiters[model]
 
-    async def _attempt(self, request: Request, outcome: Outcome) -> str:
+    async def _attempt(self, row: _Row) -> str:
+        """One request for the row, once the provider is up (or this is the probe), a slot is free
+        and the budget allows it."""
+        request, outcome = row.request, row.outcome
         task = request.task
         price = self._prices.price(task.model)
         if price is None and request.budget.cap_usd is not None:
@@ -333,20 +356,80 @@ class Engine:
             )
         messages = task.messages(request.text)
         max_tokens = task.max_tokens * 2**outcome.truncated
-        estimate = sum(len(m["content"]) for m in messages) / 4
-        limiter = self.limiter(task.model)
-        # Providers reserve max_tokens against the token budget, so we do too.
-        seq = await limiter.acquire(estimate * self._token_ratio + max_tokens)
-        started = time.monotonic()
+        estimate = (tokens.prompt_tokens(messages), task.answer_tokens)  # as Task.estimate_tokens
+        calibration = self._calibration.setdefault(task.spec_hash, _Calibration())
+        prompt, answer = estimate[0] * calibration.prompt, estimate[1] * calibration.completion
+        # Providers count max_tokens against the token budget until the answer is in, so we do too.
+        slot = _Slot(tokens=prompt + max_tokens)
         try:
-            # Checked once a slot is free, so the overshoot is at most what is in flight.
-            if request.budget.exhausted():
+            await self._admit(outcome, task.model, slot)
+            if price is not None:
+                slot.reserved = price.cost(math.ceil(prompt), math.ceil(answer))
+            try:
+                # Reserved once a slot is free, so what is in flight cannot carry the spend past the cap.
+                await self._reserve(request.budget, slot.reserved)
+            except BaseException:
+                self.limiter(task.model).cancel(slot.tokens)
+                raise
+            completion = await self._send(row, messages, max_tokens, slot, price)
+        finally:
+            if slot.probe:
+                self.outage.probe_done()
+        calibration.learn(estimate, completion.usage)
+        if completion.finish_reason == "length":
+            outcome.truncated += 1
+            raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")
+        if completion.finish_reason == "refusal":
+            raise InvalidAnswer("the model refused to answer")
+        return task.parse_answer(completion.content)
+
+    async def _admit(self, outcome: Outcome, model: str, slot: _Slot) -> None:
+        """Wait while the provider is down (unless this is the probe), then for a limiter slot."""
+        limiter = self.limiter(model)
+        while True:
+            if self.outage.down and outcome.clock_from is None:
+                outcome.clock_from = time.monotonic()  # waiting for the provider counts toward row_timeout
+            slot.probe = await self.outage.wait(self._deadline(outcome))
+            slot.seq = await limiter.acquire(slot.tokens)
+            if slot.probe or not self.outage.down:
+                return
+            limiter.cancel(slot.tokens)  # it went down while this one queued: wait, do not send
+
+    def _deadline(self, outcome: Outcome) -> float:
+        return time.monotonic() + self._row_time_left(outcome)
+
+    async def _reserve(self, budget: Budget, cost_usd: float) -> None:
+        """Reserve the request's estimated cost; wait while it fits only if requests in flight cost
+        less than they reserved; raise _BudgetReached when it cannot fit."""
+        while True:
+            settled = self._budget_settled
+            verdict = budget.reserve(cost_usd)
+            if verdict == "reserved":
+                return
+            if verdict == "over":
                 raise _BudgetReached()
+            await settled.wait()
+
+    def _settle(self, budget: Budget, reserved: float, cost: float) -> None:
+        budget.settle(reserved, cost)
+        settled, self._budget_settled = self._budget_settled, asyncio.Event()
+        settled.set()
+
+    async def _send(
+        self, row: _Row, messages: list[dict[str, str]], max_tokens: int, slot: _Slot, price: Price | None
+    ) -> Completion:
+        """Send one request holding a limiter slot and a budget reservation; release both, charge
+        the real cost, and tell the outage gate what the provider did. Counts every request sent."""
+        request, outcome = row.request, row.outcome
+        task, limiter = request.task, self.limiter(request.task.model)
+        started = time.monotonic()
+        outcome.attempts += 1
+        if outcome.clock_from is None:
+            outcome.clock_from = started
+        cost = 0.0
+        try:
             if self._provider is None:
                 self._provider = self._provider_factory()
-            outcome.attempts += 1
-            if outcome.first_sent is None:
-                outcome.first_sent = started
             timeout = max(0.1, min(limiter.timeout(self._request_timeout), self._row_time_left(outcome)))
             try:
                 completion = await asyncio.wait_for(
@@ -364,29 +447,32 @@ class Engine:
         except TransientError as exc:
             if exc.kind == "rate_limited":
                 outcome.rate_limited += 1
+            row.failures.append(self.outage.failed(request.key, exc, probe=slot.probe))
             limiter.release(
-                seq, ok=False, rate_limited=exc.kind == "rate_limited", retry_after=exc.retry_after, headers=exc.rate
+                slot.seq,
+                ok=False,
+                rate_limited=exc.kind == "rate_limited",
+                retry_after=exc.retry_after,
+                headers=exc.rate,
             )
             raise
-        except BaseException:
-            limiter.release(seq, ok=False)
+        except BaseException as exc:
+            if isinstance(exc, RowError | FatalProviderError):
+                self.outage.answered()
+            limiter.release(slot.seq, ok=False)
             raise
-        limiter.release(seq, ok=True, headers=completion.rate, latency=time.monotonic() - started)
-        if completion.usage.prompt_tokens and estimate:
-            self._token_ratio = 0.9 * self._token_ratio + 0.1 * (completion.usage.prompt_tokens / estimate)
-        outcome.usage = outcome.usage + completion.usage
-        if price is None:
-            outcome.cost_usd = None
         else:
-            cost = price.cost(completion.usage.prompt_tokens, completion.usage.completion_tokens)
-            outcome.cost_usd = (outcome.cost_usd or 0.0) + cost
-            request.budget.charge(cost)
-        if completion.finish_reason == "length":
-            outcome.truncated += 1
-            raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")
-        if completion.finish_reason == "refusal":
-            raise InvalidAnswer("the model refused to answer")
-        return task.parse_answer(completion.content)
+            self.outage.answered()
+            limiter.release(slot.seq, ok=True, headers=completion.rate, latency=time.monotonic() - started)
+            outcome.usage = outcome.usage + completion.usage
+            if price is None:
+                outcome.cost_usd = None
+            else:
+                cost = price.cost(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+                outcome.cost_usd = (outcome.cost_usd or 0.0) + cost
+            return completion
+        finally:
+            self._settle(request.budget, slot.reserved, cost)
 
 
 __all__ = ["Budget", "DbtLlmError", "Engine", "Outcome", "Pending", "Request"]

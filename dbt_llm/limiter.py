@@ -163,6 +163,14 @@ class Limiter:
                     self.sent += 1
                     return self.sent
 
+    def cancel(self, tokens: float) -> None:
+        """Give back an acquired slot whose request was not sent, and what it took from the budgets."""
+        now = time.monotonic()
+        self.in_flight -= 1
+        self.requests.take(-1, now)
+        self.tokens.take(-tokens, now)
+        self._changed.set()
+
     def release(
         self,
         seq: int,

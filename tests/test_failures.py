@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DbtProject
+from conftest import PRICES, DbtProject
 
 N = 40
 LABELS = "['billing', 'bug', 'feature']"
@@ -98,16 +98,28 @@ def test_row_timeout_bounds_the_retries_of_one_row(project: DbtProject) -> None:
 
 
 def test_budget_stops_calls_keeps_paid_answers_and_says_so(project: DbtProject) -> None:
-    # Each call here costs about $0.00004; the cap allows a handful.
-    project.plugin_config.update(max_cost_usd=0.0002, max_concurrency=1)
+    # Each call here costs about $0.00001 and 8 are in flight at once; the cap allows about 19.
+    cap = 0.0002
+    project.plugin_config.update(max_cost_usd=cap, max_concurrency=8)
+    project.server.latency = 0.05  # answers overlap
     setup_tickets(project)
     result = project.dbt("run", ok=False)
     message = str(result.result.results[0].message)
     assert "budget" in message and "max_cost_usd" in message and "row(s) are left" in message
-    paid = len(project.server.answered())
-    assert 0 < paid < N
+    answered = project.server.answered()
+    paid = len(answered)
+    assert 8 < paid < N
+    price = PRICES["gpt-4o-mini"]
+    costs = [(r.prompt_tokens * price["input"] + r.completion_tokens * price["output"]) / 1e6 for r in answered]
     spent = project.query("select sum(cost_usd) from dbt_llm.llm_audit")[0][0]
-    assert spent >= 0.0002 and spent < 0.0002 + 0.0001  # stops at the cap, overshoot at most one call
+    assert spent == pytest.approx(sum(costs))
+    # Each request reserves its estimated cost before it is sent, so what is in flight cannot carry the
+    # spend past the cap; only the estimate's error can: here at most a token per message and one of the
+    # answer (the fake server bills 4 characters a token, as the estimate counts), for each of 8 in flight.
+    error = (2 * price["input"] + price["output"]) / 1e6
+    assert spent <= cap + 8 * error
+    # And it stops within about one request of the cap: it only refuses one that cannot fit.
+    assert spent >= cap - max(costs) - error
     assert project.query("select count(*) from dbt_llm.llm_cache")[0][0] == paid
 
     project.plugin_config["max_cost_usd"] = None
