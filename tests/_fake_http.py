@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, ClassVar, Self, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 MODEL_ID = "fake-gpt"
 BAD_GATEWAY_HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
@@ -268,6 +268,9 @@ class FakeHandler(BaseHTTPRequestHandler):
         self.owner._handle_chat(self, raw)
 
 
+_Service = TypeVar("_Service", bound="FakeService")  # typing.Self needs Python 3.11; we support 3.10
+
+
 class FakeService:
     """Start/stop and connection bookkeeping of a fake server; subclasses answer the chat requests."""
 
@@ -291,7 +294,7 @@ class FakeService:
     def _starting(self) -> None:
         """Called by ``start()`` just before it binds."""
 
-    def start(self, port: int = 0) -> Self:
+    def start(self: _Service, port: int = 0) -> _Service:
         """Bind 127.0.0.1 (on a free port unless ``port`` is given) and serve on a daemon thread."""
         if self._server is not None:
             return self
@@ -325,7 +328,7 @@ class FakeService:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _Service) -> _Service:
         return self.start()
 
     def __exit__(
