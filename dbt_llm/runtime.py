@@ -136,6 +136,13 @@ class Runtime:
                 default_model=settings.model or self.config.model,
                 temperature=self.config.temperature,
             )
+            capped = self.config.max_cost_usd is not None or settings.max_cost_usd is not None
+            if capped and self._prices.price(task.model) is None:
+                raise SpecError(
+                    f"{where}: no price is known for model {task.model!r}, so `max_cost_usd` cannot be enforced. "
+                    f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: "
+                    "<USD per 1M>}}, or remove max_cost_usd."
+                )
         except SpecError as exc:
             return json.dumps({"error": str(exc)})
         invocation = self._begin(str(args.get("invocation_id")))

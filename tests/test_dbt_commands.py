@@ -239,3 +239,14 @@ def test_a_dry_run_estimates_a_whole_dag_and_commits_no_null_to_an_incremental_m
     assert len(project.server.requests) == 60
     assert project.query("select count(e) from b")[0][0] == 20
     assert project.query("select count(l2) from c")[0][0] == 20
+
+
+def test_a_cap_on_a_model_without_a_price_fails_at_compile_time(project: DbtProject) -> None:
+    project.plugin_config["max_cost_usd"] = 1.0
+    tickets(project, 3)
+    project.dbt("seed")
+    project.write("models/m.sql", classify_model(config="{{ config(meta={'dbt_llm': {'model': 'my-own-model'}}) }}\n"))
+    result = project.dbt("compile", "--select", "m", ok=False)
+    message = str(result.exception) + "".join(str(r.message) for r in (result.result or []))
+    assert "no price is known for model 'my-own-model'" in message and "prices: {my-own-model:" in message
+    assert project.server.requests == []
