@@ -69,9 +69,8 @@ class Flaky:
         )
 
 
-def run(
-    flaky: Flaky, *, max_attempts: int, row_timeout: float = 60.0, rows: int = ROWS
-) -> tuple[list[Outcome], Engine]:
+def run(flaky: Flaky, *, max_attempts: int, row_timeout: float = 60.0) -> tuple[list[Outcome], Engine]:
+    """ROWS distinct texts through the engine, with the outage gate's delays short and fixed."""
     engine = Engine(
         lambda: OpenAIProvider(
             base_url="http://provider.test/v1",
@@ -84,11 +83,10 @@ def run(
         max_concurrency=8,
         max_attempts=max_attempts,
         row_timeout=row_timeout,
-        # Short and without jitter, so the test is quick and the intervals are known.
         outage=Outage(first_delay=0.01, max_delay=0.04, jitter=lambda: 1.0),
     )
     budget = Budget(None)
-    texts = [f"ticket {i}" for i in range(rows)]
+    texts = [f"ticket {i}" for i in range(ROWS)]
     requests = [Request(cache_key(TASK.spec_hash, t), TASK, t, budget) for t in texts]
     try:
         return engine.run(requests, lambda _outcome: None), engine
