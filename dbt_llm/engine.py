@@ -349,7 +349,7 @@ class Engine:
         request, outcome = row.request, row.outcome
         task = request.task
         price = self._prices.price(task.model)
-        if price is None and request.budget.cap_usd is not None:
+        if price is None and request.budget.capped:
             raise ConfigError(
                 f"dbt_llm: no price is known for model {task.model!r}, so `max_cost_usd` cannot be enforced. "
                 f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: <USD per 1M>}}}}."

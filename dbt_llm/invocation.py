@@ -22,6 +22,7 @@ class Call:
     command: str = "run"
     on_error: str = "fail"
     dry_run: bool = False
+    max_cost_usd: float | None = None  # the model's own cap, under the invocation's
 
     @property
     def where(self) -> str:
@@ -52,6 +53,7 @@ class Invocation:
     failed: dict[tuple[str, str], Outcome] = field(default_factory=dict)
     resolves: dict[str, int] = field(default_factory=dict)  # dbt_llm_resolve calls per call handle
     finished: set[str] = field(default_factory=set)  # nodes settled by dbt_llm_finish
+    model_budgets: dict[str, Budget] = field(default_factory=dict)  # models with a cap of their own
     estimate_total: EstimateTotal = field(default_factory=EstimateTotal)  # a dry run's, over all models
 
     def answer_rows(self, call: Call, miss_keys: list[str | None], outcomes: dict[str, Outcome]) -> ChunkAnswers:
@@ -82,6 +84,14 @@ class Invocation:
             elif outcome.shared:
                 chunk.reused += 1
         return chunk
+
+    def budget_of(self, call: Call) -> Budget:
+        """The model's own budget when it sets a cap (one per model and invocation), else the invocation's."""
+        if call.max_cost_usd is None:
+            return self.budget
+        if call.node_id not in self.model_budgets:
+            self.model_budgets[call.node_id] = Budget(call.max_cost_usd, parent=self.budget)
+        return self.model_budgets[call.node_id]
 
     def pending_of(self, handle: str) -> list[Pending]:
         """Take every request still pending for one call (the caller must hold the runtime's lock)."""

@@ -157,6 +157,7 @@ class Runtime:
             command=str(args.get("command") or "run"),
             on_error=settings.on_error or self.config.on_error,
             dry_run=bool(args.get("dry_run")),
+            max_cost_usd=settings.max_cost_usd,
         )
         with self._lock:
             invocation.calls[handle] = call
@@ -299,9 +300,9 @@ class Runtime:
         self.writer.flush()
         self._log(summary(ledger))
         if skipped:
-            return verdict.budget_error(
-                call.where, invocation.budget.spent_usd, self.config.max_cost_usd, skipped, batch=True
-            )
+            with self._lock:
+                budget = invocation.budget_of(call)
+            return verdict.budget_error(call.where, budget, skipped, batch=True)
         query = verdict.errors_query(self._schema, call.invocation_id, call.node_id)
         return verdict.batch_failed(call.where, len(failures) - skipped, query)
 
@@ -338,7 +339,9 @@ class Runtime:
                 self._log(verdict.dry_run_note(node_id, ledgers, materialized, invocation.estimate_total))
             return f"{node_id}: dry run, {estimated} request(s) not sent"
         if skipped:
-            raise verdict.budget_error(node_id, invocation.budget.spent_usd, self.config.max_cost_usd, skipped)
+            with self._lock:
+                budget = invocation.model_budgets.get(node_id, invocation.budget)
+            raise verdict.budget_error(node_id, budget, skipped)
         if failed:
             raise verdict.rows_failed(node_id, failed, verdict.errors_query(self._schema, invocation_id, node_id))
         calls = sum(lg.api_calls for lg in ledgers)

@@ -41,6 +41,7 @@ class Sender:
         if call.dry_run and prefetch and not call.batch_id:
             return  # a dry run prices only the rows DuckDB asks for (a LIMIT may stop it early)
         with self._lock:
+            budget = invocation.budget_of(call)
             fresh = {
                 k: t
                 for k, t in texts_by_key.items()
@@ -64,7 +65,7 @@ class Sender:
                     invocation.failed[(call.handle, key)] = outcome
                 self.recorder.record(call, invocation, ledger, outcome, fresh)
             else:
-                requests.append(Request(key, call.task, text, invocation.budget))
+                requests.append(Request(key, call.task, text, budget))
         if call.dry_run:
             self._estimate(call, invocation, ledger, requests)
             return

@@ -4,6 +4,7 @@ why and what to do. Pure functions of the ledgers: nothing is sent or written he
 from __future__ import annotations
 
 from .audit import EstimateTotal, Ledger, estimate_text
+from .budget import Budget
 from .errors import BudgetExceededError, DbtLlmError, DryRunError, RowFailuresError
 
 
@@ -11,14 +12,19 @@ def errors_query(schema: str | None, invocation_id: str, node_id: str) -> str:
     return f"select * from {schema}.llm_errors where invocation_id = '{invocation_id}' and node_id = '{node_id}'"
 
 
-def budget_error(
-    where: str, spent_usd: float, cap_usd: float | None, skipped: int, *, batch: bool = False
-) -> DbtLlmError:
+def budget_error(where: str, budget: Budget, skipped: int, *, batch: bool = False) -> DbtLlmError:
+    """`budget` is the one the model's requests drew on: its own cap (if any), then the invocation's."""
+    spent = []
+    level: Budget | None = budget
+    while level is not None:
+        owner = "this invocation" if level.parent is None else "this model (meta dbt_llm.max_cost_usd)"
+        if level.cap_usd is not None:
+            spent.append(f"{owner} spent ${level.spent_usd:.4f} of max_cost_usd ${level.cap_usd:g}")
+        level = level.parent
     rerun = "run `dbt retry` to finish only this batch's rows" if batch else "run again to finish only the rows left"
     return BudgetExceededError(
-        f"dbt_llm: budget reached in {where}: this invocation spent ${spent_usd:.4f} of max_cost_usd ${cap_usd}; "
-        f"{skipped} row(s) are left without an answer. Paid answers are cached: raise `max_cost_usd` (or remove "
-        f"it) and {rerun}."
+        f"dbt_llm: budget reached in {where}: {'; '.join(spent)}; {skipped} row(s) are left without an answer. "
+        f"Paid answers are cached: raise `max_cost_usd` (or remove it) and {rerun}."
     )
 
 

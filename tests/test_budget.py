@@ -26,3 +26,19 @@ def test_no_cap_reserves_everything_and_still_counts_the_spend() -> None:
     assert all(budget.reserve(1e6) == "reserved" for _ in range(3))
     budget.settle(1e6, 2.5)
     assert budget.spent_usd == 2.5
+
+
+def test_a_model_cap_under_the_invocation_cap() -> None:
+    invocation = Budget(1.0)
+    model = Budget(0.3, parent=invocation)
+    assert model.capped and Budget(None, parent=invocation).capped and not Budget(None).capped
+    assert model.reserve(0.2) == "reserved"
+    model.settle(0.2, 0.2)
+    assert (model.spent_usd, invocation.spent_usd) == (0.2, 0.2)  # the parent is charged too
+    assert model.reserve(0.2) == "over"  # the model's cap, though the invocation has room
+    assert invocation.reserve(0.7) == "reserved"  # another model takes the rest of the invocation's
+    assert Budget(None, parent=invocation).reserve(0.2) == "wait"  # fits only if the 0.7 costs less
+    invocation.settle(0.7, 0.7)
+    other = Budget(0.5, parent=invocation)
+    assert other.reserve(0.2) == "over"  # the invocation is at 0.9 of 1.0: the parent says no ...
+    assert other.reserve(0.1) == "reserved"  # ... and the refused reservation left nothing behind

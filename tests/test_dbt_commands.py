@@ -250,3 +250,23 @@ def test_a_cap_on_a_model_without_a_price_fails_at_compile_time(project: DbtProj
     message = str(result.exception) + "".join(str(r.message) for r in (result.result or []))
     assert "no price is known for model 'my-own-model'" in message and "prices: {my-own-model:" in message
     assert project.server.requests == []
+
+
+def test_a_model_cap_stops_that_model_only(project: DbtProject) -> None:
+    tickets(project, 20)
+    # Each call here costs about $0.00001: the cap allows a handful of this model's rows.
+    project.write(
+        "models/capped.sql", classify_model(config="{{ config(meta={'dbt_llm': {'max_cost_usd': 0.00005}}) }}\n")
+    )
+    project.write(
+        "models/free.sql",
+        f"select id, {{{{ dbt_llm.llm_classify('upper(body)', {LABELS}) }}}} as l from {{{{ ref('t') }}}}\n",
+    )
+    project.dbt("seed")
+    result = project.dbt("run", ok=False)
+    status = {r.node.name: (str(r.status), str(r.message)) for r in result.result.results}
+    assert status["free"][0] == "success"
+    assert status["capped"][0] == "error" and "this model (meta dbt_llm.max_cost_usd) spent $" in status["capped"][1]
+    spent = project.query("select cost_usd from dbt_llm.llm_audit where node_id like '%capped'")[0][0]
+    assert 0.00003 < spent <= 0.00005 * 1.2  # stops at the model's cap, within the estimate's error
+    assert project.query("select count(l) from free")[0][0] == 20
