@@ -24,10 +24,12 @@ class ProgressReporter:
         running: Callable[[], list[tuple[Ledger, dict[str, Any]]]],
         in_flight: Callable[[str], int],
         log: Callable[[str], None],
+        provider_down: Callable[[], bool] = lambda: False,
     ) -> None:
         self._interval = interval
         self._running = running
         self._in_flight = in_flight
+        self._provider_down = provider_down
         self._log = log
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -48,13 +50,14 @@ class ProgressReporter:
             self.report(time.monotonic())
 
     def report(self, now: float) -> None:
+        down = self._provider_down()
         for lg, row in self._running():
             key = lg.key
             then, calls_then, answered_then = self._last.get(
                 key, (now - self._interval, row["api_calls"], row["answered"])
             )
             self._last[key] = (now, row["api_calls"], row["answered"])
-            if row["api_calls"] == calls_then and row["answered"] == answered_then:
+            if row["api_calls"] == calls_then and row["answered"] == answered_then and not down:
                 continue
             elapsed = max(now - then, 1e-9)
             rate = (row["api_calls"] - calls_then) / elapsed
@@ -67,6 +70,11 @@ class ProgressReporter:
                 f"{row['rows']} rows ({cached} cached, {row['reused']} reused), {row['api_calls']} calls, "
                 f"{self._in_flight(lg.model)} in flight, {rate:.1f} req/s, {row['rate_limited']} x 429, "
                 f"{row['prompt_tokens'] + row['completion_tokens']} tokens, {usd(row['cost_usd'])} so far, {eta}"
+                + (
+                    "; the provider is unreachable: rows wait while a probe request retries with backoff"
+                    if down
+                    else ""
+                )
             )
         live = {lg.key for lg, _ in self._running()}
         self._last = {k: v for k, v in self._last.items() if k in live}

@@ -69,7 +69,11 @@ class Runtime:
         self.recorder = Recorder(self._lock, self.writer)
         self._invocation: Invocation | None = None
         self._progress = ProgressReporter(
-            config.progress_interval, self.book.running, lambda model: self.engine.limiter(model).in_flight, log
+            config.progress_interval,
+            self.book.running,
+            lambda model: self.engine.limiter(model).in_flight,
+            log,
+            provider_down=lambda: self.engine.outage.down,
         )
         self.sender = Sender(
             self._lock, self.engine, self.recorder, self._prices, config.max_input_chars, self._progress.start

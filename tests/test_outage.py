@@ -150,7 +150,7 @@ def test_row_timeout_bounds_a_permanent_outage_and_rows_never_sent_wait_too() ->
 
 def test_a_dbt_run_rides_out_a_stopped_server_and_pays_each_answer_once(project: DbtProject) -> None:
     n = 180
-    project.plugin_config.update(max_concurrency=2, max_attempts=2)
+    project.plugin_config.update(max_concurrency=2, max_attempts=2, progress_interval=1.0)
     project.server.latency = 0.02
     project.write(
         "seeds/tickets.csv", "id,body\n" + "".join(f"{i},ticket {i}: my invoice is wrong\n" for i in range(n))
@@ -192,3 +192,5 @@ def test_a_dbt_run_rides_out_a_stopped_server_and_pays_each_answer_once(project:
     assert len(set(answered)) == n and len(answered) <= n + 2
     api_calls, failed = project.query("select api_calls, failed_rows from dbt_llm.llm_audit")[0]
     assert failed == 0 and api_calls > len(server.requests)  # refused requests were counted too
+    log = (project.root / "logs" / "dbt.log").read_text()
+    assert "the provider is unreachable" in log  # the progress lines say why nothing moves
