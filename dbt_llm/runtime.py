@@ -14,8 +14,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import dbt_events, verdict
-from .audit import AuditBook, Ledger, summary
+from . import dbt_events
+from .audit import AuditBook, Ledger
 from .config import LlmConfig
 from .engine import Budget, Engine, Outcome
 from .errors import DbtLlmError, InternalStateError, SpecError
@@ -28,6 +28,7 @@ from .providers import Provider
 from .providers.factory import build_provider
 from .recorder import Recorder
 from .sender import Sender
+from .settler import Settler
 from .tasks import build_task, sha256_hex
 from .writer import Writer
 
@@ -75,6 +76,7 @@ class Runtime:
             log,
             provider_down=lambda: self.engine.outage.down,
         )
+        self.settler = Settler(self._lock, self.book, self.writer, log, lambda: self._schema)
         self.sender = Sender(
             self._lock, self.engine, self.recorder, self._prices, config.max_input_chars, self._progress.start
         )
@@ -103,29 +105,14 @@ class Runtime:
             self._invocation = Invocation(invocation_id, Budget(self.config.max_cost_usd))
             stale = self.book.open_ledgers()
             self.book.forget_all_but(invocation_id)
-        self._close_ledgers(stale, node_failed=True)
+        self.settler.close_ledgers(stale, node_failed=True)
         return self._invocation
 
-    def _close_ledgers(self, ledgers: list[Ledger], *, node_failed: bool) -> None:
-        rows = [self.book.close(lg, lg.final_status(node_failed=node_failed)) for lg in ledgers if lg.written]
-        for row in rows:
-            self.writer.put_audit(row)
-        if rows:
-            self.writer.flush()
-
     def on_dbt_event(self, msg: Any) -> None:
-        """dbt's NodeFinished: settle that node's open ledgers. A post-hook already settled a model
-        that ran it; this settles previews, models whose SQL failed, and each microbatch batch (the
-        batches of an LLM model run one after another, see _llm_prepare)."""
+        """dbt's NodeFinished settles the node's open ledgers (see Settler.node_finished)."""
         finished = dbt_events.node_finished(msg)
-        if finished is None:
-            return
-        node_id, failed = finished
-        ledgers = self.book.open_ledgers(node_id)
-        self._close_ledgers(ledgers, node_failed=failed)
-        for lg in ledgers:
-            if lg.written:
-                self._log(summary(lg))
+        if finished is not None:
+            self.settler.node_finished(*finished)
 
     # -- dbt_llm_prepare(args_json): called once per macro call when the model renders --
     def prepare(self, args_json: str) -> str:
@@ -274,12 +261,9 @@ class Runtime:
         for outcome in chunk.shared_failures:
             self.recorder.error(call, outcome, texts_by_key, shared=True)
         if fatal is None and call.batch_id and (chunk.skipped or (chunk.failed and call.on_error == "fail")):
-            fatal = self._fail_batch(call, invocation, ledger)
+            fatal = self.settler.fail_batch(call, invocation, ledger, self.sender.drain(call, invocation))
         if fatal is None and call.batch_id and call.dry_run and ledger.est_requests:
-            self.writer.put_audit(self.book.close(ledger, "dry_run"))
-            self.writer.flush()
-            self._log(summary(ledger))
-            fatal = verdict.batch_dry_run(call.where, ledger)
+            fatal = self.settler.batch_dry_run(call, ledger)
         if claimed or fatal is not None or chunk.shared_failures:
             # What this chunk paid for is committed before DuckDB gets the answers.
             self.writer.put_audit(self.book.snapshot(ledger))
@@ -287,28 +271,6 @@ class Runtime:
         if fatal is not None:
             raise fatal
         return pa.array(chunk.results, pa.string())
-
-    def _fail_batch(self, call: Call, invocation: Invocation, ledger: Ledger) -> DbtLlmError:
-        """A microbatch batch fails on its own rows, in its own statement (dbt runs the post-hook
-        only after the last batch). Every text the batch queued is answered first, so the batch
-        fails once, with all its failures recorded and every answer it paid for cached."""
-        outcomes = self.sender.drain(call, invocation)
-        with self._lock:
-            invocation.failed.update(((call.handle, o.key), o) for o in outcomes if not o.ok)
-            failures = [o for (h, _), o in invocation.failed.items() if h == call.handle]
-            skipped = sum(o.error_kind == "budget" for o in failures)
-            ledger.failed_rows += sum(not o.ok and o.error_kind != "budget" for o in outcomes)
-            ledger.skipped_rows += sum(o.error_kind == "budget" for o in outcomes)
-            ledger.status = "budget_exceeded" if skipped else "failed_rows"
-        self.writer.put_audit(self.book.close(ledger, ledger.status))
-        self.writer.flush()
-        self._log(summary(ledger))
-        if skipped:
-            with self._lock:
-                budget = invocation.budget_of(call)
-            return verdict.budget_error(call.where, budget, skipped, batch=True)
-        query = verdict.errors_query(self._schema, call.invocation_id, call.node_id)
-        return verdict.batch_failed(call.where, len(failures) - skipped, query)
 
     # -- dbt_llm_estimated(invocation_id, node_id): in a dry run's post-hook, before dbt_llm_finish --
     def estimated(self, invocation_id: str, node_id: str) -> int:
@@ -326,31 +288,7 @@ class Runtime:
             if node_id in invocation.finished:
                 return f"{node_id}: settled"
             invocation.finished.add(node_id)
-        # Batches of a microbatch model that failed or finished are settled already: this is the last.
-        ledgers = self.book.open_ledgers(node_id)
-        for lg in ledgers:
-            self.writer.put_audit(self.book.close(lg, lg.final_status()))
-        self.writer.flush()
-        for lg in ledgers:
-            self._log(summary(lg))
-        failed = sum(lg.failed_rows for lg in ledgers if lg.on_error == "fail")
-        skipped = sum(lg.skipped_rows for lg in ledgers)
-        estimated = sum(lg.est_requests for lg in ledgers)
-        if any(lg.dry_run for lg in ledgers) and estimated:
-            with self._lock:
-                for lg in ledgers:
-                    invocation.estimate_total.add(lg)
-                self._log(verdict.dry_run_note(node_id, ledgers, materialized, invocation.estimate_total))
-            return f"{node_id}: dry run, {estimated} request(s) not sent"
-        if skipped:
-            with self._lock:
-                budget = invocation.model_budgets.get(node_id, invocation.budget)
-            raise verdict.budget_error(node_id, budget, skipped)
-        if failed:
-            raise verdict.rows_failed(node_id, failed, verdict.errors_query(self._schema, invocation_id, node_id))
-        calls = sum(lg.api_calls for lg in ledgers)
-        hits = sum(lg.cache_hits for lg in ledgers)
-        return f"{node_id}: {calls} API call(s), {hits} cache hit(s)"
+        return self.settler.finish_model(invocation, node_id, materialized)
 
     def close(self) -> None:
         self._progress.stop()
