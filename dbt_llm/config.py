@@ -94,6 +94,11 @@ class _PriceEntry:
 
     input: Float = Field(ge=0, description="USD per 1M input (prompt) tokens")
     output: Float = Field(ge=0, description="USD per 1M output (completion) tokens")
+    cached_input: Float | None = Field(
+        default=None, ge=0, description="USD per 1M prompt tokens the provider served from its prefix cache"
+    )
+    batch_input: Float | None = Field(default=None, ge=0, description="USD per 1M input tokens in batch mode")
+    batch_output: Float | None = Field(default=None, ge=0, description="USD per 1M output tokens in batch mode")
 
 
 def _price_entries(value: Any) -> Any:
@@ -104,7 +109,10 @@ def _price_entries(value: Any) -> Any:
 
 
 def _as_prices(entries: dict[str, _PriceEntry]) -> dict[str, Price]:
-    return {model: Price(entry.input, entry.output) for model, entry in entries.items()}
+    return {
+        model: Price(entry.input, entry.output, entry.cached_input, entry.batch_input, entry.batch_output)
+        for model, entry in entries.items()
+    }
 
 
 # Typed as the table the runtime uses; validated as entries that refuse other keys and negative prices.
@@ -275,7 +283,8 @@ def _config_error(error: ErrorDetails, values: dict[str, Any]) -> ConfigError:
         return _fail(".".join(loc), f"is {value!r}", _expected(_fields(_PriceEntry)[loc[2]]))
     if len(loc) > 1:  # a price entry that is not exactly {input, output}
         entry = _price_entries(values["prices"])[loc[1]]
-        return _fail(f"prices.{loc[1]}", f"is {entry!r}", "Give exactly `input` and `output`, in USD per 1M tokens.")
+        fix = "Give `input` and `output` (optionally `cached_input`, `batch_input`, `batch_output`), USD per 1M tokens."
+        return _fail(f"prices.{loc[1]}", f"is {entry!r}", fix)
     if value is None:  # YAML null, where it means nothing
         default = _FIELDS[key].default
         fix = f"Give it a value, or remove the key to get the default, {default!r}."

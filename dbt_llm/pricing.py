@@ -4,27 +4,49 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+BATCH_SHARE = 0.5  # OpenAI, Anthropic, Gemini and Mistral sell batch tokens at half the list price
+
 
 @dataclass(frozen=True)
 class Price:
+    """USD per 1M tokens. Prompt tokens the provider served from its prefix cache cost `cached_input`
+    (the input price when unknown); batch mode costs `batch_input`/`batch_output`, half the list
+    price unless given."""
+
     input: float
     output: float
+    cached_input: float | None = None
+    batch_input: float | None = None
+    batch_output: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        return (
+            (prompt_tokens - cached) * self.input + cached * cached_price + completion_tokens * self.output
+        ) / 1_000_000
+
+    def for_batch(self) -> Price:
+        """The price of the same tokens through the provider's Batch API: half, unless given."""
+        return Price(
+            self.input * BATCH_SHARE if self.batch_input is None else self.batch_input,
+            self.output * BATCH_SHARE if self.batch_output is None else self.batch_output,
+            None if self.cached_input is None else self.cached_input * BATCH_SHARE,
+        )
 
 
-# Public list prices (USD per 1M tokens, standard tier). The profile's `prices:` overrides them.
+# Public list prices (USD per 1M tokens, standard tier, cached input where the provider lists one).
+# The profile's `prices:` overrides them.
 BUILTIN_PRICES: dict[str, Price] = {
-    "gpt-4o-mini": Price(0.15, 0.60),
-    "gpt-4o": Price(2.50, 10.00),
-    "gpt-4.1": Price(2.00, 8.00),
-    "gpt-4.1-mini": Price(0.40, 1.60),
-    "gpt-4.1-nano": Price(0.10, 0.40),
-    "gpt-5": Price(1.25, 10.00),
-    "gpt-5-mini": Price(0.25, 2.00),
-    "gpt-5-nano": Price(0.05, 0.40),
-    "o4-mini": Price(1.10, 4.40),
+    "gpt-4o-mini": Price(0.15, 0.60, cached_input=0.075),
+    "gpt-4o": Price(2.50, 10.00, cached_input=1.25),
+    "gpt-4.1": Price(2.00, 8.00, cached_input=0.50),
+    "gpt-4.1-mini": Price(0.40, 1.60, cached_input=0.10),
+    "gpt-4.1-nano": Price(0.10, 0.40, cached_input=0.025),
+    "gpt-5": Price(1.25, 10.00, cached_input=0.125),
+    "gpt-5-mini": Price(0.25, 2.00, cached_input=0.025),
+    "gpt-5-nano": Price(0.05, 0.40, cached_input=0.005),
+    "o4-mini": Price(1.10, 4.40, cached_input=0.275),
 }
 
 

@@ -36,7 +36,7 @@ KEYS = sorted(SCHEMA["properties"])
         ({"api_key_env": "  sk-live-abc123 "}, "`api_key_env` does not look like the name of an environment variable"),
         ({"model": "  "}, "`model` is '  '. Set it to a non-empty string."),
         ({"model": 4}, "`model` is 4. Set it to a non-empty string."),
-        ({"prices": {"m": {"input": 1}}}, "`prices.m` is {'input': 1}. Give exactly `input` and `output`"),
+        ({"prices": {"m": {"input": 1}}}, "`prices.m` is {'input': 1}. Give `input` and `output` (optionally `cached_input`"),
         ({"prices": {"m": {"input": 1, "output": 1, "cached": 1}}}, "`prices.m` is {'input': 1, 'output': 1, 'cac"),
         ({"prices": {"m": 5}}, "`prices.m` is 5"),
         ({"prices": ["m"]}, "`prices` is ['m']. Use a mapping"),
@@ -260,3 +260,14 @@ def test_macros_without_the_plugin_say_how_to_add_it(project: DbtProject) -> Non
     result = project.dbt("run", ok=False)
     message = "".join(str(r.message) for r in (result.result or [])) + str(result.exception)
     assert "the dbt_llm plugin is not loaded" in message and "module: dbt_llm.plugin" in message
+
+
+def test_prices_take_cached_and_batch_prices() -> None:
+    config = parse_config({"prices": {"m": {"input": 1, "output": 4, "cached_input": 0.25, "batch_output": 1.5}}})
+    price = config.prices["m"]
+    # 1M prompt tokens of which half cached, plus 1M completion tokens.
+    assert price.cost(1_000_000, 1_000_000, cached_tokens=500_000) == 0.5 + 0.125 + 4
+    batch = price.for_batch()  # half the list price unless given
+    assert (batch.input, batch.output, batch.cached_input) == (0.5, 1.5, 0.125)
+    with pytest.raises(ConfigError, match=r"`prices.m.batch_input` is -1"):
+        parse_config({"prices": {"m": {"input": 1, "output": 4, "batch_input": -1}}})
