@@ -36,7 +36,10 @@ KEYS = sorted(SCHEMA["properties"])
         ({"api_key_env": "  sk-live-abc123 "}, "`api_key_env` does not look like the name of an environment variable"),
         ({"model": "  "}, "`model` is '  '. Set it to a non-empty string."),
         ({"model": 4}, "`model` is 4. Set it to a non-empty string."),
-        ({"prices": {"m": {"input": 1}}}, "`prices.m` is {'input': 1}. Give `input` and `output` (optionally `cached_input`"),
+        (
+            {"prices": {"m": {"input": 1}}},
+            "`prices.m` is {'input': 1}. Give `input` and `output` (optionally `cached_input`",
+        ),
         ({"prices": {"m": {"input": 1, "output": 1, "cached": 1}}}, "`prices.m` is {'input': 1, 'output': 1, 'cac"),
         ({"prices": {"m": 5}}, "`prices.m` is 5"),
         ({"prices": ["m"]}, "`prices` is ['m']. Use a mapping"),
