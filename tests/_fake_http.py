@@ -4,7 +4,8 @@
 ``POST /v1/chat/completions`` and ``GET /v1/models`` on ``127.0.0.1`` from a daemon thread.
 What they do alike lives here: the server and handler classes, start/stop, reading the request
 body, the API-key check, OpenAI-style error and completion bodies, and the server-side faults
-(500, 503, an HTML 502 and a hung connection).  What a server answers is up to its ``_handle_chat``.
+(500, 503, an HTML 502 and a hung connection).  What a server answers is up to its ``_handle_chat``;
+any other URL goes to its ``_handle_extra`` (the Batch API of ``FakeOpenAI``), then is a 404.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ BAD_GATEWAY_HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 # --------------------------------------------------------------------------- #
 
 
-def error_body(message: str, type_: str, code: str | None) -> bytes:
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
     """An OpenAI-style ``{"error": ...}`` body."""
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+    return json.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}}).encode()
 
 
 def load_json(raw: bytes) -> Any:
@@ -84,7 +85,7 @@ def response_format(body: Mapping[str, Any]) -> tuple[dict[str, Any] | None, boo
     return schema, wants_json
 
 
-def chat_completion(
+def chat_completion_dict(
     completion_id: str,
     model: str,
     content: str,
@@ -92,9 +93,20 @@ def chat_completion(
     finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
-) -> bytes:
-    """A non-streaming ``chat.completion`` body with one choice and its usage."""
-    response = {
+    cached_tokens: int | None = None,
+) -> dict[str, Any]:
+    """A non-streaming ``chat.completion`` with one choice and its usage.
+
+    ``usage.prompt_tokens_details.cached_tokens`` is there only when ``cached_tokens`` is given.
+    """
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
@@ -107,12 +119,30 @@ def chat_completion(
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage,
     }
+
+
+def chat_completion(
+    completion_id: str,
+    model: str,
+    content: str,
+    *,
+    finish_reason: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int | None = None,
+) -> bytes:
+    """``chat_completion_dict`` as a JSON body."""
+    response = chat_completion_dict(
+        completion_id,
+        model,
+        content,
+        finish_reason=finish_reason,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=cached_tokens,
+    )
     return json.dumps(response).encode()
 
 
@@ -246,7 +276,8 @@ class FakeHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.route() != "/v1/models":
-            self.send_not_found()
+            if not self.owner._handle_extra(self, "GET", b""):
+                self.send_not_found()
             return
         if self.models_need_auth and not self.authorized():
             self.send_unauthorized()
@@ -263,7 +294,8 @@ class FakeHandler(BaseHTTPRequestHandler):
             self.send_body(400, error_body(self.bad_body_message, "invalid_request_error", None))
             return
         if self.route() != "/v1/chat/completions":
-            self.send_not_found()
+            if not self.owner._handle_extra(self, "POST", raw):
+                self.send_not_found()
             return
         self.owner._handle_chat(self, raw)
 
@@ -290,6 +322,10 @@ class FakeService:
 
     def _handle_chat(self, handler: FakeHandler, raw: bytes) -> None:
         raise NotImplementedError
+
+    def _handle_extra(self, handler: FakeHandler, method: str, raw: bytes) -> bool:
+        """Answer a request for any other URL; ``False`` (the default) when this server has no such URL."""
+        return False
 
     def _starting(self) -> None:
         """Called by ``start()`` just before it binds."""

@@ -1,8 +1,8 @@
-"""A deterministic, local, fault-injecting fake of the OpenAI chat-completions API.
+"""A deterministic, local, fault-injecting fake of the OpenAI chat-completions and Batch APIs.
 
-The server speaks just enough of the OpenAI HTTP API (``POST /v1/chat/completions``
-and ``GET /v1/models``) for SQL-side LLM calls to be tested end to end without a
-network.  Answers are a pure function of the request's input text and its
+The server speaks just enough of the OpenAI HTTP API (``POST /v1/chat/completions``,
+``GET /v1/models`` and the Batch API below) for SQL-side LLM calls to be tested end to end
+without a network.  Answers are a pure function of the request's input text and its
 ``response_format`` JSON schema, so they are reproducible and always valid for
 that schema (unless a fault asks otherwise).  Every request is recorded, and
 faults (rate limits, server errors, HTML gateways, hung connections, invalid
@@ -37,6 +37,89 @@ Options of the command line (``--help`` lists them all):
 
     ``dropped`` counts connections closed without an answer (``timeout`` faults); a hung
     request is counted when it is dropped.
+``--batch-delay S``
+    How long a batch takes from created to completed (default 0.1; 0 is fine).
+
+Prefix cache
+------------
+``usage.prompt_tokens_details.cached_tokens`` follows OpenAI's rule (caching from 1024
+tokens on, in 128-token steps) for the fixed part of a prompt: the leading ``system`` (or
+``developer``) messages.  When they are at least 1024 tokens (``ceil(chars / 4)``), the
+answer carries ``prompt_tokens_details``: ``cached_tokens`` is 0 the first time the server sees
+that prefix for that model and, every later time, the prefix's tokens rounded down to a
+multiple of 128.  A shorter prefix is never cached and its answers carry no
+``prompt_tokens_details`` (clients must read a missing one as 0).  Realtime requests and batch
+lines share the cache; only answered (200) requests fill it; ``reset()`` empties it.
+
+Batch API
+---------
+Files and batches as OpenAI documents them; every URL checks the API key (401):
+
+``POST /v1/files``
+    ``multipart/form-data`` with ``purpose=batch`` and ``file`` (a ``.jsonl``, or no filename).
+    Answers a File object ``{id: "file-...", object: "file", bytes, created_at, filename,
+    purpose, status: "processed", ...}``.  The whole file is checked first, else a 400
+    ``{"error": {message: "Line N: ...", type: "invalid_request_error", param: "file", code}}``
+    with ``code`` one of ``invalid_file_format``, ``empty_file``, ``invalid_json_line``,
+    ``missing_required_parameter`` (``custom_id``, ``method``, ``url``, ``body`` or
+    ``body.model``), ``invalid_custom_id``, ``invalid_method`` (not ``POST``), ``invalid_url``
+    (not ``/v1/chat/completions``), ``invalid_body``, ``duplicate_custom_id`` and
+    ``mismatched_model`` (one model per batch, as OpenAI requires).
+``GET /v1/files/{id}``, ``GET /v1/files/{id}/content``, ``DELETE /v1/files/{id}``
+    A File object, the stored bytes (inputs, outputs and error files alike), a deletion
+    ``{id, object: "file", deleted: true}``; 404 for an unknown id.
+``POST /v1/batches``
+    ``{input_file_id, endpoint: "/v1/chat/completions", completion_window: "24h", metadata?}``
+    (else a 400; an unknown file is a 404).  Answers the Batch object, status ``validating``:
+    ``{id: "batch_...", object: "batch", endpoint, errors, input_file_id, completion_window,
+    status, output_file_id, error_file_id, created_at, in_progress_at, expires_at,
+    finalizing_at, completed_at, failed_at, expired_at, cancelling_at, cancelled_at,
+    request_counts: {total, completed, failed}, metadata}``.
+``GET /v1/batches/{id}``, ``GET /v1/batches?limit=20&after=batch_...``
+    The batch; the list (newest first) ``{object: "list", data, first_id, last_id, has_more}``.
+``POST /v1/batches/{id}/cancel``
+    Status ``cancelling``, then ``cancelled``; a 409 once the batch has ended.
+
+Nothing runs in the background: each call catches the batches up with ``fake.clock()``
+(``time.time`` unless a test swaps in its own).  With ``d = batch_delay``, a batch is
+``validating`` for ``d/3``, then ``in_progress`` for ``d/3`` (its lines are answered one by one,
+in input order, evenly over that third; ``request_counts`` grows meanwhile; ``total`` is 0
+while validating), then ``finalizing`` for ``d/3``, then ``completed``.  The output and error
+files exist from then on.  A batch not completed ``batch_window`` seconds (default 24 h) after
+it was created ends ``expired``.  A cancelled batch stops answering at once and is ``cancelled``
+``d/3`` later.  Ended batches keep what was answered: the output file holds one line per 200,
+``{id: "batch_req_...", custom_id, response: {status_code: 200, request_id, body: <the
+chat.completion the realtime endpoint gives that body>}, error: null}``; the error file holds a
+line per failed request, ``{id, custom_id, response: {status_code: 500 (or 400), request_id,
+body: {error}}, error: {code, message}}``, and one per request never run, ``{..., response:
+null, error: {code: "batch_expired" | "batch_cancelled", message}}``.  A file that would be
+empty is not made (its id stays null).  ``request_counts`` count answered lines only: 200s as
+``completed``, others as ``failed``; lines never run are in neither.  The lines of both files
+are shuffled (seeded by ``batch_seed`` and the batch id): clients must match by ``custom_id``.
+
+Knobs (attributes, also ``FakeOpenAI(batch_delay=, batch_window=)``): ``batch_delay`` and
+``batch_window`` are read when a batch is created, ``batch_seed`` when its files are written,
+``clock`` on every call.  Faults:
+
+``inject_batch_line(kind, times=1, match=None)``
+    The next ``times`` batch lines whose input text contains ``match`` get ``500`` (an error
+    file line), ``invalid`` (a 200 whose answer breaks the schema) or ``truncated`` (half an
+    answer, ``finish_reason: length``); taken when a line is answered.  Realtime ``inject()``
+    and fault rates never touch batch lines.
+``inject_batch(kind, times=1, completed=0)``
+    The next ``times`` batches created: ``stall`` stays ``in_progress`` forever (it never
+    expires; only its first ``completed`` lines get answered; cancel ends it); ``expire``
+    ends ``expired`` when it would have completed, its first ``completed`` lines answered and
+    the rest ``batch_expired``; ``fail`` ends ``failed`` after validating, with ``errors``
+    (``token_limit_exceeded``) and no files.
+
+Records: ``fake.batches`` (``RecordedBatch``: id, status, input_file_id, custom_ids in input
+order, request_counts, output/error file ids, output_custom_ids and error_custom_ids in file
+order, metadata, fault), ``fake.files`` (``RecordedFile``: id, purpose ``batch`` or
+``batch_output``, filename, content, created_at) and ``fake.batch_requests`` (a
+``RecordedRequest`` per answered line, with ``batch_id`` and ``custom_id`` set and the same
+usage as realtime; ``fake.requests`` holds realtime requests only).  ``batch_answered()`` is
+``answered()`` for batch lines.  ``reset()`` forgets batches and files too.
 """
 
 from __future__ import annotations
@@ -52,12 +135,19 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from _fake_batches import (
+    BATCH_FAULTS,
+    DEFAULT_BATCH_DELAY,
+    DEFAULT_BATCH_WINDOW,
+    BatchService,
+    RecordedBatch,
+    RecordedFile,
+)
 from _fake_http import BAD_GATEWAY_HTML as BAD_GATEWAY_HTML  # re-export: it used to be defined here
 from _fake_http import (
     MODEL_ID,
     FakeHandler,
-    FakeService,
-    chat_completion,
+    chat_completion_dict,
     content_text,
     error_body,
     estimate_tokens,
@@ -68,9 +158,13 @@ from _fake_http import (
 )
 
 __all__ = [
+    "BATCH_FAULTS",
+    "BATCH_LINE_FAULTS",
     "FAULT_KINDS",
     "MODEL_ID",
     "FakeOpenAI",
+    "RecordedBatch",
+    "RecordedFile",
     "RecordedRequest",
     "build_answer",
     "extract_input_text",
@@ -86,8 +180,11 @@ FAULT_KINDS: tuple[str, ...] = (
     "invalid",
     "truncated",
 )
+BATCH_LINE_FAULTS: tuple[str, ...] = ("500", "invalid", "truncated")
 INVALID_LABEL = "not-a-label"
 DEFAULT_RETRY_AFTER = 0.05
+CACHE_MIN_TOKENS = 1024  # OpenAI caches prompt prefixes from 1024 tokens on,
+CACHE_INCREMENT = 128  # in steps of 128 tokens
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TRUE_WORDS = frozenset({"yes", "true", "1"})
@@ -108,6 +205,9 @@ class RecordedRequest:
     completion_tokens: int
     content: str | None
     authorization: str | None
+    cached_tokens: int = 0  # usage.prompt_tokens_details.cached_tokens of the answer
+    batch_id: str | None = None  # set on batch lines (FakeOpenAI.batch_requests)
+    custom_id: str | None = None
 
 
 # --------------------------------------------------------------------------- #
@@ -407,9 +507,84 @@ class _QueuedFault:
     retry_after: float | None
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in FAULT_KINDS:
-        raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+def _check_kind(kind: str, kinds: tuple[str, ...] = FAULT_KINDS) -> None:
+    if kind not in kinds:
+        raise ValueError(f"unknown fault kind {kind!r}; expected one of {kinds}")
+
+
+def _take(queue: list[_QueuedFault], text: str) -> _QueuedFault | None:
+    """The first queued fault that matches ``text``, one use of it spent."""
+    for queued in queue:
+        if queued.match is None or queued.match in text:
+            queued.remaining -= 1
+            if queued.remaining <= 0:
+                queue.remove(queued)
+            return queued
+    return None
+
+
+# --------------------------------------------------------------------------- #
+# One chat request, realtime or a batch line
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class _Chat:
+    """What the answer to a chat-completions body depends on."""
+
+    body: Any
+    messages: list[Any]
+    model: str
+    schema: dict[str, Any] | None
+    wants_json: bool
+    text: str
+    prompt_tokens: int
+    prefix: str  # the text of the leading system (or developer) messages: the fixed part of a prompt
+
+    @classmethod
+    def parse(cls, body: Any) -> _Chat:
+        messages: list[Any] = []
+        model = ""
+        schema: dict[str, Any] | None = None
+        wants_json = False
+        if isinstance(body, dict):
+            if isinstance(body.get("messages"), list):
+                messages = body["messages"]
+            model = str(body.get("model") or "")
+            schema, wants_json = response_format(body)
+        prefix: list[str] = []
+        for message in messages:
+            if not isinstance(message, dict) or message.get("role") not in ("system", "developer"):
+                break
+            prefix.append(content_text(message.get("content")))
+        return cls(
+            body=body,
+            messages=messages,
+            model=model,
+            schema=schema,
+            wants_json=wants_json,
+            text=extract_input_text(messages),
+            prompt_tokens=estimate_tokens(message_chars(messages)),
+            prefix="\n".join(prefix),
+        )
+
+    def problem(self) -> str | None:
+        """Why the body is a 400, if it is one."""
+        if not isinstance(self.body, dict):
+            return "Invalid JSON body"
+        if not self.messages:
+            return "'messages' is a required property"
+        if self.body.get("stream"):
+            return "stream=true is not supported by FakeOpenAI"
+        return None
+
+
+@dataclass(frozen=True)
+class _Completion:
+    body: dict[str, Any]
+    content: str
+    completion_tokens: int
+    cached_tokens: int
 
 
 # --------------------------------------------------------------------------- #
@@ -430,15 +605,17 @@ class _Handler(FakeHandler):
         self.send_not_found()
 
     def do_DELETE(self) -> None:
-        self.send_not_found()
+        raw = self.read_body()
+        if not self.owner._handle_extra(self, "DELETE", raw):
+            self.send_not_found()
 
     def do_PATCH(self) -> None:
         self.read_body()
         self.send_not_found()
 
 
-class FakeOpenAI(FakeService):
-    """A local OpenAI-compatible chat-completions server with fault injection."""
+class FakeOpenAI(BatchService):
+    """A local OpenAI-compatible chat-completions and Batch API server with fault injection."""
 
     _handler = _Handler
     _queue_size = 256
@@ -450,44 +627,53 @@ class FakeOpenAI(FakeService):
         latency: float = 0.0,
         api_key: str | None = None,
         hang_seconds: float = 30.0,
+        batch_delay: float = DEFAULT_BATCH_DELAY,
+        batch_window: float = DEFAULT_BATCH_WINDOW,
     ) -> None:
-        super().__init__(api_key=api_key, hang_seconds=hang_seconds)
+        super().__init__(api_key=api_key, hang_seconds=hang_seconds, batch_delay=batch_delay, batch_window=batch_window)
         self.latency = latency
         self._records: list[RecordedRequest] = []
+        self._batch_records: list[RecordedRequest] = []
         self._queue: list[_QueuedFault] = []
+        self._batch_line_queue: list[_QueuedFault] = []
         self._rates: dict[str, float] = {}
         self._rng = random.Random(0)
+        self._seen_prefixes: set[tuple[str, str]] = set()
 
     # -- recording --------------------------------------------------------- #
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """A copy of every request received so far, in completion order."""
+        """A copy of every realtime request received so far, in completion order (batch lines are not in it)."""
         with self._lock:
             return list(self._records)
 
+    @property
+    def batch_requests(self) -> list[RecordedRequest]:
+        """Every batch line answered so far (as of now), in the order they were answered."""
+        with self._batch_lock:
+            self._catch_up()
+            with self._lock:
+                return list(self._batch_records)
+
     def answered(self) -> list[RecordedRequest]:
-        """Requests that got a 200 with a complete, schema-valid answer."""
-        result: list[RecordedRequest] = []
-        for record in self.requests:
-            if record.status != 200 or record.fault is not None or record.content is None:
-                continue
-            if record.schema is not None:
-                try:
-                    value = json.loads(record.content)
-                except ValueError:
-                    continue
-                if not is_valid(record.schema, value):
-                    continue
-            result.append(record)
-        return result
+        """Realtime requests that got a 200 with a complete, schema-valid answer."""
+        return _valid_answers(self.requests)
+
+    def batch_answered(self) -> list[RecordedRequest]:
+        """Batch lines that got a 200 with a complete, schema-valid answer."""
+        return _valid_answers(self.batch_requests)
 
     def reset(self) -> None:
-        """Forget recorded requests and all pending (queued and random) faults."""
+        """Forget recorded requests, pending faults, the prefix cache, and every batch and file."""
+        self._reset_batches()
         with self._lock:
             self._records.clear()
+            self._batch_records.clear()
             self._queue.clear()
+            self._batch_line_queue.clear()
             self._rates = {}
+            self._seen_prefixes.clear()
 
     # -- faults ------------------------------------------------------------ #
 
@@ -506,6 +692,14 @@ class FakeOpenAI(FakeService):
         with self._lock:
             self._queue.append(_QueuedFault(kind, times, match, retry_after))
 
+    def inject_batch_line(self, kind: str, *, times: int = 1, match: str | None = None) -> None:
+        """Apply ``kind`` (``500``, ``invalid``, ``truncated``) to the next ``times`` batch lines matching ``match``."""
+        _check_kind(kind, BATCH_LINE_FAULTS)
+        if times < 1:
+            return
+        with self._lock:
+            self._batch_line_queue.append(_QueuedFault(kind, times, match, None))
+
     def set_fault_rates(self, rates: dict[str, float], seed: int = 0) -> None:
         """Fault each request at random with these probabilities (one seeded draw per request)."""
         for kind, rate in rates.items():
@@ -520,12 +714,9 @@ class FakeOpenAI(FakeService):
 
     def _pick_fault(self, text: str) -> tuple[str | None, float | None]:
         with self._lock:
-            for queued in self._queue:
-                if queued.match is None or queued.match in text:
-                    queued.remaining -= 1
-                    if queued.remaining <= 0:
-                        self._queue.remove(queued)
-                    return queued.kind, queued.retry_after
+            queued = _take(self._queue, text)
+            if queued is not None:
+                return queued.kind, queued.retry_after
             if self._rates:
                 draw = self._rng.random()
                 cumulative = 0.0
@@ -548,60 +739,66 @@ class FakeOpenAI(FakeService):
 
     # -- internals --------------------------------------------------------- #
 
-    def _record(self, record: RecordedRequest) -> None:
+    def _cached_tokens(self, chat: _Chat) -> int | None:
+        """Prompt tokens served from the prefix cache; ``None`` when the prefix is too short to be cached."""
+        prefix_tokens = estimate_tokens(len(chat.prefix)) if chat.prefix else 0
+        if prefix_tokens < CACHE_MIN_TOKENS:
+            return None
+        key = (chat.model, hashlib.sha256(chat.prefix.encode()).hexdigest())
         with self._lock:
-            self._records.append(record)
+            seen = key in self._seen_prefixes
+            self._seen_prefixes.add(key)
+        return prefix_tokens // CACHE_INCREMENT * CACHE_INCREMENT if seen else 0
+
+    def _complete(self, chat: _Chat, fault: str | None) -> _Completion:
+        """The 200 answer to ``chat``, bent by an ``invalid`` or ``truncated`` fault."""
+        finish_reason = "stop"
+        if chat.schema is not None:
+            bend = _invalid_answer if fault == "invalid" else build_answer
+            content = json.dumps(bend(chat.schema, chat.text))
+        elif fault == "invalid":
+            content = INVALID_LABEL
+        else:
+            content = "{}" if chat.wants_json else "ok"
+        if fault == "truncated":
+            content = content[: len(content) // 2]
+            finish_reason = "length"
+        completion_tokens = estimate_tokens(len(content))
+        cached = self._cached_tokens(chat)
+        body = chat_completion_dict(
+            f"chatcmpl-{self._next_id()}",
+            chat.model,
+            content,
+            finish_reason=finish_reason,
+            prompt_tokens=chat.prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached,
+        )
+        return _Completion(body, content, completion_tokens, cached or 0)
 
     def _handle_chat(self, handler: FakeHandler, raw: bytes) -> None:
         authorization = handler.headers.get("Authorization")
-        body = load_json(raw)
-        messages: list[Any] = []
-        model = ""
-        schema: dict[str, Any] | None = None
-        wants_json = False
-        if isinstance(body, dict):
-            if isinstance(body.get("messages"), list):
-                messages = body["messages"]
-            model = str(body.get("model") or "")
-            schema, wants_json = response_format(body)
-        text = extract_input_text(messages)
-        prompt_tokens = estimate_tokens(message_chars(messages))
+        chat = _Chat.parse(load_json(raw))
 
-        def record(status: int, fault: str | None, content: str | None, completion: int = 0) -> None:
-            self._record(
-                RecordedRequest(
-                    text=text,
-                    model=model,
-                    schema=schema,
-                    status=status,
-                    fault=fault,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion,
-                    content=content,
-                    authorization=authorization,
-                )
-            )
+        def record(status: int, fault: str | None, completion: _Completion | None = None) -> None:
+            with self._lock:
+                self._records.append(_recorded(chat, status, fault, completion, authorization=authorization))
 
         if not handler.authorized():
-            record(401, None, None)
+            record(401, None)
             handler.send_unauthorized()
             return
-        if not isinstance(body, dict) or not messages:
-            record(400, None, None)
-            message = "'messages' is a required property" if isinstance(body, dict) else "Invalid JSON body"
-            handler.send_body(400, error_body(message, "invalid_request_error", None))
-            return
-        if body.get("stream"):
-            record(400, None, None)
-            message = "stream=true is not supported by FakeOpenAI"
-            handler.send_body(400, error_body(message, "invalid_request_error", None))
+        problem = chat.problem()
+        if problem is not None:
+            record(400, None)
+            handler.send_body(400, error_body(problem, "invalid_request_error", None))
             return
 
-        fault, retry_after = self._pick_fault(text)
+        fault, retry_after = self._pick_fault(chat.text)
 
         if fault == "timeout":
             self._hang(handler)
-            record(0, fault, None)
+            record(0, fault)
             return
 
         if self.latency > 0:
@@ -609,8 +806,8 @@ class FakeOpenAI(FakeService):
 
         if fault == "429":
             wait = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
-            record(429, fault, None)
-            message = f"Rate limit reached for {model or MODEL_ID}. Please try again in {wait}s."
+            record(429, fault)
+            message = f"Rate limit reached for {chat.model or MODEL_ID}. Please try again in {wait}s."
             handler.send_body(
                 429,
                 error_body(message, "rate_limit_exceeded", "rate_limit_exceeded"),
@@ -619,32 +816,79 @@ class FakeOpenAI(FakeService):
             return
         reply = server_fault_reply(fault)
         if reply is not None:
-            record(reply.status, fault, None)
+            record(reply.status, fault)
             handler.send_reply(reply)
             return
 
-        finish_reason = "stop"
-        if schema is not None:
-            answer = _invalid_answer(schema, text) if fault == "invalid" else build_answer(schema, text)
-            content = json.dumps(answer)
-        elif fault == "invalid":
-            content = INVALID_LABEL
-        else:
-            content = "{}" if wants_json else "ok"
-        if fault == "truncated":
-            content = content[: len(content) // 2]
-            finish_reason = "length"
-        completion_tokens = estimate_tokens(len(content))
-        response = chat_completion(
-            f"chatcmpl-{self._next_id()}",
-            model,
-            content,
-            finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
-        record(200, fault, content, completion_tokens)
-        handler.send_body(200, response)
+        completion = self._complete(chat, fault)
+        record(200, fault, completion)
+        handler.send_body(200, json.dumps(completion.body).encode())
+
+    def _answer_batch_line(self, batch_id: str, custom_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        chat = _Chat.parse(body)
+
+        def record(status: int, fault: str | None, completion: _Completion | None = None) -> None:
+            recorded = _recorded(chat, status, fault, completion, batch_id=batch_id, custom_id=custom_id)
+            with self._lock:
+                self._batch_records.append(recorded)
+
+        problem = chat.problem()
+        if problem is not None:
+            record(400, None)
+            return 400, json.loads(error_body(problem, "invalid_request_error", None))
+        with self._lock:
+            queued = _take(self._batch_line_queue, chat.text)
+        fault = None if queued is None else queued.kind
+        reply = server_fault_reply(fault)
+        if reply is not None:
+            record(reply.status, fault)
+            return reply.status, json.loads(reply.body)
+        completion = self._complete(chat, fault)
+        record(200, fault, completion)
+        return 200, completion.body
+
+
+def _recorded(
+    chat: _Chat,
+    status: int,
+    fault: str | None,
+    completion: _Completion | None,
+    *,
+    authorization: str | None = None,
+    batch_id: str | None = None,
+    custom_id: str | None = None,
+) -> RecordedRequest:
+    return RecordedRequest(
+        text=chat.text,
+        model=chat.model,
+        schema=chat.schema,
+        status=status,
+        fault=fault,
+        prompt_tokens=chat.prompt_tokens,
+        completion_tokens=0 if completion is None else completion.completion_tokens,
+        content=None if completion is None else completion.content,
+        authorization=authorization,
+        cached_tokens=0 if completion is None else completion.cached_tokens,
+        batch_id=batch_id,
+        custom_id=custom_id,
+    )
+
+
+def _valid_answers(records: list[RecordedRequest]) -> list[RecordedRequest]:
+    """The records of a 200 with a complete, schema-valid answer."""
+    result: list[RecordedRequest] = []
+    for record in records:
+        if record.status != 200 or record.fault is not None or record.content is None:
+            continue
+        if record.schema is not None:
+            try:
+                value = json.loads(record.content)
+            except ValueError:
+                continue
+            if not is_valid(record.schema, value):
+                continue
+        result.append(record)
+    return result
 
 
 def _fault_rate(text: str) -> tuple[str, float]:
@@ -687,6 +931,13 @@ def main(argv: list[str] | None = None) -> None:
         "--hang-seconds", type=float, default=30.0, help="how long a `timeout` fault holds the connection (default: 30)"
     )
     parser.add_argument(
+        "--batch-delay",
+        type=float,
+        default=DEFAULT_BATCH_DELAY,
+        metavar="SECONDS",
+        help=f"how long a batch takes from created to completed (default: {DEFAULT_BATCH_DELAY:g})",
+    )
+    parser.add_argument(
         "--stats-every",
         type=float,
         default=0.0,
@@ -698,7 +949,11 @@ def main(argv: list[str] | None = None) -> None:
     if sum(rates.values()) > 1:
         parser.error("the --fault-rate rates sum to more than 1")
 
-    fake = FakeOpenAI(latency=args.latency, api_key=args.api_key, hang_seconds=args.hang_seconds)
+    if args.batch_delay < 0:
+        parser.error("--batch-delay must not be negative")
+    fake = FakeOpenAI(
+        latency=args.latency, api_key=args.api_key, hang_seconds=args.hang_seconds, batch_delay=args.batch_delay
+    )
     fake.set_fault_rates(rates, seed=args.seed)
     fake.start(port=args.port)
     print(fake.base_url, flush=True)
