@@ -1,0 +1,408 @@
+"""Nightly batch mode: requests sent through the OpenAI Batch API at its lower price, then waited for.
+
+The runner is dbt-free and synchronous (its caller blocks on it in a thread of its own). It splits
+requests into batches, tells the caller about each batch as soon as it exists (so a killed run can
+collect it later and nothing is paid twice), polls until the batches end or a deadline passes, and
+matches every answer to its request by custom_id, which is the request's cache key. Lines without a
+valid answer are sent again in a follow-up batch, or handed to the caller's realtime path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import TypeVar
+
+from .engine import Outcome, Request
+from .pricing import Price, PriceTable
+from .providers.base import Completion, TransientError
+from .providers.openai_batch import (
+    BatchStatus,
+    OpenAIBatchClient,
+    ResultLine,
+    cached_prompt_tokens,
+    parse_result_line,
+    request_line,
+    split_jsonl,
+)
+from .rows import now
+from .tasks import InvalidAnswer
+
+T = TypeVar("T")
+
+MAX_LINES = 50_000  # the Batch API's limits per input file
+MAX_BYTES = 200_000_000
+BATCH_DISCOUNT = 0.5  # batch price / list price
+
+
+def batch_prices(table: PriceTable) -> Callable[[str], Price | None]:
+    """A model's batch price: half its price in `table`."""
+
+    def price_of(model: str) -> Price | None:
+        price = table.price(model)
+        return None if price is None else Price(price.input * BATCH_DISCOUNT, price.output * BATCH_DISCOUNT)
+
+    return price_of
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch as the caller records it durably: enough to collect it after a restart."""
+
+    batch_id: str
+    input_file_id: str
+    keys: tuple[str, ...]  # the custom_ids of its lines: the requests' cache keys
+    created_at: datetime  # UTC, naive (as the llm_* tables keep times)
+    status: str
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+
+
+@dataclass
+class BatchOutcome(Outcome):
+    """An Outcome, plus what only a batch tells: prompt tokens the provider served from its cache
+    (`usage.prompt_tokens_details.cached_tokens`; billed within prompt_tokens) and the batch whose line
+    settled the key."""
+
+    cached_prompt_tokens: int = 0
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A key whose latest line got no valid answer: its request, why (`kind`, and `so_far.error`), and
+    in `so_far` the attempts, truncations and spend of its tries so far, which carry into its outcome."""
+
+    request: Request
+    kind: str  # invalid_answer, rate_limited, server_error, timeout, bad_response, batch_expired, batch_failed, ...
+    so_far: BatchOutcome
+
+
+@dataclass
+class CollectResult:
+    outcomes: list[BatchOutcome] = field(default_factory=list)  # final: a valid answer, or a refused request
+    retry: list[Retry] = field(default_factory=list)  # to send again
+    pending: list[BatchRecord] = field(default_factory=list)  # not ended at the deadline: collect them later
+    finished: list[BatchRecord] = field(default_factory=list)  # ended and settled, with their final status
+    unknown: list[tuple[str, str]] = field(default_factory=list)  # (batch_id, custom_id) matching no request: ignored
+
+
+@dataclass
+class RunResult:
+    outcomes: list[BatchOutcome] = field(default_factory=list)  # final, answered or failed
+    retry: list[Retry] = field(default_factory=list)  # not sent again: the deadline had passed
+    handed_off: list[Retry] = field(default_factory=list)  # given to `fallback`, with their batch spend
+    pending: list[BatchRecord] = field(default_factory=list)
+    unknown: list[tuple[str, str]] = field(default_factory=list)
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        client: OpenAIBatchClient,
+        *,
+        price_of: Callable[[str], Price | None] | None = None,
+        max_lines: int = MAX_LINES,
+        max_bytes: int = MAX_BYTES,
+        completion_window: str = "24h",
+        poll_initial: float = 5.0,
+        poll_max: float = 60.0,
+        call_attempts: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._price_of = price_of or batch_prices(PriceTable())
+        self._max_lines = max_lines
+        self._max_bytes = max_bytes
+        self._completion_window = completion_window
+        self._poll_initial = poll_initial
+        self._poll_max = poll_max
+        self._call_attempts = call_attempts
+        self._sleep = sleep
+        self._clock = clock
+
+    # -- submit --
+    def submit(
+        self,
+        requests: list[Request],
+        on_created: Callable[[BatchRecord], None],
+        *,
+        earlier: Mapping[str, Retry] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> list[BatchRecord]:
+        """Upload the requests (one line per key) in files within the limits and create a batch of
+        each; `on_created` gets each batch right after it is created, before the next is uploaded.
+        A key of `earlier` (sent before, its answer cut at max_tokens) is sent with max_tokens doubled
+        as many times as it was cut, as the realtime path does."""
+        lines: dict[str, bytes] = {}
+        for request in requests:
+            if request.key in lines:
+                continue  # equal keys are one request: sent and paid once
+            prior = earlier.get(request.key) if earlier else None
+            max_tokens = request.task.max_tokens * 2 ** (prior.so_far.truncated if prior else 0)
+            line = request_line(request.key, request.task, request.text, max_tokens)
+            data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            if len(data) > self._max_bytes:
+                raise ValueError(f"the batch line of key {request.key} has {len(data)} bytes, over {self._max_bytes}")
+            lines[request.key] = data
+        records: list[BatchRecord] = []
+        for number, chunk in enumerate(self._split(lines), start=1):
+            jsonl = b"".join(lines[key] for key in chunk)
+            file_id = self._retrying(functools.partial(self._client.upload, jsonl, f"dbt_llm_{number}.jsonl"))
+            status = self._create(file_id, metadata)
+            record = BatchRecord(status.id, file_id, tuple(chunk), _created_at(status), status.status)
+            try:
+                on_created(record)
+            except BaseException:
+                # Not recorded, it could never be collected: do not let it run and be billed.
+                with contextlib.suppress(Exception):
+                    self._client.cancel(status.id)
+                raise
+            records.append(record)
+        return records
+
+    def _split(self, lines: dict[str, bytes]) -> list[list[str]]:
+        chunks: list[list[str]] = []
+        size = 0
+        for key, data in lines.items():
+            if not chunks or len(chunks[-1]) >= self._max_lines or size + len(data) > self._max_bytes:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(key)
+            size += len(data)
+        return chunks
+
+    def _create(self, file_id: str, metadata: Mapping[str, str] | None) -> BatchStatus:
+        maybe_created = False
+        attempt = 1
+        while True:
+            try:
+                if maybe_created:
+                    found = next((b for b in self._client.recent() if b.input_file_id == file_id), None)
+                    if found is not None:
+                        return found
+                return self._client.create(file_id, completion_window=self._completion_window, metadata=metadata)
+            except TransientError as exc:
+                # A lost answer (timeout, 5xx) may follow a batch the server did create: creating
+                # another would pay for every line twice, so look for it first.
+                maybe_created = maybe_created or exc.kind != "rate_limited"
+                if attempt >= self._call_attempts:
+                    raise
+                self._sleep(self._backoff(exc, attempt))
+                attempt += 1
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        attempt = 1
+        while True:
+            try:
+                return call()
+            except TransientError as exc:
+                if attempt >= self._call_attempts:
+                    raise
+                self._sleep(self._backoff(exc, attempt))
+                attempt += 1
+
+    def _backoff(self, error: TransientError, attempt: int) -> float:
+        if error.retry_after is not None:
+            return error.retry_after
+        return float(min(self._poll_initial * 2 ** (attempt - 1), self._poll_max))
+
+    # -- collect --
+    def collect(
+        self,
+        records: list[BatchRecord],
+        requests_by_key: Mapping[str, Request],
+        *,
+        deadline: float,
+        on_outcome: Callable[[BatchOutcome], None],
+        earlier: Mapping[str, Retry] | None = None,
+    ) -> CollectResult:
+        """Poll the batches until each has ended or `deadline` (of the runner's monotonic clock) has
+        passed; settle every line of each ended batch by its custom_id. `on_outcome` gets each final
+        outcome as soon as it is known. `earlier` holds the failed tries of keys these batches send
+        again: their attempts and spend carry into the outcomes."""
+        result = CollectResult()
+        open_ = {record.batch_id: record for record in records}
+        delay = self._poll_initial
+        while True:
+            wait = delay
+            for batch_id, record in list(open_.items()):
+                try:
+                    status = self._client.get(batch_id)
+                    record = replace(
+                        record,
+                        status=status.status,
+                        output_file_id=status.output_file_id,
+                        error_file_id=status.error_file_id,
+                    )
+                    open_[batch_id] = record
+                    if not status.terminal:
+                        continue
+                    files = [self._client.content(f) for f in (status.output_file_id, status.error_file_id) if f]
+                except TransientError as exc:
+                    # The batch runs on regardless: look again next round, later if the server asks.
+                    wait = max(wait, exc.retry_after or 0.0)
+                    continue
+                del open_[batch_id]
+                self._settle(record, status, files, requests_by_key, earlier or {}, on_outcome, result)
+                result.finished.append(record)
+            left = deadline - self._clock()
+            if not open_ or left <= 0:
+                break
+            self._sleep(min(wait, left))
+            delay = min(delay * 2, self._poll_max)
+        result.pending = list(open_.values())
+        return result
+
+    def _settle(
+        self,
+        record: BatchRecord,
+        status: BatchStatus,
+        files: list[bytes],
+        requests_by_key: Mapping[str, Request],
+        earlier: Mapping[str, Retry],
+        on_outcome: Callable[[BatchOutcome], None],
+        result: CollectResult,
+    ) -> None:
+        """Turn each key of an ended batch into a final outcome or a retry, by custom_id only."""
+        lines: dict[str, tuple[ResultLine, int]] = {}
+        for data in files:
+            for obj in split_jsonl(data):
+                line = parse_result_line(obj)
+                known = lines.get(line.custom_id)
+                if known is None or (known[0].completion is None and line.completion is not None):
+                    lines[line.custom_id] = (line, cached_prompt_tokens(obj))
+        keys = set(record.keys)
+        result.unknown.extend((record.batch_id, cid) for cid in lines if cid not in keys or cid not in requests_by_key)
+        for key in record.keys:
+            request = requests_by_key.get(key)
+            if request is None:
+                continue
+            prior = earlier.get(key)
+            outcome = BatchOutcome(key=key) if prior is None else replace(prior.so_far, error=None)
+            outcome.batch_id = record.batch_id
+            outcome.attempts += 1
+            found = lines.get(key)
+            kind, message = _missing(status) if found is None else self._answer(request, *found, outcome)
+            if kind is None:
+                result.outcomes.append(outcome)
+                on_outcome(outcome)
+            elif kind == "bad_request":
+                outcome.error_kind, outcome.error = "bad_request", message  # refused again if resent
+                result.outcomes.append(outcome)
+                on_outcome(outcome)
+            else:
+                outcome.error = message
+                result.retry.append(Retry(request, kind, outcome))
+
+    def _answer(self, request: Request, line: ResultLine, cached: int, outcome: BatchOutcome) -> tuple[str | None, str]:
+        """Charge the line and validate its answer into `outcome.result`; else (kind, message) of why not."""
+        if line.completion is None:
+            if line.error_kind == "rate_limited":
+                outcome.rate_limited += 1
+            return line.error_kind or "failed", line.error or "no message"
+        self._charge(request, line.completion, cached, outcome)
+        try:
+            outcome.result = self._validate(request, line.completion, outcome)
+        except InvalidAnswer as exc:
+            return "invalid_answer", str(exc)
+        return None, ""
+
+    def _charge(self, request: Request, completion: Completion, cached: int, outcome: BatchOutcome) -> None:
+        """Every line answered is billed, valid or not, at the batch price."""
+        outcome.usage = outcome.usage + completion.usage
+        outcome.cached_prompt_tokens += cached
+        price = self._price_of(request.task.model)
+        if price is None:
+            outcome.cost_usd = None
+        elif outcome.cost_usd is not None:
+            outcome.cost_usd += price.cost(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+
+    @staticmethod
+    def _validate(request: Request, completion: Completion, outcome: BatchOutcome) -> str:
+        """As the realtime path: a cut or refused answer is invalid; a cut one is resent with more room."""
+        if completion.finish_reason == "length":
+            max_tokens = request.task.max_tokens * 2**outcome.truncated
+            outcome.truncated += 1
+            raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")
+        if completion.finish_reason == "refusal":
+            raise InvalidAnswer("the model refused to answer")
+        return request.task.parse_answer(completion.content)
+
+    # -- run --
+    def run(
+        self,
+        requests: list[Request],
+        *,
+        deadline: float,
+        max_attempts: int,
+        on_created: Callable[[BatchRecord], None],
+        on_outcome: Callable[[BatchOutcome], None],
+        fallback: Callable[[list[Request]], None] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> RunResult:
+        """Submit, collect, and send the lines without a valid answer again in follow-up batches until
+        a key has had `max_attempts` lines (then it fails: invalid_answer or retries_exhausted). With
+        `fallback`, lines without a valid answer are handed to it (the caller's realtime path)
+        instead of a follow-up batch. A follow-up batch is not submitted once `deadline` has passed."""
+        by_key: dict[str, Request] = {}
+        for request in requests:
+            by_key.setdefault(request.key, request)
+        result = RunResult()
+        earlier: dict[str, Retry] = {}
+        records = self.submit(list(by_key.values()), on_created, metadata=metadata)
+        while records:
+            collected = self.collect(records, by_key, deadline=deadline, on_outcome=on_outcome, earlier=earlier)
+            result.outcomes += collected.outcomes
+            result.pending += collected.pending
+            result.unknown += collected.unknown
+            again: list[Retry] = []
+            for retry in collected.retry:
+                if fallback is not None:
+                    result.handed_off.append(retry)
+                elif retry.so_far.attempts >= max_attempts:
+                    outcome = _exhausted(retry)
+                    result.outcomes.append(outcome)
+                    on_outcome(outcome)
+                else:
+                    again.append(retry)
+            if fallback is not None and collected.retry:
+                fallback([retry.request for retry in collected.retry])
+            if again and self._clock() >= deadline:
+                result.retry += again
+                break
+            earlier = {retry.request.key: retry for retry in again}
+            records = self.submit([retry.request for retry in again], on_created, earlier=earlier, metadata=metadata)
+        return result
+
+
+def _missing(status: BatchStatus) -> tuple[str, str]:
+    """Why an ended batch has no line for a key."""
+    if status.status == "failed":
+        return "batch_failed", "the batch failed: " + ("; ".join(status.errors) or "no reason given")
+    if status.status == "expired":
+        return "batch_expired", "the batch expired before this request ran"
+    if status.status == "cancelled":
+        return "batch_cancelled", "the batch was cancelled before this request ran"
+    return "missing", f"the batch ended {status.status} without a line for this request"
+
+
+def _exhausted(retry: Retry) -> BatchOutcome:
+    outcome = replace(retry.so_far)
+    if retry.kind == "invalid_answer":
+        outcome.error_kind = "invalid_answer"
+    else:
+        outcome.error_kind, outcome.error = "retries_exhausted", f"{retry.kind}: {outcome.error}"
+    return outcome
+
+
+def _created_at(status: BatchStatus) -> datetime:
+    if status.created_at is None:
+        return now()
+    return datetime.fromtimestamp(status.created_at, timezone.utc).replace(tzinfo=None)
