@@ -2,7 +2,7 @@
 from the expected length of its JSON for the schema (max_tokens only bounds it).
 
 One estimate serves the limiter's token reservation, the budget's reservation and the dry run; the
-engine corrects its reservations by what `usage` reports (see engine._Calibration), the dry run
+engine corrects its reservations by what `usage` reports (see attempt._Calibration), the dry run
 cannot. `benchmarks/estimate_bench.py` measures it against the test server and a real tokenizer.
 """
 

@@ -25,6 +25,7 @@ _BATCH_SECONDS = 0.1  # a kill -9 loses at most this much of the answers that ar
 @dataclass
 class _Flush:
     done: threading.Event
+    error: BaseException | None = None  # a write that failed since the last flush was told
 
 
 class Writer:
@@ -37,10 +38,11 @@ class Writer:
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._schema: str | None = None
         self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        # A failed write, until a flush reports it: a write that succeeds after it does not undo the loss.
+        self._unreported: BaseException | None = None
         self._lock = threading.Lock()
-        self._cache_queued = 0  # cache rows put / committed, so a caller can skip a needless flush
-        self._cache_committed = 0
+        self._cache_queued = 0  # cache rows put / written (committed, or lost to a write that failed),
+        self._cache_written = 0  # so a caller can skip a needless flush
         self._counts = threading.Lock()  # not self._lock: that one is held for a whole write
 
     def bind(self, conn: duckdb.DuckDBPyConnection, qualified_schema: str) -> None:
@@ -61,8 +63,8 @@ class Writer:
         """Block until every cache row put so far is committed: returns at once when the batches
         already caught up, else flushes."""
         with self._counts:
-            behind = self._cache_committed < self._cache_queued
-        if behind or self._error is not None:
+            behind = self._cache_written < self._cache_queued
+        if behind or self._unreported is not None:
             self.flush()
 
     def put_error(self, row: ErrorRow) -> None:
@@ -73,13 +75,14 @@ class Writer:
         self._queue.put(("audit", row_dict(row, AUDIT_COLUMNS)))
 
     def flush(self, timeout: float = 120.0) -> None:
-        """Block until everything queued before this call is committed."""
-        done = threading.Event()
-        self._queue.put(("flush", _Flush(done)))
-        if not done.wait(timeout):
+        """Block until everything queued before this call is committed; raise if a write failed since
+        the last flush (its rows are lost)."""
+        marker = _Flush(threading.Event())
+        self._queue.put(("flush", marker))
+        if not marker.done.wait(timeout):
             raise DbtLlmError(f"dbt_llm: the cache writer did not commit within {timeout:.0f}s.")
-        if self._error is not None:
-            raise DbtLlmError(f"dbt_llm: writing to the llm_* tables failed: {self._error}") from self._error
+        if marker.error is not None:
+            raise DbtLlmError(f"dbt_llm: writing to the llm_* tables failed: {marker.error}") from marker.error
 
     def _loop(self) -> None:
         last = 0.0
@@ -100,15 +103,17 @@ class Writer:
                 flushing = item[0] == "flush"
             try:
                 self._write(items)
-                self._error = None
-                with self._counts:
-                    self._cache_committed += sum(kind == "cache" for kind, _ in items)
-            except Exception as exc:  # kept and raised to the caller of flush()
-                self._error = exc
+            except Exception as exc:  # raised to the flushes of this batch, or else of the next one
+                self._unreported = exc
+            with self._counts:
+                self._cache_written += sum(kind == "cache" for kind, _ in items)
             last = time.monotonic()
-            for kind, item in items:
-                if kind == "flush":
-                    item.done.set()
+            flushes = [item for kind, item in items if kind == "flush"]
+            if flushes:
+                error, self._unreported = self._unreported, None
+                for flush in flushes:
+                    flush.error = error
+                    flush.done.set()
 
     def _write(self, items: list[tuple[str, Any]]) -> None:
         cache = [row for kind, row in items if kind == "cache"]
@@ -165,11 +170,11 @@ class Writer:
             return
         batch = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
         cur.register("_dbt_llm_batch", batch)
-        try:
-            cols = ", ".join(columns)
-            cur.execute(f"insert into {table} ({cols}) select {cols} from _dbt_llm_batch {conflict}")
-        finally:
-            cur.unregister("_dbt_llm_batch")
+        cols = ", ".join(columns)
+        cur.execute(f"insert into {table} ({cols}) select {cols} from _dbt_llm_batch {conflict}")
+        # Not in a `finally`: in a failed transaction it fails too, and would hide why the insert failed.
+        # A failed write's cursor is closed, and its registration with it.
+        cur.unregister("_dbt_llm_batch")
 
 
 def _cursor_of(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..limiter import RateHeaders
 
@@ -37,10 +37,14 @@ class TransientError(Exception):
         self.rate = rate
 
 
+# The error_kinds of rows.ErrorKind a provider may give one request it refuses.
+RowErrorKind = Literal["bad_request", "input_too_long"]
+
+
 class RowError(Exception):
     """The provider refused this one request (for example a 400 for a too-long input)."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: RowErrorKind, message: str) -> None:
         super().__init__(message)
         self.kind = kind
 

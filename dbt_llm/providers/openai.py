@@ -6,6 +6,7 @@ import email.utils
 import math
 import time
 from collections.abc import Callable
+from datetime import timezone
 from typing import Any
 
 import httpx
@@ -28,18 +29,30 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (ValueError, TypeError, IndexError):
+        return None  # unreadable: the engine's own backoff applies, the row is not failed for it
+    if parsed.tzinfo is None:  # an HTTP date is GMT
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return max(0.0, float(parsed.timestamp()) - time.time())
 
 
-def _error_message(response: httpx.Response) -> str:
+def _redact(text: str, key: str) -> str:
+    """Some servers quote the key they were sent in their error: it must not reach our messages."""
+    return text.replace(key, "[redacted]") if key else text
+
+
+def _error_message(response: httpx.Response, key: str = "") -> str:
+    """The provider's own words, with `key` (the one it was sent) taken out."""
     try:
         body = response.json()
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            return str(body["error"].get("message") or body["error"])
+            return _redact(str(body["error"].get("message") or body["error"]), key)
     except ValueError:
         pass
-    text = response.text.strip().replace("\n", " ")
+    text = _redact(response.text, key).strip().replace("\n", " ")
     return text[:200] or response.reason_phrase
 
 
@@ -76,10 +89,6 @@ class OpenAIProvider:
         ]
         self._busy = [0] * shards  # requests in flight per client
 
-    def _auth_headers(self) -> dict[str, str]:
-        # Read per request: a fully cached run never needs a key, and a rotated key is picked up.
-        return {"Authorization": f"Bearer {self._api_key()}"}
-
     async def complete(
         self,
         *,
@@ -96,14 +105,17 @@ class OpenAIProvider:
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
+        # Read per request: a fully cached run never needs a key, and a rotated key is picked up.
+        key = self._api_key()
         shard = min(range(len(self._busy)), key=self._busy.__getitem__)
         self._busy[shard] += 1
         try:
-            response = await self._clients[shard].post(self._url, json=body, headers=self._auth_headers())
+            response = await self._clients[shard].post(self._url, json=body, headers={"Authorization": f"Bearer {key}"})
         except httpx.TimeoutException as exc:
             raise TransientError("timeout", f"request timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise TransientError("connection", f"connection failed ({type(exc).__name__}: {exc})") from None
+            said = _redact(f"connection failed ({type(exc).__name__}: {exc})", key)
+            raise TransientError("connection", said) from None
         finally:
             self._busy[shard] -= 1
         status = response.status_code
@@ -111,22 +123,22 @@ class OpenAIProvider:
             kind = "rate_limited" if status == 429 else "server_error"
             raise TransientError(
                 kind,
-                f"HTTP {status}: {_error_message(response)}",
+                f"HTTP {status}: {_error_message(response, key)}",
                 parse_retry_after(response.headers),
                 RateHeaders.parse(dict(response.headers)),
             )
         if status in (401, 403):
             raise FatalProviderError(
-                f"the provider at {self._url} refused the API key (HTTP {status}: {_error_message(response)}). "
+                f"the provider at {self._url} refused the API key (HTTP {status}: {_error_message(response, key)}). "
                 "Check the key in the environment variable named by `api_key_env`."
             )
         if status == 404:
             raise FatalProviderError(
-                f"HTTP 404 from {self._url} for model {model!r}: {_error_message(response)}. "
+                f"HTTP 404 from {self._url} for model {model!r}: {_error_message(response, key)}. "
                 "Check `base_url` (it should end in /v1 for most servers) and the model name."
             )
         if status >= 400:
-            raise RowError("bad_request", f"HTTP {status}: {_error_message(response)}")
+            raise RowError("bad_request", f"HTTP {status}: {_error_message(response, key)}")
         try:
             data = response.json()
             choice = data["choices"][0]
@@ -140,8 +152,9 @@ class OpenAIProvider:
                 rate=RateHeaders.parse(dict(response.headers)),
             )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            text = _redact(response.text, key)[:200]
             raise TransientError(
-                "bad_response", f"HTTP {status} with a body that is not a chat completion: {response.text[:200]!r}"
+                "bad_response", f"HTTP {status} with a body that is not a chat completion: {text!r}"
             ) from None
 
     async def aclose(self) -> None:
