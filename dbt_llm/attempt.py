@@ -142,7 +142,8 @@ class Attempts:
             if price is None:
                 outcome.cost_usd = None
             else:
-                cost = price.cost(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+                usage = completion.usage
+                cost = price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
                 outcome.cost_usd = (outcome.cost_usd or 0.0) + cost
         except BaseException as exc:
             error = exc

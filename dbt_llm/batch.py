@@ -25,7 +25,6 @@ from .providers.openai_batch import (
     BatchStatus,
     OpenAIBatchClient,
     ResultLine,
-    cached_prompt_tokens,
     parse_result_line,
     request_line,
     split_jsonl,
@@ -65,11 +64,8 @@ class BatchRecord:
 
 @dataclass
 class BatchOutcome(Outcome):
-    """An Outcome, plus what only a batch tells: prompt tokens the provider served from its cache
-    (`usage.prompt_tokens_details.cached_tokens`; billed within prompt_tokens) and the batch whose line
-    settled the key."""
+    """An Outcome, plus the batch whose line settled the key."""
 
-    cached_prompt_tokens: int = 0
     batch_id: str | None = None
 
 
@@ -271,13 +267,13 @@ class BatchRunner:
         result: CollectResult,
     ) -> None:
         """Turn each key of an ended batch into a final outcome or a retry, by custom_id only."""
-        lines: dict[str, tuple[ResultLine, int]] = {}
+        lines: dict[str, ResultLine] = {}
         for data in files:
             for obj in split_jsonl(data):
                 line = parse_result_line(obj)
                 known = lines.get(line.custom_id)
-                if known is None or (known[0].completion is None and line.completion is not None):
-                    lines[line.custom_id] = (line, cached_prompt_tokens(obj))
+                if known is None or (known.completion is None and line.completion is not None):
+                    lines[line.custom_id] = line
         keys = set(record.keys)
         result.unknown.extend((record.batch_id, cid) for cid in lines if cid not in keys or cid not in requests_by_key)
         for key in record.keys:
@@ -289,7 +285,7 @@ class BatchRunner:
             outcome.batch_id = record.batch_id
             outcome.attempts += 1
             found = lines.get(key)
-            kind, message = _missing(status) if found is None else self._answer(request, *found, outcome)
+            kind, message = _missing(status) if found is None else self._answer(request, found, outcome)
             if kind is None:
                 result.outcomes.append(outcome)
                 on_outcome(outcome)
@@ -301,28 +297,29 @@ class BatchRunner:
                 outcome.error = message
                 result.retry.append(Retry(request, kind, outcome))
 
-    def _answer(self, request: Request, line: ResultLine, cached: int, outcome: BatchOutcome) -> tuple[str | None, str]:
+    def _answer(self, request: Request, line: ResultLine, outcome: BatchOutcome) -> tuple[str | None, str]:
         """Charge the line and validate its answer into `outcome.result`; else (kind, message) of why not."""
         if line.completion is None:
             if line.error_kind == "rate_limited":
                 outcome.rate_limited += 1
             return line.error_kind or "failed", line.error or "no message"
-        self._charge(request, line.completion, cached, outcome)
+        self._charge(request, line.completion, outcome)
         try:
             outcome.result = self._validate(request, line.completion, outcome)
         except InvalidAnswer as exc:
             return "invalid_answer", str(exc)
         return None, ""
 
-    def _charge(self, request: Request, completion: Completion, cached: int, outcome: BatchOutcome) -> None:
-        """Every line answered is billed, valid or not, at the batch price."""
-        outcome.usage = outcome.usage + completion.usage
-        outcome.cached_prompt_tokens += cached
+    def _charge(self, request: Request, completion: Completion, outcome: BatchOutcome) -> None:
+        """Every line answered is billed, valid or not, at the batch price (cached prompt tokens at its
+        cached-input price)."""
+        usage = completion.usage
+        outcome.usage = outcome.usage + usage
         price = self._price_of(request.task.model)
         if price is None:
             outcome.cost_usd = None
         elif outcome.cost_usd is not None:
-            outcome.cost_usd += price.cost(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+            outcome.cost_usd += price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
     @staticmethod
     def _validate(request: Request, completion: Completion, outcome: BatchOutcome) -> str:

@@ -206,6 +206,25 @@ class LlmConfig:
         ge=1,
         description="ceiling on tokens a minute; null: only what the provider's headers and 429s teach",
     )
+    mode: Literal["realtime", "batch"] = Field(
+        default="realtime",
+        description="`realtime`: each request answered at once; `batch`: a model's uncached rows go to the "
+        "provider's Batch API at half price (dbt var dbt_llm_mode and meta dbt_llm.mode override it)",
+    )
+    batch_timeout: Float = Field(
+        default=14400.0,
+        ge=1,
+        description="seconds a run waits for its batch jobs; then the model fails naming them, writes nothing, "
+        "and the next run collects them",
+    )
+    batch_fallback: Literal["realtime", "batch"] = Field(
+        default="realtime",
+        description="how failed, invalid and expired batch lines are retried: `realtime` (at once, list price) "
+        "or `batch` (a follow-up batch job, half price, up to max_attempts)",
+    )
+    batch_poll_interval: Float = Field(
+        default=5.0, ge=0.01, description="seconds before the first poll of a batch job; doubled up to 60"
+    )
 
     def api_key(self) -> str:
         """The key, read from the environment only when a request is about to be sent."""

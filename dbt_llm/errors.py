@@ -33,3 +33,7 @@ class InternalStateError(DbtLlmError):
 
 class DryRunError(DbtLlmError):
     """A dry run found rows that would be sent: it reports their cost and stops the model."""
+
+
+class BatchPendingError(DbtLlmError):
+    """A model's batch jobs had not ended at batch_timeout: nothing was written; the next run collects them."""

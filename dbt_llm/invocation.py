@@ -3,10 +3,12 @@ requests it has pending or failed. A new invocation gets a fresh one; the old on
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from .audit import EstimateTotal
-from .engine import Budget, Outcome, Pending
+from .batch import BatchRecord
+from .engine import Budget, Outcome, Pending, Request
 from .tasks import Task
 
 
@@ -23,10 +25,23 @@ class Call:
     on_error: str = "fail"
     dry_run: bool = False
     max_cost_usd: float | None = None  # the model's own cap, under the invocation's
+    mode: str = "realtime"  # or "batch": the provider's Batch API
 
     @property
     def where(self) -> str:
         return f"batch {self.batch_id} of {self.node_id}" if self.batch_id else self.node_id
+
+
+@dataclass
+class CallJobs:
+    """The batch jobs of one call, the requests they answer, and the outcomes no row claimed yet."""
+
+    records: list[BatchRecord] = field(default_factory=list)
+    requests: dict[str, Request] = field(default_factory=dict)
+    reserved: dict[str, float] = field(default_factory=dict)  # estimated cost held against the budget
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    collected: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
@@ -54,6 +69,7 @@ class Invocation:
     resolves: dict[str, int] = field(default_factory=dict)  # dbt_llm_resolve calls per call handle
     finished: set[str] = field(default_factory=set)  # nodes settled by dbt_llm_finish
     model_budgets: dict[str, Budget] = field(default_factory=dict)  # models with a cap of their own
+    batch_jobs: dict[str, CallJobs] = field(default_factory=dict)  # batch mode: per call handle
     estimate_total: EstimateTotal = field(default_factory=EstimateTotal)  # a dry run's, over all models
 
     def answer_rows(self, call: Call, miss_keys: list[str | None], outcomes: dict[str, Outcome]) -> ChunkAnswers:
@@ -92,6 +108,13 @@ class Invocation:
         if call.node_id not in self.model_budgets:
             self.model_budgets[call.node_id] = Budget(call.max_cost_usd, parent=self.budget)
         return self.model_budgets[call.node_id]
+
+    def claim_batch_outcomes(self, call: Call, keys: list[str]) -> dict[str, Outcome]:
+        """Batch mode: the outcomes of these keys that no row claimed yet (the caller holds the lock)."""
+        jobs = self.batch_jobs.get(call.handle)
+        if jobs is None:
+            return {}
+        return {key: jobs.outcomes.pop(key) for key in keys if key in jobs.outcomes}
 
     def pending_of(self, handle: str) -> list[Pending]:
         """Take every request still pending for one call (the caller must hold the runtime's lock)."""

@@ -105,6 +105,37 @@ MIGRATIONS: list[tuple[str, str]] = [
         drop table {s}.llm_audit;
         alter table {s}.llm_audit_v2 rename to llm_audit""",
     ),
+    (
+        "llm_audit: cached prompt tokens and answers by batch job",
+        """alter table {s}.llm_audit add column if not exists cached_prompt_tokens bigint;
+        alter table {s}.llm_audit add column if not exists batch_answers bigint""",
+    ),
+    (
+        "create llm_batch_jobs and llm_batch_job_keys",
+        """create table {s}.llm_batch_jobs (
+            job_id varchar primary key,
+            provider varchar not null,
+            model varchar not null,
+            function varchar not null,
+            invocation_id varchar not null,
+            node_id varchar not null,
+            requests bigint not null,
+            status varchar not null,
+            input_file_id varchar,
+            output_file_id varchar,
+            error_file_id varchar,
+            completed bigint,
+            failed bigint,
+            created_at timestamp not null,
+            finished_at timestamp,
+            collected_at timestamp
+        );
+        create table {s}.llm_batch_job_keys (
+            job_id varchar not null,
+            key varchar not null,
+            primary key (job_id, key)
+        )""",
+    ),
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import SpecError
 
-KEYS = ("on_error", "model", "max_cost_usd")
+KEYS = ("on_error", "model", "max_cost_usd", "mode")
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,7 @@ class ModelSettings:
     on_error: str | None = None  # None: the profile's
     model: str | None = None
     max_cost_usd: float | None = None
+    mode: str | None = None  # realtime or batch
 
 
 def parse_model_settings(raw: Any, where: str) -> ModelSettings:
@@ -39,4 +40,7 @@ def parse_model_settings(raw: Any, where: str) -> ModelSettings:
     cap = raw.get("max_cost_usd")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or cap < 0):
         raise SpecError(f"{where}: meta dbt_llm.max_cost_usd must be a number >= 0 (USD); got {cap!r}.")
-    return ModelSettings(on_error=on_error, model=model, max_cost_usd=None if cap is None else float(cap))
+    mode = raw.get("mode")
+    if mode not in (None, "realtime", "batch"):
+        raise SpecError(f"{where}: meta dbt_llm.mode is {mode!r}; use 'realtime' or 'batch'.")
+    return ModelSettings(on_error=on_error, model=model, max_cost_usd=None if cap is None else float(cap), mode=mode)

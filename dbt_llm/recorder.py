@@ -21,14 +21,8 @@ class Recorder:
         self, call: Call, invocation: Invocation, ledger: Ledger, outcome: Outcome, texts: dict[str, str]
     ) -> None:
         """On the engine's thread: what the outcome cost, and what it leaves in the tables."""
+        self.spend(ledger, outcome)
         with self._lock:
-            ledger.api_calls += outcome.attempts
-            ledger.retries += max(0, outcome.attempts - 1)
-            ledger.rate_limited += outcome.rate_limited
-            ledger.prompt_tokens += outcome.usage.prompt_tokens
-            ledger.completion_tokens += outcome.usage.completion_tokens
-            if ledger.cost_usd is not None:
-                ledger.cost_usd = None if outcome.cost_usd is None else ledger.cost_usd + outcome.cost_usd
             if outcome.result is not None:
                 invocation.answers[outcome.key] = outcome.result
         if outcome.result is not None:
@@ -48,6 +42,18 @@ class Recorder:
             )
         elif outcome.error_kind != "budget":  # rows left by the budget are counted, not errors
             self.error(call, outcome, texts)
+
+    def spend(self, ledger: Ledger, outcome: Outcome) -> None:
+        """Count what the outcome's requests cost in the ledger (no table row)."""
+        with self._lock:
+            ledger.api_calls += outcome.attempts
+            ledger.retries += max(0, outcome.attempts - 1)
+            ledger.rate_limited += outcome.rate_limited
+            ledger.prompt_tokens += outcome.usage.prompt_tokens
+            ledger.completion_tokens += outcome.usage.completion_tokens
+            ledger.cached_prompt_tokens += outcome.usage.cached_tokens
+            if ledger.cost_usd is not None:
+                ledger.cost_usd = None if outcome.cost_usd is None else ledger.cost_usd + outcome.cost_usd
 
     def error(self, call: Call, outcome: Outcome, texts: dict[str, str], *, shared: bool = False) -> None:
         message = outcome.error or ""

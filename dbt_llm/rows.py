@@ -79,6 +79,31 @@ class AuditRow:
     est_prompt_tokens: int = 0
     est_completion_tokens: int = 0
     est_cost_usd: float | None = 0.0
+    cached_prompt_tokens: int = 0
+    batch_answers: int = 0
+
+
+@dataclass(frozen=True)
+class BatchJobRow:
+    """One job of the provider's Batch API: recorded as soon as it is created, so a run that dies
+    while it waits loses nothing; the next run collects it (`collected_at` is NULL until then)."""
+
+    job_id: str
+    provider: str
+    model: str
+    function: str
+    invocation_id: str
+    node_id: str
+    requests: int
+    status: str
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    completed: int | None
+    failed: int | None
+    created_at: datetime
+    finished_at: datetime | None
+    collected_at: datetime | None
 
 
 def _columns(cls: type[Any]) -> list[str]:
@@ -89,8 +114,9 @@ CACHE_COLUMNS = _columns(CacheRow)
 ERROR_COLUMNS = _columns(ErrorRow)
 AUDIT_COLUMNS = _columns(AuditRow)
 AUDIT_KEY = AUDIT_COLUMNS[:5]
+BATCH_JOB_COLUMNS = _columns(BatchJobRow)
 
 
-def row_dict(row: CacheRow | ErrorRow | AuditRow, columns: list[str]) -> dict[str, Any]:
+def row_dict(row: CacheRow | ErrorRow | AuditRow | BatchJobRow, columns: list[str]) -> dict[str, Any]:
     """The table's columns of a row (a Ledger is an AuditRow with more fields that are not columns)."""
     return {c: getattr(row, c) for c in columns}

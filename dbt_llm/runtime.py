@@ -15,17 +15,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import dbt_events
-from .audit import AuditBook, Ledger
+from .audit import HOOKED_COMMANDS, AuditBook, Ledger
+from .batch import BatchRunner
+from .batch_mode import BatchMode
 from .config import LlmConfig
 from .engine import Budget, Engine, Outcome
 from .errors import DbtLlmError, InternalStateError, SpecError
 from .invocation import Call, Invocation
+from .job_store import JobStore
 from .migrations import migrate
 from .model_settings import parse_model_settings
 from .pricing import PriceTable
 from .progress import ProgressReporter
 from .providers import Provider
-from .providers.factory import build_provider
+from .providers.factory import build_batch_client, build_provider
 from .recorder import Recorder
 from .sender import Sender
 from .settler import Settler
@@ -80,6 +83,25 @@ class Runtime:
         self.sender = Sender(
             self._lock, self.engine, self.recorder, self._prices, config.max_input_chars, self._progress.start
         )
+        self.jobs = JobStore()
+        self.batch_mode = BatchMode(
+            self._lock,
+            lambda: BatchRunner(
+                build_batch_client(config),
+                price_of=lambda model: (price := self._prices.price(model)) and price.for_batch(),
+                poll_initial=config.batch_poll_interval,
+            ),
+            self.jobs,
+            self.recorder,
+            self.engine,
+            self._prices,
+            provider=config.provider,
+            batch_timeout=config.batch_timeout,
+            fallback=config.batch_fallback,
+            max_attempts=config.max_attempts,
+            log=log,
+        )
+        self.sender.batch_mode = self.batch_mode
 
     # -- connection --
     def attach(self, conn: duckdb.DuckDBPyConnection) -> None:
@@ -87,6 +109,7 @@ class Runtime:
         with self._lock:
             self._schema = qualified
         self.writer.bind(conn, qualified)
+        self.jobs.bind(conn, qualified)
 
     def schema(self) -> str:
         """dbt_llm_schema(): the qualified schema of the llm_* tables."""
@@ -127,6 +150,7 @@ class Runtime:
                 default_model=settings.model or self.config.model,
                 temperature=self.config.temperature,
             )
+            mode = self._mode(args, settings.mode, where)
             capped = self.config.max_cost_usd is not None or settings.max_cost_usd is not None
             if capped and self._prices.price(task.model) is None:
                 raise SpecError(
@@ -149,6 +173,7 @@ class Runtime:
             on_error=settings.on_error or self.config.on_error,
             dry_run=bool(args.get("dry_run")),
             max_cost_usd=settings.max_cost_usd,
+            mode=mode,
         )
         with self._lock:
             invocation.calls[handle] = call
@@ -165,6 +190,21 @@ class Runtime:
                 "truncate_at": self.config.max_input_chars if self.config.on_long_input == "truncate" else None,
             }
         )
+
+    def _mode(self, args: dict[str, Any], model_mode: str | None, where: str) -> str:
+        """The dbt var dbt_llm_mode, else the model's meta, else the profile. A preview (`dbt show`) is
+        answered realtime: nobody waits hours for a LIMIT."""
+        mode = args.get("mode") or model_mode or self.config.mode
+        if mode not in ("realtime", "batch"):
+            raise SpecError(f"{where}: dbt_llm_mode is {mode!r}; use realtime or batch.")
+        if str(args.get("command") or "run") not in HOOKED_COMMANDS:
+            return "realtime"
+        if mode == "batch" and self.config.provider != "openai":
+            raise SpecError(
+                f"{where}: batch mode needs an endpoint with the OpenAI Batch API (provider: openai); the embedded "
+                "model has none. Run it realtime (dbt_llm_mode: realtime)."
+            )
+        return str(mode)
 
     def _ledger(self, call: Call) -> Ledger:
         return self.book.ledger(
@@ -234,19 +274,27 @@ class Runtime:
         with self._lock:
             ledger.cache_hits -= sum(k is not None for k in miss_keys)  # tally counted every row as a hit
             resolves = invocation.resolves[call.handle] = invocation.resolves.get(call.handle, 0) + 1
+        fatal: DbtLlmError | None = None
+        if call.mode == "batch":
+            try:
+                self.batch_mode.collect(call, invocation, ledger)  # the first chunk waits for the jobs
+            except DbtLlmError as exc:
+                fatal = exc
         self.sender.send(call, invocation, ledger, texts_by_key)
         with self._lock:
             # The first row of a key to get here claims its request; later rows reuse the outcome.
             claimed = [
                 invocation.pending.pop((call.handle, k)) for k in texts_by_key if (call.handle, k) in invocation.pending
             ]
-        fatal: DbtLlmError | None = None
         outcomes: dict[str, Outcome] = {}
         try:
             # The prefetch helps from the second chunk with misses on: a query that asks for one chunk
             # (a LIMIT) pays for exactly its rows, and a long one loses one chunk's wait at most.
             prefetch = call.handle if resolves > 1 else None
             outcomes = {o.key: o for o in self.engine.wait(claimed, owner=prefetch)}
+            if call.mode == "batch":
+                with self._lock:
+                    outcomes.update(invocation.claim_batch_outcomes(call, list(texts_by_key)))
         except DbtLlmError as exc:
             fatal = exc
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 from .audit import Ledger
+from .batch_mode import BatchMode
 from .engine import Engine, Outcome, Request
 from .invocation import Call, Invocation
 from .pricing import PriceTable
@@ -30,6 +31,7 @@ class Sender:
         self._prices = prices
         self._max_input_chars = max_input_chars
         self._on_first_request = on_first_request
+        self.batch_mode: BatchMode | None = None  # set by the runtime: where batch-mode calls send
 
     def send(
         self, call: Call, invocation: Invocation, ledger: Ledger, texts_by_key: dict[str, str], prefetch: bool = False
@@ -42,12 +44,15 @@ class Sender:
             return  # a dry run prices only the rows DuckDB asks for (a LIMIT may stop it early)
         with self._lock:
             budget = invocation.budget_of(call)
+            jobs = invocation.batch_jobs.get(call.handle)
+            in_jobs = jobs.requests if jobs is not None else {}
             fresh = {
                 k: t
                 for k, t in texts_by_key.items()
                 if k not in invocation.answers
                 and (call.handle, k) not in invocation.pending
                 and (call.handle, k) not in invocation.failed
+                and k not in in_jobs  # batch mode: its job answers it
             }
         requests: list[Request] = []
         limit = self._max_input_chars
@@ -70,6 +75,9 @@ class Sender:
             self._estimate(call, invocation, ledger, requests)
             return
         if not requests:
+            return
+        if call.mode == "batch" and prefetch and self.batch_mode is not None:
+            self.batch_mode.start(call, invocation, ledger, requests)  # every distinct miss, as jobs
             return
         with self._lock:
             ledger.queued += len(requests)
@@ -95,6 +103,8 @@ class Sender:
     def _estimate(self, call: Call, invocation: Invocation, ledger: Ledger, requests: list[Request]) -> None:
         """Dry run: what the requests would cost, sent nowhere."""
         price = self._prices.price(call.task.model)
+        if price is not None and call.mode == "batch":
+            price = price.for_batch()
         prompt = completion = 0
         with self._lock:
             requests = [r for r in requests if r.key not in invocation.estimated]

@@ -124,7 +124,7 @@ class Writer:
         with self._lock:
             conn, schema = self._conn, self._schema
             assert conn is not None and schema is not None
-            cur = _cursor_of(conn)
+            cur = cursor_of(conn)
             try:
                 self._write_with(cur, schema, cache, errors, audit)
             finally:
@@ -177,7 +177,7 @@ class Writer:
         cur.unregister("_dbt_llm_batch")
 
 
-def _cursor_of(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+def cursor_of(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     # DuckDB 2 refuses (rather than waits for) a call on a connection another thread is
     # using; dbt threads call cursor() on the same connection only briefly, so retry.
     for _ in range(2000):

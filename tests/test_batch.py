@@ -263,7 +263,7 @@ def test_answers_are_matched_by_custom_id_not_by_position() -> None:
         prompt, completion, cached = usage_of(r.text)
         assert label(outcome) == r.text.split()[-1]
         assert (outcome.usage.prompt_tokens, outcome.usage.completion_tokens) == (prompt, completion)
-        assert outcome.cached_prompt_tokens == cached and outcome.attempts == 1
+        assert outcome.usage.cached_tokens == cached and outcome.attempts == 1
         assert outcome.batch_id == created[0].batch_id
     assert result.unknown == [(created[0].batch_id, "not-a-key")]
 

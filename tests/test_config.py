@@ -110,6 +110,8 @@ BOUNDS = {
     "local_threads": (1, 0, "an integer >= 1"),
     "local_parallel": (1, 0, "an integer >= 1"),
     "tokens_per_minute": (1, 0, "a number >= 1"),
+    "batch_timeout": (1, 0.5, "a number >= 1"),
+    "batch_poll_interval": (0.01, 0, "a number >= 0.01"),
 }
 
 

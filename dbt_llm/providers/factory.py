@@ -9,6 +9,7 @@ from collections.abc import Callable
 from ..config import LlmConfig
 from .base import Provider
 from .openai import OpenAIProvider
+from .openai_batch import OpenAIBatchClient
 
 
 def build_provider(config: LlmConfig, on_exit: Callable[[], None] = lambda: None) -> Provider:
@@ -21,6 +22,16 @@ def build_provider(config: LlmConfig, on_exit: Callable[[], None] = lambda: None
         api_key=config.api_key,
         timeout=config.request_timeout,
         max_connections=config.max_concurrency,
+    )
+
+
+def build_batch_client(config: LlmConfig) -> OpenAIBatchClient:
+    """The Batch API of the configured endpoint (batch mode needs provider: openai)."""
+    return OpenAIBatchClient(
+        base_url=config.base_url,
+        api_key=config.api_key,
+        api_key_env=config.api_key_env,
+        timeout=max(config.request_timeout, 120.0),  # uploads of large files take longer than an answer
     )
 
 

@@ -44,6 +44,14 @@ def _redact(text: str, key: str) -> str:
     return text.replace(key, "[redacted]") if key else text
 
 
+def usage_of(usage: Any) -> Usage:
+    """A response's `usage`, with `prompt_tokens_details.cached_tokens` (absent: none cached)."""
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), int(cached or 0))
+
+
 def _error_message(response: httpx.Response, key: str = "") -> str:
     """The provider's own words, with `key` (the one it was sent) taken out."""
     try:
@@ -148,7 +156,7 @@ class OpenAIProvider:
             return Completion(
                 content=None if refused else message.get("content"),
                 finish_reason="refusal" if refused else choice.get("finish_reason"),
-                usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+                usage=usage_of(usage),
                 rate=RateHeaders.parse(dict(response.headers)),
             )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):

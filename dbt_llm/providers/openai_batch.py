@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 
 from ..tasks import Task
-from .base import Completion, FatalProviderError, TransientError, Usage
-from .openai import _error_message, parse_retry_after
+from .base import Completion, FatalProviderError, TransientError
+from .openai import _error_message, parse_retry_after, usage_of
 
 BATCH_ENDPOINT = "/v1/chat/completions"
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -109,23 +109,14 @@ def parse_completion(body: Any) -> Completion:
     try:
         choice = body["choices"][0]
         message = choice.get("message") or {}
-        usage = body.get("usage") or {}
         refused = bool(message.get("refusal"))
         return Completion(
             content=None if refused else message.get("content"),
             finish_reason="refusal" if refused else choice.get("finish_reason"),
-            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+            usage=usage_of(body.get("usage")),
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"not a chat completion: {json.dumps(body)[:200]}") from exc
-
-
-def cached_prompt_tokens(line: Mapping[str, Any]) -> int:
-    """`usage.prompt_tokens_details.cached_tokens` of a result line's body; 0 when absent."""
-    try:
-        return int(line["response"]["body"]["usage"]["prompt_tokens_details"]["cached_tokens"] or 0)
-    except (KeyError, TypeError, ValueError):
-        return 0
 
 
 def parse_result_line(line: Mapping[str, Any]) -> ResultLine:

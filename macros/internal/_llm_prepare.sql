@@ -22,6 +22,7 @@
   {%- set payload = {'function': function, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id,
                      'command': flags.WHICH, 'batch_id': batch.id if batch else '',
                      'model_settings': meta.get('dbt_llm') if meta is mapping else none,
+                     'mode': var('dbt_llm_mode', none),
                      'dry_run': dbt_llm._llm_dry_run()} -%}
   {%- do payload.update(args) -%}
   {%- set plugin = run_query("select count(*) from duckdb_functions() where function_name = 'dbt_llm_prepare'") -%}
