@@ -13,7 +13,7 @@ from .audit import Ledger
 from .batch import BatchOutcome, BatchRecord, BatchRunner, Retry
 from .budget import Budget
 from .engine import Engine, Outcome, Request
-from .errors import BatchPendingError
+from .errors import BatchPendingError, DbtLlmError
 from .invocation import Call, CallJobs, Invocation
 from .job_store import JobStore
 from .pricing import Price, PriceTable
@@ -65,7 +65,13 @@ class BatchMode:
         with self._lock:
             jobs = invocation.batch_jobs.setdefault(call.handle, CallJobs())
         with jobs.lock:
-            requests = [r for r in requests if r.key not in jobs.requests]
+            requests = [r for r in requests if r.key not in jobs.requests and r.key not in jobs.borrowed]
+            with self._lock:  # a key another model of this run sends in a job is waited for, not sent twice
+                for request in requests:
+                    owner = invocation.batch_owner.setdefault(request.key, call.handle)
+                    if owner != call.handle:
+                        jobs.borrowed[request.key] = owner
+            requests = [r for r in requests if r.key not in jobs.borrowed]
             if not requests:
                 return
             jobs.requests.update((r.key, r) for r in requests)
@@ -112,29 +118,58 @@ class BatchMode:
         if jobs is None:
             return
         with jobs.lock:
+            if jobs.pending_error is not None:
+                raise jobs.pending_error
             if jobs.collected:
                 return
             deadline = time.monotonic() + self._timeout
-            texts = {key: request.text for key, request in jobs.requests.items()}
-            runner = self._run()
-            records, earlier = list(jobs.records), dict[str, Retry]()
-            while records:
-                result = runner.collect(
-                    records,
-                    jobs.requests,
-                    deadline=deadline,
-                    on_outcome=lambda outcome: self._settled(call, invocation, ledger, jobs, outcome, texts),
-                    earlier=earlier,
-                )
-                for record in result.finished:
-                    ok = sum(1 for key in record.keys if key in invocation.answers)
-                    self._store.finished(record, completed=ok, failed=len(record.keys) - ok)
-                if result.pending:
-                    for record in result.pending:
-                        self._store.waiting(record)
-                    raise self._pending_error(call, result.pending)
-                records, earlier = self._retry(call, invocation, ledger, jobs, result.retry, deadline, texts)
+            try:
+                self._collect_own(call, invocation, ledger, jobs, deadline)
+            except DbtLlmError as exc:
+                jobs.pending_error = exc
+                raise
+            finally:
+                jobs.done.set()
+            self._borrow(call, invocation, jobs, deadline)
             jobs.collected = True
+
+    def _collect_own(self, call: Call, invocation: Invocation, ledger: Ledger, jobs: CallJobs, deadline: float) -> None:
+        texts = {key: request.text for key, request in jobs.requests.items()}
+        runner = self._run()
+        records, earlier = list(jobs.records), dict[str, Retry]()
+        while records:
+            result = runner.collect(
+                records,
+                jobs.requests,
+                deadline=deadline,
+                on_outcome=lambda outcome: self._settled(call, invocation, ledger, jobs, outcome, texts),
+                earlier=earlier,
+            )
+            for record in result.finished:
+                ok = sum(1 for key in record.keys if key in invocation.answers)
+                self._store.finished(record, completed=ok, failed=len(record.keys) - ok)
+            if result.pending:
+                for record in result.pending:
+                    self._store.waiting(record)
+                raise self._pending_error(call, result.pending)
+            records, earlier = self._retry(call, invocation, ledger, jobs, result.retry, deadline, texts)
+
+    def _borrow(self, call: Call, invocation: Invocation, jobs: CallJobs, deadline: float) -> None:
+        """Keys another model of this run sends in its job: wait for that model to collect it; their
+        outcomes come back shared (paid, and counted, by the model that sent them)."""
+        with self._lock:
+            owners = {owner: invocation.batch_jobs[owner] for owner in set(jobs.borrowed.values())}
+        for owner in owners.values():
+            owner.done.wait(max(0.0, deadline - time.monotonic()))
+            if owner.pending_error is not None or not owner.done.is_set():
+                raise BatchPendingError(
+                    f"dbt_llm: {call.where} waits for texts another model of this run sent in a batch job that "
+                    f"has not ended: {owner.pending_error or 'still collecting at batch_timeout'}"
+                )
+        for key, owner_handle in jobs.borrowed.items():
+            outcome = owners[owner_handle].final.get(key)
+            if outcome is not None:
+                jobs.outcomes[key] = outcome.as_shared()
 
     def _retry(
         self,
@@ -194,7 +229,7 @@ class BatchMode:
             self._recorder.record(call, invocation, ledger, outcome, texts)
 
         for outcome in self._engine.wait(self._engine.submit(requests, on_outcome)):
-            jobs.outcomes[outcome.key] = outcome
+            jobs.outcomes[outcome.key] = jobs.final[outcome.key] = outcome
 
     def _settled(
         self,
@@ -212,7 +247,7 @@ class BatchMode:
             if outcome.ok and isinstance(outcome, BatchOutcome):
                 ledger.batch_answers += 1
         self._recorder.record(call, invocation, ledger, outcome, texts)
-        jobs.outcomes[outcome.key] = outcome
+        jobs.outcomes[outcome.key] = jobs.final[outcome.key] = outcome
 
     def _release(self, request: Request, jobs: CallJobs, cost: float) -> None:
         reserved = jobs.reserved.pop(request.key, None)

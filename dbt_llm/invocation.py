@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from .audit import EstimateTotal
 from .batch import BatchRecord
 from .engine import Budget, Outcome, Pending, Request
+from .errors import DbtLlmError
 from .tasks import Task
 
 
@@ -39,8 +40,12 @@ class CallJobs:
     records: list[BatchRecord] = field(default_factory=list)
     requests: dict[str, Request] = field(default_factory=dict)
     reserved: dict[str, float] = field(default_factory=dict)  # estimated cost held against the budget
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # not claimed by a row yet
+    final: dict[str, Outcome] = field(default_factory=dict)  # every final outcome, for calls that borrow it
+    borrowed: dict[str, str] = field(default_factory=dict)  # key -> the call whose job carries it
     collected: bool = False
+    pending_error: DbtLlmError | None = None  # the jobs outlived batch_timeout
+    done: threading.Event = field(default_factory=threading.Event)  # collected, or given up
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -70,6 +75,7 @@ class Invocation:
     finished: set[str] = field(default_factory=set)  # nodes settled by dbt_llm_finish
     model_budgets: dict[str, Budget] = field(default_factory=dict)  # models with a cap of their own
     batch_jobs: dict[str, CallJobs] = field(default_factory=dict)  # batch mode: per call handle
+    batch_owner: dict[str, str] = field(default_factory=dict)  # key -> the call that sends it in a job
     estimate_total: EstimateTotal = field(default_factory=EstimateTotal)  # a dry run's, over all models
 
     def answer_rows(self, call: Call, miss_keys: list[str | None], outcomes: dict[str, Outcome]) -> ChunkAnswers:

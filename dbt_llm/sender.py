@@ -45,7 +45,7 @@ class Sender:
         with self._lock:
             budget = invocation.budget_of(call)
             jobs = invocation.batch_jobs.get(call.handle)
-            in_jobs = jobs.requests if jobs is not None else {}
+            in_jobs = {**jobs.requests, **jobs.borrowed} if jobs is not None else {}
             fresh = {
                 k: t
                 for k, t in texts_by_key.items()

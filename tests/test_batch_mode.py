@@ -125,3 +125,14 @@ def test_a_dry_run_in_batch_mode_estimates_at_the_batch_price(tickets: DbtProjec
     batch = tickets.query("select est_cost_usd from dbt_llm.llm_audit order by started_at desc limit 1")[0][0]
     assert batch == pytest.approx(realtime / 2)
     assert tickets.server.batches == [] and tickets.server.requests == []
+
+
+def test_two_models_with_the_same_texts_send_them_in_one_job(tickets: DbtProject) -> None:
+    tickets.write(
+        "models/m2.sql", f"select id, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as l from {{{{ ref('t') }}}}\n"
+    )
+    tickets.dbt("run", *BATCH)
+    assert len(tickets.server.batches) == 1 and len(tickets.server.batch_requests) == N  # each text paid once
+    assert tickets.query("select count(l) from m")[0][0] == N and tickets.query("select count(l) from m2")[0][0] == N
+    audit = tickets.query("select sum(batch_answers), sum(api_calls), sum(rows) from dbt_llm.llm_audit")[0]
+    assert audit == (N, N, 2 * N)
