@@ -5,29 +5,11 @@ concurrency limit that grows while answers come back clean and shrinks on 429s."
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import deque
 from dataclasses import dataclass
 
 MIN_TIMEOUT = 2.0  # seconds: never cut a request sooner, however fast the recent ones were
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str | None) -> float | None:
-    """OpenAI's reset format: '1s', '6m0s', '120ms', '0.5s'; a bare number is seconds."""
-    if not text:
-        return None
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = _DURATION.findall(text)
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts) if parts else None
-
-
 @dataclass(frozen=True)
 class RateHeaders:
     limit_requests: float | None = None

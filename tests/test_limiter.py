@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dbt_llm.limiter import Limiter, RateHeaders, parse_duration
-
-
-def test_durations_in_openai_format() -> None:
-    assert parse_duration("1s") == 1.0
-    assert parse_duration("6m0s") == 360.0
-    assert parse_duration("120ms") == 0.12
-    assert parse_duration("1h2m3.5s") == 3723.5
-    assert parse_duration("2.5") == 2.5
-    assert parse_duration("") is None and parse_duration("soon") is None
+from dbt_llm.limiter import Limiter, RateHeaders
 
 
 def test_rate_headers() -> None:
