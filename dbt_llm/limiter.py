@@ -10,6 +10,8 @@ from collections import deque
 from dataclasses import dataclass
 
 MIN_TIMEOUT = 2.0  # seconds: never cut a request sooner, however fast the recent ones were
+
+
 @dataclass(frozen=True)
 class RateHeaders:
     limit_requests: float | None = None
