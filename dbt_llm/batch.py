@@ -364,7 +364,7 @@ class BatchRunner:
                 if fallback is not None:
                     result.handed_off.append(retry)
                 elif retry.so_far.attempts >= max_attempts:
-                    outcome = _exhausted(retry)
+                    outcome = exhausted(retry)
                     result.outcomes.append(outcome)
                     on_outcome(outcome)
                 else:
@@ -390,7 +390,8 @@ def _missing(status: BatchStatus) -> tuple[str, str]:
     return "missing", f"the batch ended {status.status} without a line for this request"
 
 
-def _exhausted(retry: Retry) -> BatchOutcome:
+def exhausted(retry: Retry) -> BatchOutcome:
+    """A key whose attempts ran out: its last error stands."""
     outcome = replace(retry.so_far)
     if retry.kind == "invalid_answer":
         outcome.error_kind = "invalid_answer"

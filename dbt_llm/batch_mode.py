@@ -10,13 +10,15 @@ import time
 from collections.abc import Callable
 
 from .audit import Ledger
-from .batch import BatchOutcome, BatchRecord, BatchRunner, Retry
+from .batch import BatchOutcome, BatchRecord, BatchRunner, Retry, exhausted
 from .budget import Budget
+from .config import LlmConfig
 from .engine import Engine, Outcome, Request
 from .errors import BatchPendingError, DbtLlmError
 from .invocation import Call, CallJobs, Invocation
 from .job_store import JobStore
 from .pricing import Price, PriceTable
+from .providers.factory import build_batch_client
 from .recorder import Recorder
 
 
@@ -196,7 +198,7 @@ class BatchMode:
             if retry.so_far.attempts < self._max_attempts and time.monotonic() < deadline:
                 again.append(retry)
             else:
-                self._settled(call, invocation, ledger, jobs, _final(retry), texts)
+                self._settled(call, invocation, ledger, jobs, exhausted(retry), texts)
         if not again:
             return [], {}
         earlier = {retry.request.key: retry for retry in again}
@@ -266,11 +268,33 @@ class BatchMode:
         )
 
 
-def _final(retry: Retry) -> BatchOutcome:
-    """A key whose attempts ran out in batch: its last error stands."""
-    outcome = retry.so_far
-    if retry.kind == "invalid_answer":
-        outcome.error_kind = "invalid_answer"
-    else:
-        outcome.error_kind, outcome.error = "retries_exhausted", f"{retry.kind}: {outcome.error}"
-    return outcome
+def build_batch_mode(
+    config: LlmConfig,
+    lock: threading.RLock,
+    store: JobStore,
+    recorder: Recorder,
+    engine: Engine,
+    log: Callable[[str], None],
+) -> BatchMode:
+    prices = PriceTable(config.prices)
+
+    def runner() -> BatchRunner:  # built on the first job: a realtime run needs no Batch API client
+        return BatchRunner(
+            build_batch_client(config),
+            price_of=lambda model: (price := prices.price(model)) and price.for_batch(),
+            poll_initial=config.batch_poll_interval,
+        )
+
+    return BatchMode(
+        lock,
+        runner,
+        store,
+        recorder,
+        engine,
+        prices,
+        provider=config.provider,
+        batch_timeout=config.batch_timeout,
+        fallback=config.batch_fallback,
+        max_attempts=config.max_attempts,
+        log=log,
+    )

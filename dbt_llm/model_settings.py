@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .audit import HOOKED_COMMANDS
 from .errors import SpecError
 
 KEYS = ("on_error", "model", "max_cost_usd", "mode")
@@ -44,3 +45,18 @@ def parse_model_settings(raw: Any, where: str) -> ModelSettings:
     if mode not in (None, "realtime", "batch"):
         raise SpecError(f"{where}: meta dbt_llm.mode is {mode!r}; use 'realtime' or 'batch'.")
     return ModelSettings(on_error=on_error, model=model, max_cost_usd=None if cap is None else float(cap), mode=mode)
+
+
+def call_mode(mode: Any, *, command: str, provider: str, where: str) -> str:
+    """A call's mode: the dbt var dbt_llm_mode, else the model's meta, else the profile (the caller picks
+    the first set). A preview (`dbt show`) is answered realtime: nobody waits hours for a LIMIT."""
+    if mode not in ("realtime", "batch"):
+        raise SpecError(f"{where}: dbt_llm_mode is {mode!r}; use realtime or batch.")
+    if command not in HOOKED_COMMANDS:
+        return "realtime"
+    if mode == "batch" and provider != "openai":
+        raise SpecError(
+            f"{where}: batch mode needs an endpoint with the OpenAI Batch API (provider: openai); the embedded "
+            "model has none. Run it realtime (dbt_llm_mode: realtime)."
+        )
+    return str(mode)

@@ -15,24 +15,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import dbt_events
-from .audit import HOOKED_COMMANDS, AuditBook, Ledger
-from .batch import BatchRunner
-from .batch_mode import BatchMode
+from .audit import AuditBook, Ledger
+from .batch_mode import build_batch_mode
+from .calls import plan_call
 from .config import LlmConfig
 from .engine import Budget, Engine, Outcome
 from .errors import DbtLlmError, InternalStateError, SpecError
 from .invocation import Call, Invocation
 from .job_store import JobStore
 from .migrations import migrate
-from .model_settings import parse_model_settings
 from .pricing import PriceTable
 from .progress import ProgressReporter
 from .providers import Provider
-from .providers.factory import build_batch_client, build_provider
+from .providers.factory import build_provider
 from .recorder import Recorder
 from .sender import Sender
 from .settler import Settler
-from .tasks import build_task, sha256_hex
 from .writer import Writer
 
 
@@ -84,23 +82,7 @@ class Runtime:
             self._lock, self.engine, self.recorder, self._prices, config.max_input_chars, self._progress.start
         )
         self.jobs = JobStore()
-        self.batch_mode = BatchMode(
-            self._lock,
-            lambda: BatchRunner(
-                build_batch_client(config),
-                price_of=lambda model: (price := self._prices.price(model)) and price.for_batch(),
-                poll_initial=config.batch_poll_interval,
-            ),
-            self.jobs,
-            self.recorder,
-            self.engine,
-            self._prices,
-            provider=config.provider,
-            batch_timeout=config.batch_timeout,
-            fallback=config.batch_fallback,
-            max_attempts=config.max_attempts,
-            log=log,
-        )
+        self.batch_mode = build_batch_mode(config, self._lock, self.jobs, self.recorder, self.engine, log)
         self.sender.batch_mode = self.batch_mode
 
     # -- connection --
@@ -140,41 +122,14 @@ class Runtime:
     # -- dbt_llm_prepare(args_json): called once per macro call when the model renders --
     def prepare(self, args_json: str) -> str:
         dbt_events.watch(self.on_dbt_event)
+        args = json.loads(args_json)
+        invocation_id = str(args.get("invocation_id"))
         try:
-            args = json.loads(args_json)
-            where = str(args.get("where") or "llm_" + str(args.get("function")))
-            settings = parse_model_settings(args.get("model_settings"), where)
-            task = build_task(
-                args,
-                provider=self.config.provider,
-                default_model=settings.model or self.config.model,
-                temperature=self.config.temperature,
-            )
-            mode = self._mode(args, settings.mode, where)
-            capped = self.config.max_cost_usd is not None or settings.max_cost_usd is not None
-            if capped and self._prices.price(task.model) is None:
-                raise SpecError(
-                    f"{where}: no price is known for model {task.model!r}, so `max_cost_usd` cannot be enforced. "
-                    f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: "
-                    "<USD per 1M>}}, or remove max_cost_usd."
-                )
+            call = plan_call(args, invocation_id, self.config, self._prices)
         except SpecError as exc:
             return json.dumps({"error": str(exc)})
-        invocation = self._begin(str(args.get("invocation_id")))
-        node_id, batch_id = str(args.get("node_id")), str(args.get("batch_id") or "")
-        handle = sha256_hex(f"{invocation.id}\n{node_id}\n{batch_id}\n{task.spec_hash}")[:32]
-        call = Call(
-            handle,
-            task,
-            invocation.id,
-            node_id,
-            batch_id=batch_id,
-            command=str(args.get("command") or "run"),
-            on_error=settings.on_error or self.config.on_error,
-            dry_run=bool(args.get("dry_run")),
-            max_cost_usd=settings.max_cost_usd,
-            mode=mode,
-        )
+        invocation = self._begin(invocation_id)
+        handle, task = call.handle, call.task
         with self._lock:
             invocation.calls[handle] = call
             schema = self._schema
@@ -190,21 +145,6 @@ class Runtime:
                 "truncate_at": self.config.max_input_chars if self.config.on_long_input == "truncate" else None,
             }
         )
-
-    def _mode(self, args: dict[str, Any], model_mode: str | None, where: str) -> str:
-        """The dbt var dbt_llm_mode, else the model's meta, else the profile. A preview (`dbt show`) is
-        answered realtime: nobody waits hours for a LIMIT."""
-        mode = args.get("mode") or model_mode or self.config.mode
-        if mode not in ("realtime", "batch"):
-            raise SpecError(f"{where}: dbt_llm_mode is {mode!r}; use realtime or batch.")
-        if str(args.get("command") or "run") not in HOOKED_COMMANDS:
-            return "realtime"
-        if mode == "batch" and self.config.provider != "openai":
-            raise SpecError(
-                f"{where}: batch mode needs an endpoint with the OpenAI Batch API (provider: openai); the embedded "
-                "model has none. Run it realtime (dbt_llm_mode: realtime)."
-            )
-        return str(mode)
 
     def _ledger(self, call: Call) -> Ledger:
         return self.book.ledger(

@@ -1,0 +1,49 @@
+"""A macro call's arguments, as the model rendered them, turned into a Call: the task, and the
+settings that apply to it (the dbt var, the model's meta, the profile, in that order)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import LlmConfig
+from .errors import SpecError
+from .invocation import Call
+from .model_settings import call_mode, parse_model_settings
+from .pricing import PriceTable
+from .tasks import build_task, sha256_hex
+
+
+def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, prices: PriceTable) -> Call:
+    """Bad arguments or settings raise SpecError, which fails the model when it compiles."""
+    where = str(args.get("where") or "llm_" + str(args.get("function")))
+    settings = parse_model_settings(args.get("model_settings"), where)
+    task = build_task(
+        args,
+        provider=config.provider,
+        default_model=settings.model or config.model,
+        temperature=config.temperature,
+    )
+    command = str(args.get("command") or "run")
+    mode = call_mode(
+        args.get("mode") or settings.mode or config.mode, command=command, provider=config.provider, where=where
+    )
+    capped = config.max_cost_usd is not None or settings.max_cost_usd is not None
+    if capped and prices.price(task.model) is None:
+        raise SpecError(
+            f"{where}: no price is known for model {task.model!r}, so `max_cost_usd` cannot be enforced. "
+            f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: "
+            "<USD per 1M>}}, or remove max_cost_usd."
+        )
+    node_id, batch_id = str(args.get("node_id")), str(args.get("batch_id") or "")
+    return Call(
+        sha256_hex(f"{invocation_id}\n{node_id}\n{batch_id}\n{task.spec_hash}")[:32],
+        task,
+        invocation_id,
+        node_id,
+        batch_id=batch_id,
+        command=command,
+        on_error=settings.on_error or config.on_error,
+        dry_run=bool(args.get("dry_run")),
+        max_cost_usd=settings.max_cost_usd,
+        mode=mode,
+    )
