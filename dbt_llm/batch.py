@@ -14,87 +14,35 @@ import functools
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TypeVar
 
-from .engine import Outcome, Request
+from .batch_lines import BatchOutcome, BatchRecord, CollectResult, Retry, RunResult, settle_lines
+from .engine import Request
 from .pricing import Price, PriceTable
-from .providers.base import Completion, TransientError
+from .providers.base import TransientError
 from .providers.openai_batch import (
     BatchStatus,
     OpenAIBatchClient,
-    ResultLine,
-    parse_result_line,
     request_line,
-    split_jsonl,
 )
 from .rows import now
-from .tasks import InvalidAnswer
 
 T = TypeVar("T")
 
 MAX_LINES = 50_000  # the Batch API's limits per input file
 MAX_BYTES = 200_000_000
-BATCH_DISCOUNT = 0.5  # batch price / list price
 
 
 def batch_prices(table: PriceTable) -> Callable[[str], Price | None]:
-    """A model's batch price: half its price in `table`."""
+    """A model's batch price: its price in `table`, through the Batch API (Price.for_batch)."""
 
     def price_of(model: str) -> Price | None:
         price = table.price(model)
-        return None if price is None else Price(price.input * BATCH_DISCOUNT, price.output * BATCH_DISCOUNT)
+        return None if price is None else price.for_batch()
 
     return price_of
-
-
-@dataclass(frozen=True)
-class BatchRecord:
-    """One batch as the caller records it durably: enough to collect it after a restart."""
-
-    batch_id: str
-    input_file_id: str
-    keys: tuple[str, ...]  # the custom_ids of its lines: the requests' cache keys
-    created_at: datetime  # UTC, naive (as the llm_* tables keep times)
-    status: str
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-
-
-@dataclass
-class BatchOutcome(Outcome):
-    """An Outcome, plus the batch whose line settled the key."""
-
-    batch_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Retry:
-    """A key whose latest line got no valid answer: its request, why (`kind`, and `so_far.error`), and
-    in `so_far` the attempts, truncations and spend of its tries so far, which carry into its outcome."""
-
-    request: Request
-    kind: str  # invalid_answer, rate_limited, server_error, timeout, bad_response, batch_expired, batch_failed, ...
-    so_far: BatchOutcome
-
-
-@dataclass
-class CollectResult:
-    outcomes: list[BatchOutcome] = field(default_factory=list)  # final: a valid answer, or a refused request
-    retry: list[Retry] = field(default_factory=list)  # to send again
-    pending: list[BatchRecord] = field(default_factory=list)  # not ended at the deadline: collect them later
-    finished: list[BatchRecord] = field(default_factory=list)  # ended and settled, with their final status
-    unknown: list[tuple[str, str]] = field(default_factory=list)  # (batch_id, custom_id) matching no request: ignored
-
-
-@dataclass
-class RunResult:
-    outcomes: list[BatchOutcome] = field(default_factory=list)  # final, answered or failed
-    retry: list[Retry] = field(default_factory=list)  # not sent again: the deadline had passed
-    handed_off: list[Retry] = field(default_factory=list)  # given to `fallback`, with their batch spend
-    pending: list[BatchRecord] = field(default_factory=list)
-    unknown: list[tuple[str, str]] = field(default_factory=list)
 
 
 class BatchRunner:
@@ -246,7 +194,7 @@ class BatchRunner:
                     wait = max(wait, exc.retry_after or 0.0)
                     continue
                 del open_[batch_id]
-                self._settle(record, status, files, requests_by_key, earlier or {}, on_outcome, result)
+                settle_lines(record, status, files, requests_by_key, earlier or {}, on_outcome, result, self._price_of)
                 result.finished.append(record)
             left = deadline - self._clock()
             if not open_ or left <= 0:
@@ -255,82 +203,6 @@ class BatchRunner:
             delay = min(delay * 2, self._poll_max)
         result.pending = list(open_.values())
         return result
-
-    def _settle(
-        self,
-        record: BatchRecord,
-        status: BatchStatus,
-        files: list[bytes],
-        requests_by_key: Mapping[str, Request],
-        earlier: Mapping[str, Retry],
-        on_outcome: Callable[[BatchOutcome], None],
-        result: CollectResult,
-    ) -> None:
-        """Turn each key of an ended batch into a final outcome or a retry, by custom_id only."""
-        lines: dict[str, ResultLine] = {}
-        for data in files:
-            for obj in split_jsonl(data):
-                line = parse_result_line(obj)
-                known = lines.get(line.custom_id)
-                if known is None or (known.completion is None and line.completion is not None):
-                    lines[line.custom_id] = line
-        keys = set(record.keys)
-        result.unknown.extend((record.batch_id, cid) for cid in lines if cid not in keys or cid not in requests_by_key)
-        for key in record.keys:
-            request = requests_by_key.get(key)
-            if request is None:
-                continue
-            prior = earlier.get(key)
-            outcome = BatchOutcome(key=key) if prior is None else replace(prior.so_far, error=None)
-            outcome.batch_id = record.batch_id
-            outcome.attempts += 1
-            found = lines.get(key)
-            kind, message = _missing(status) if found is None else self._answer(request, found, outcome)
-            if kind is None:
-                result.outcomes.append(outcome)
-                on_outcome(outcome)
-            elif kind == "bad_request":
-                outcome.error_kind, outcome.error = "bad_request", message  # refused again if resent
-                result.outcomes.append(outcome)
-                on_outcome(outcome)
-            else:
-                outcome.error = message
-                result.retry.append(Retry(request, kind, outcome))
-
-    def _answer(self, request: Request, line: ResultLine, outcome: BatchOutcome) -> tuple[str | None, str]:
-        """Charge the line and validate its answer into `outcome.result`; else (kind, message) of why not."""
-        if line.completion is None:
-            if line.error_kind == "rate_limited":
-                outcome.rate_limited += 1
-            return line.error_kind or "failed", line.error or "no message"
-        self._charge(request, line.completion, outcome)
-        try:
-            outcome.result = self._validate(request, line.completion, outcome)
-        except InvalidAnswer as exc:
-            return "invalid_answer", str(exc)
-        return None, ""
-
-    def _charge(self, request: Request, completion: Completion, outcome: BatchOutcome) -> None:
-        """Every line answered is billed, valid or not, at the batch price (cached prompt tokens at its
-        cached-input price)."""
-        usage = completion.usage
-        outcome.usage = outcome.usage + usage
-        price = self._price_of(request.task.model)
-        if price is None:
-            outcome.cost_usd = None
-        elif outcome.cost_usd is not None:
-            outcome.cost_usd += price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-
-    @staticmethod
-    def _validate(request: Request, completion: Completion, outcome: BatchOutcome) -> str:
-        """As the realtime path: a cut or refused answer is invalid; a cut one is resent with more room."""
-        if completion.finish_reason == "length":
-            max_tokens = request.task.max_tokens * 2**outcome.truncated
-            outcome.truncated += 1
-            raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")
-        if completion.finish_reason == "refusal":
-            raise InvalidAnswer("the model refused to answer")
-        return request.task.parse_answer(completion.content)
 
     # -- run --
     def run(
@@ -377,17 +249,6 @@ class BatchRunner:
             earlier = {retry.request.key: retry for retry in again}
             records = self.submit([retry.request for retry in again], on_created, earlier=earlier, metadata=metadata)
         return result
-
-
-def _missing(status: BatchStatus) -> tuple[str, str]:
-    """Why an ended batch has no line for a key."""
-    if status.status == "failed":
-        return "batch_failed", "the batch failed: " + ("; ".join(status.errors) or "no reason given")
-    if status.status == "expired":
-        return "batch_expired", "the batch expired before this request ran"
-    if status.status == "cancelled":
-        return "batch_cancelled", "the batch was cancelled before this request ran"
-    return "missing", f"the batch ended {status.status} without a line for this request"
 
 
 def exhausted(retry: Retry) -> BatchOutcome:

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 
 from .audit import Ledger
-from .batch import BatchOutcome, BatchRecord, BatchRunner, Retry, exhausted
+from .batch import BatchRunner, batch_prices, exhausted
+from .batch_lines import BatchOutcome, BatchRecord, Retry
 from .budget import Budget
 from .config import LlmConfig
 from .engine import Engine, Outcome, Request
@@ -281,7 +282,7 @@ def build_batch_mode(
     def runner() -> BatchRunner:  # built on the first job: a realtime run needs no Batch API client
         return BatchRunner(
             build_batch_client(config),
-            price_of=lambda model: (price := prices.price(model)) and price.for_batch(),
+            price_of=batch_prices(prices),
             poll_initial=config.batch_poll_interval,
         )
 

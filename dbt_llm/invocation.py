@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 from .audit import EstimateTotal
-from .batch import BatchRecord
+from .batch_lines import BatchRecord
 from .engine import Budget, Outcome, Pending, Request
 from .errors import DbtLlmError
 from .tasks import Task

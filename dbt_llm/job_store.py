@@ -9,7 +9,7 @@ import threading
 import duckdb
 import pyarrow as pa
 
-from .batch import BatchRecord
+from .batch_lines import BatchRecord
 from .rows import BATCH_JOB_COLUMNS, BatchJobRow, now, row_dict
 from .writer import cursor_of
 

@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from dbt_llm.batch import BatchOutcome, BatchRecord, BatchRunner, batch_prices
+from dbt_llm.batch import BatchRunner, batch_prices
+from dbt_llm.batch_lines import BatchOutcome, BatchRecord
 from dbt_llm.engine import Budget, Request
 from dbt_llm.pricing import Price, PriceTable
 from dbt_llm.providers.base import FatalProviderError, TransientError
@@ -35,7 +36,7 @@ TASK = build_task(
     default_model="gpt-4o-mini",
     temperature=0,
 )
-BATCH_PRICE = Price(0.075, 0.30)  # half of gpt-4o-mini's list price
+BATCH_PRICE = Price(0.075, 0.30, cached_input=0.0375)  # half of gpt-4o-mini's list prices
 
 
 def text_of(body: dict[str, Any]) -> str:
@@ -272,15 +273,15 @@ def test_batch_price_is_half_the_list_price_unless_given() -> None:
     assert batch_prices(PriceTable())("gpt-4o-mini-2024-07-18") == BATCH_PRICE
     assert batch_prices(PriceTable())("no-such-model") is None
     text = "ticket 01 bug"
-    prompt, completion, _ = usage_of(text)
+    prompt, completion, cached = usage_of(text)
     (outcome,) = run(FakeBatchAPI(), [request(text)])[0].outcomes
-    assert outcome.cost_usd == pytest.approx(BATCH_PRICE.cost(prompt, completion))
-    assert outcome.cost_usd == pytest.approx(PriceTable().price("gpt-4o-mini").cost(prompt, completion) / 2)  # type: ignore[union-attr]
+    assert outcome.cost_usd == pytest.approx(BATCH_PRICE.cost(prompt, completion, cached))
+    assert outcome.cost_usd == pytest.approx(PriceTable().price("gpt-4o-mini").cost(prompt, completion, cached) / 2)  # type: ignore[union-attr]
     clock = Clock()
     own = runner(FakeBatchAPI(), clock, price_of=lambda model: Price(1.0, 2.0))
     outcomes: list[BatchOutcome] = []
     own.run([request(text)], deadline=3600, max_attempts=1, on_created=lambda r: None, on_outcome=outcomes.append)
-    assert outcomes[0].cost_usd == pytest.approx(Price(1.0, 2.0).cost(prompt, completion))
+    assert outcomes[0].cost_usd == pytest.approx(Price(1.0, 2.0).cost(prompt, completion, cached))
 
 
 def test_files_split_at_the_line_and_byte_limits_and_each_batch_is_recorded_when_created() -> None:
@@ -319,10 +320,10 @@ def test_lines_without_a_valid_answer_go_to_a_follow_up_batch() -> None:
     assert {t: label(o) for t, o in by_text.items()} == {a: "bug", b: "billing", c: "bug", d: "billing"}
     assert {t: o.attempts for t, o in by_text.items()} == {a: 2, b: 2, c: 2, d: 1}
     # The invalid and the cut answers were billed as well; the 500 line was not.
-    prompt, completion, _ = usage_of(a)
+    prompt, completion, cached = usage_of(a)
     assert by_text[a].usage.prompt_tokens == 2 * prompt and by_text[c].usage.prompt_tokens == 2 * usage_of(c)[0]
     assert by_text[b].usage.prompt_tokens == usage_of(b)[0]
-    assert by_text[a].cost_usd == pytest.approx(2 * BATCH_PRICE.cost(prompt, completion))
+    assert by_text[a].cost_usd == pytest.approx(2 * BATCH_PRICE.cost(prompt, completion, cached))
 
 
 def test_attempts_exhausted_are_final_failures_and_a_refused_line_is_not_resent() -> None:
