@@ -451,11 +451,10 @@ class BatchService(FakeService):
             expires = None
         elif kind == "expire":
             expires = created + 3 * phase  # when it would have completed
-        start = created + phase
-
         def done_at(index: int) -> float | None:
-            # Answers spread evenly over the in_progress phase, in input order.
-            return start + (index + 1) / to_answer * phase if index < to_answer else None
+            # Answers spread evenly over the in_progress phase, in input order. Written as the phase's end
+            # is (created + 2 * phase), so the last line is due exactly then, not one rounding later.
+            return created + phase * (1 + (index + 1) / to_answer) if index < to_answer else None
 
         return _Batch(
             id=f"batch_{self._next_id():08d}",

@@ -470,3 +470,18 @@ def test_the_command_line_sets_the_batch_delay() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.7, 2.0, 5.0, 7.3])
+def test_every_line_is_answered_by_the_end_of_in_progress(
+    fake: FakeOpenAI, client: httpx.Client, clock: Clock, delay: float
+) -> None:
+    # The last line is due when in_progress ends: a rounding past that end left it unanswered (at
+    # today's epoch times, not at the small T0 the other tests use).
+    clock.now = 1_790_308_795.36
+    fake.batch_delay = delay
+    batch = _create(client, _rows(7))
+    clock.now += delay  # completed, exactly at its due time
+    done = _get(client, batch["id"])
+    assert done["status"] == "completed" and done["request_counts"] == {"total": 7, "completed": 7, "failed": 0}
+    assert done["error_file_id"] is None and len(_download(client, done["output_file_id"])) == 7
