@@ -111,6 +111,21 @@ class Engine:
         results = self._call(self._wait(pending, owner))
         return [outcome if p.owned else outcome.as_shared() for outcome, p in zip(results, pending, strict=True)]
 
+    def drop_prefetch(self) -> int:
+        """Forget every prefetched request not started yet (a query that stopped early queued them).
+        Called when a new dbt invocation starts: a key the new run asks for is then its own request,
+        paid and recorded by the new run, not answered for a call of the old one. Returns how many."""
+        with self._lock:
+            if self._loop is None:
+                return 0
+        return self._call(self._drop_prefetch())
+
+    async def _drop_prefetch(self) -> int:
+        dropped = self._prefetch.drop()
+        for item in dropped:
+            item.future.cancel()  # nobody waits on it: _forget takes the key out of the in-flight table
+        return len(dropped)
+
     def limiter(self, model: str) -> Limiter:
         """One limiter per model: every dbt thread and model of the process shares it."""
         if model not in self._limiters:

@@ -63,6 +63,13 @@ class Prefetch:
             if owner is not None:
                 self.start(self._queues[owner].pop(key))
 
+    def drop(self) -> list[Queued]:
+        """Take every request not started yet, of every owner, out of the queues."""
+        dropped = [item for queue in self._queues.values() for item in queue.values()]
+        self._queues, self._owner = {}, {}
+        self._demand = {owner: n for owner, n in self._demand.items() if n > 0}
+        return dropped
+
     @contextmanager
     def waiting(self, owner: str | None) -> Iterator[None]:
         """While a caller waits: `owner`'s prefetch may use free slots."""

@@ -110,6 +110,7 @@ class Runtime:
             self._invocation = Invocation(invocation_id, Budget(self.config.max_cost_usd))
             stale = self.book.open_ledgers()
             self.book.forget_all_but(invocation_id)
+        self.engine.drop_prefetch()
         self.settler.close_ledgers(stale, node_failed=True)
         return self._invocation
 

@@ -270,3 +270,20 @@ def test_a_model_cap_stops_that_model_only(project: DbtProject) -> None:
     spent = project.query("select cost_usd from dbt_llm.llm_audit where node_id like '%capped'")[0][0]
     assert 0.00003 < spent <= 0.00005 * 1.2  # stops at the model's cap, within the estimate's error
     assert project.query("select count(l) from free")[0][0] == 20
+
+
+def test_a_run_after_a_preview_records_every_request_it_pays_for(project: DbtProject) -> None:
+    # A preview's query stops after its first 2,048-row chunk; the rest of its prefetch was queued, not sent.
+    project.plugin_config["max_concurrency"] = 16
+    tickets(project, 3000)
+    project.write("models/m.sql", classify_model())
+    project.dbt("seed")
+    project.dbt("show", "--select", "m", "--limit", "5")
+    previewed = len(project.server.requests)
+    assert 0 < previewed < 3000
+    project.server.reset()
+    project.dbt("run")
+    sent = len(project.server.requests)
+    assert sent == 3000 - previewed  # nothing paid twice
+    run = "select sum(api_calls), sum(cache_hits) from dbt_llm.llm_audit where command = 'run'"
+    assert project.query(run)[0] == (sent, previewed)  # and every request of the run is in its audit row

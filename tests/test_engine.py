@@ -285,6 +285,22 @@ def test_a_wait_without_owner_sends_only_the_keys_waited_for(engines: Callable[.
     assert provider.texts() == ["row 3", "other"]
 
 
+def test_a_dropped_prefetch_is_no_longer_in_flight_and_a_new_caller_owns_the_key(
+    engines: Callable[..., Engine],
+) -> None:
+    provider = FakeProvider()
+    engine = engines(provider, max_concurrency=1)
+    old: list[Outcome] = []
+    engine.submit([request(f"row {i}") for i in range(4)], old.append, prefetch_for="an old preview")
+    assert engine.drop_prefetch() == 4 and engine.drop_prefetch() == 0
+    new: list[Outcome] = []
+    [pending] = engine.submit([request("row 2")], new.append)
+    assert pending.owned  # its own request, recorded by the new caller, not by the dropped one
+    [outcome] = engine.wait([pending])
+    assert outcome.ok and not outcome.shared and [o.key for o in new] == [outcome.key] and old == []
+    assert provider.texts() == ["row 2"]
+
+
 def test_outcomes_come_back_in_the_order_of_the_requests(engines: Callable[..., Engine]) -> None:
     provider = FakeProvider({"slow": [TransientError("server_error", "HTTP 500", retry_after=0.0)]})
     texts = ["slow", "a", "b"]
