@@ -7,16 +7,22 @@ from conftest import API_KEY, DbtProject
 
 
 def test_key_is_nowhere_after_successful_and_failed_runs(project: DbtProject, monkeypatch: pytest.MonkeyPatch) -> None:
-    project.plugin_config["max_attempts"] = 1
+    project.plugin_config.update(max_attempts=1, batch_poll_interval=0.05)
     project.write("seeds/t.csv", "id,body\n1,a bug\n2,a billing question\n3,please add dark mode\n")
     project.write(
         "models/m.sql",
         "select id, {{ dbt_llm.llm_classify('body', ['bug', 'billing', 'feature']) }} as l from {{ ref('t') }}\n",
     )
+    project.write(
+        "models/b.sql",
+        "select id, {{ dbt_llm.llm_classify('upper(body)', ['bug', 'billing', 'feature']) }} as l "
+        "from {{ ref('t') }}\n",
+    )
     project.dbt("seed")
     project.server.inject("500", match="dark mode")
-    failed = project.dbt("run", ok=False)
-    project.dbt("run")
+    failed = project.dbt("run", "--select", "m", ok=False)
+    project.dbt("run", "--select", "m")
+    project.dbt("run", "--select", "b", "--vars", "{dbt_llm_mode: batch}")  # files, jobs, llm_batch_jobs
     monkeypatch.setenv("DBT_LLM_TEST_KEY", API_KEY[:-1] + "X")  # a refused key: its error text is checked too
     project.execute("delete from dbt_llm.llm_cache where key in (select key from dbt_llm.llm_cache limit 1)")
     refused = project.dbt("run", ok=False)
@@ -29,7 +35,9 @@ def test_key_is_nowhere_after_successful_and_failed_runs(project: DbtProject, mo
     tables = project.query(
         "select table_schema, table_name, column_name from information_schema.columns where data_type = 'VARCHAR'"
     )
-    assert {t[1] for t in tables} >= {"llm_cache", "llm_audit", "llm_errors"}
+    assert {t[1] for t in tables} >= {"llm_cache", "llm_audit", "llm_errors", "llm_batch_jobs"}
+    assert project.server.files  # the batch files the key must not be in either
+    texts += [f.content.decode(errors="replace") for f in project.server.files]
     for schema, table, column in tables:
         texts += [str(v[0]) for v in project.query(f'select "{column}" from "{schema}"."{table}"')]
     assert any("refused the API key" in t for t in texts)  # the scan saw the failures
