@@ -146,7 +146,7 @@ def test_tests_find_their_model_by_unique_id_not_by_a_like_pattern(project: DbtP
 
 def test_a_failed_text_shared_by_two_models_is_recorded_for_both(project: DbtProject) -> None:
     project.plugin_config.update(max_attempts=1, on_error="null", max_concurrency=1)
-    project.server.latency = 0.3  # both models wait on the one request for ticket 3
+    project.server.latency = 1.0  # both models wait on the one request for ticket 3, however the threads start
     tickets(project, 6)
     project.write("models/a.sql", classify_model())
     project.write("models/b.sql", classify_model())
