@@ -24,8 +24,9 @@ Options of the command line (``--help`` lists them all):
     Fault this share of requests at random, one seeded draw per request; repeat it for
     several kinds (the rates must sum to at most 1).  KIND is one of ``429``, ``500``,
     ``503``, ``502_html`` (an HTML gateway page), ``timeout`` (hold the connection, then drop
-    it without an answer), ``invalid`` (an answer that breaks the schema) and ``truncated``
-    (half an answer, ``finish_reason: length``).  Example: ``--fault-rate 500=0.05 --fault-rate 429=0.02``.
+    it without an answer), ``invalid`` (an answer that breaks the schema; drawn per row of a
+    packed request, see below) and ``truncated`` (half an answer, ``finish_reason: length``).
+    Example: ``--fault-rate 500=0.05 --fault-rate 429=0.02``.
 ``--seed N``
     Seed of the fault draws (default 0): the same seed and requests give the same faults.
 ``--hang-seconds S``
@@ -39,6 +40,27 @@ Options of the command line (``--help`` lists them all):
     request is counted when it is dropped.
 ``--batch-delay S``
     How long a batch takes from created to completed (default 0.1; 0 is fine).
+
+Packed requests
+---------------
+A request may carry several rows: its last ``user`` message holds one block per row, exactly
+``<input id="ID">``, a newline, the text, a newline and ``</input>`` (texts may span lines but
+must not contain ``</input>``), and its ``json_schema`` is an object whose property names are exactly those ids,
+each property the schema the row alone would be asked for.  Its answer is ``{ID:
+build_answer(row schema, row text)}`` for every row: each row gets exactly what an unpacked
+request for its text would.  ``inject(match=...)`` matches when any row's text contains
+``match``.  Faults of the whole request (``429``, ``500``, ``503``, ``502_html``, ``timeout``,
+``truncated``) work as for any request, but ``invalid`` is per row: a queued ``invalid`` breaks
+only the rows whose text contains ``match`` (``match=None``: the first row), and with fault rates
+a packed request draws once for the other kinds (``invalid`` left out of that draw) and, only if
+that draw picks no fault, once per row, breaking each row with the ``invalid`` rate.  A broken
+row's answer breaks its row schema; the other rows stay valid.  ``inject_batch_line`` treats
+packed batch lines the same way.  The record (``RecordedRequest``) of a packed request has
+``ids`` (in message order), ``texts`` (the row texts in that order), ``text`` (the texts joined
+by newlines), and, when rows were broken, ``fault="invalid"`` and ``invalid_ids``; it is then not
+in ``answered()``.  An unpacked request has ``ids=()``, ``texts=(text,)`` and ``invalid_ids=()``.
+Usage is counted as for any request: prompt tokens from all the messages, completion tokens
+from the whole answer.
 
 Prefix cache
 ------------
@@ -103,9 +125,9 @@ Knobs (attributes, also ``FakeOpenAI(batch_delay=, batch_window=)``): ``batch_de
 
 ``inject_batch_line(kind, times=1, match=None)``
     The next ``times`` batch lines whose input text contains ``match`` get ``500`` (an error
-    file line), ``invalid`` (a 200 whose answer breaks the schema) or ``truncated`` (half an
-    answer, ``finish_reason: length``); taken when a line is answered.  Realtime ``inject()``
-    and fault rates never touch batch lines.
+    file line), ``invalid`` (a 200 whose answer breaks the schema; on a packed line, only the
+    matching rows) or ``truncated`` (half an answer, ``finish_reason: length``); taken when a
+    line is answered.  Realtime ``inject()`` and fault rates never touch batch lines.
 ``inject_batch(kind, times=1, completed=0)``
     The next ``times`` batches created: ``stall`` stays ``in_progress`` forever (it never
     expires; only its first ``completed`` lines get answered; cancel ends it); ``expire``
@@ -168,6 +190,7 @@ __all__ = [
     "RecordedRequest",
     "build_answer",
     "extract_input_text",
+    "extract_packed_inputs",
     "is_valid",
 ]
 
@@ -187,6 +210,7 @@ CACHE_MIN_TOKENS = 1024  # OpenAI caches prompt prefixes from 1024 tokens on,
 CACHE_INCREMENT = 128  # in steps of 128 tokens
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_PACKED_INPUT_RE = re.compile(r'<input id="([^"]+)">\n(.*?)\n</input>', re.DOTALL)
 _TRUE_WORDS = frozenset({"yes", "true", "1"})
 _FALSE_WORDS = frozenset({"no", "false", "0"})
 _MISSING: Any = object()
@@ -208,6 +232,9 @@ class RecordedRequest:
     cached_tokens: int = 0  # usage.prompt_tokens_details.cached_tokens of the answer
     batch_id: str | None = None  # set on batch lines (FakeOpenAI.batch_requests)
     custom_id: str | None = None
+    texts: tuple[str, ...] = ()  # the row texts, in the order of ``ids`` (unpacked: ``(text,)``)
+    ids: tuple[str, ...] = ()  # the row ids of a packed request (unpacked: ``()``)
+    invalid_ids: tuple[str, ...] = ()  # the rows an ``invalid`` fault broke (packed requests only)
 
 
 # --------------------------------------------------------------------------- #
@@ -222,11 +249,7 @@ def extract_input_text(messages: list[Any]) -> str:
     between the first ``<input>`` and the last ``</input>`` is returned, with one
     leading and one trailing newline removed; otherwise the whole content.
     """
-    content = ""
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = content_text(message.get("content"))
-            break
+    content = _last_user_content(messages)
     start = content.find("<input>")
     end = content.rfind("</input>")
     if start == -1 or end == -1 or end < start + len("<input>"):
@@ -241,6 +264,48 @@ def extract_input_text(messages: list[Any]) -> str:
     elif inner.endswith("\n"):
         inner = inner[:-1]
     return inner
+
+
+def _last_user_content(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return content_text(message.get("content"))
+    return ""
+
+
+def extract_packed_inputs(messages: list[Any]) -> dict[str, str]:
+    """The ``<input id="ID">`` blocks of the last user message, id -> text, in message order.
+
+    Each block is exactly ``<input id="ID">``, a newline, the text, a newline and ``</input>``.
+    Whether the request is packed also depends on its schema (see "Packed requests" in the module docs).
+    """
+    return dict(_PACKED_INPUT_RE.findall(_last_user_content(messages)))
+
+
+def _packed_rows(
+    messages: list[Any], schema: dict[str, Any] | None
+) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """id -> text and id -> row schema of a packed request; two empty dicts when it is not packed."""
+    if schema is None:
+        return {}, {}
+    blocks = _PACKED_INPUT_RE.findall(_last_user_content(messages))
+    texts = dict(blocks)
+    if not texts or len(texts) != len(blocks):  # no blocks, or an id twice
+        return {}, {}
+    root = _resolve(schema, schema)
+    properties = root.get("properties")
+    if _types(root) != ["object"] or not isinstance(properties, dict) or set(properties) != set(texts):
+        return {}, {}
+    return texts, {row_id: _row_schema(properties[row_id], schema) for row_id in texts}
+
+
+def _row_schema(prop: Any, root: dict[str, Any]) -> dict[str, Any]:
+    """A row's schema on its own: its property, resolved, with the root's ``$defs`` for its own ``$ref``s."""
+    schema = _resolve(prop, root)
+    for key in ("$defs", "definitions"):
+        if key in root and key not in schema:
+            schema = {**schema, key: root[key]}
+    return schema
 
 
 def _resolve(schema: Any, root: dict[str, Any]) -> dict[str, Any]:
@@ -512,10 +577,10 @@ def _check_kind(kind: str, kinds: tuple[str, ...] = FAULT_KINDS) -> None:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {kinds}")
 
 
-def _take(queue: list[_QueuedFault], text: str) -> _QueuedFault | None:
-    """The first queued fault that matches ``text``, one use of it spent."""
+def _take(queue: list[_QueuedFault], texts: tuple[str, ...]) -> _QueuedFault | None:
+    """The first queued fault that matches one of ``texts`` (a request's row texts), one use of it spent."""
     for queued in queue:
-        if queued.match is None or queued.match in text:
+        if queued.match is None or any(queued.match in text for text in texts):
             queued.remaining -= 1
             if queued.remaining <= 0:
                 queue.remove(queued)
@@ -537,9 +602,11 @@ class _Chat:
     model: str
     schema: dict[str, Any] | None
     wants_json: bool
-    text: str
+    text: str  # the input text; packed: the row texts joined by "\n"
     prompt_tokens: int
     prefix: str  # the text of the leading system (or developer) messages: the fixed part of a prompt
+    texts: dict[str, str]  # packed: id -> row text, in message order; unpacked: {}
+    row_schemas: dict[str, dict[str, Any]]  # packed: id -> the row's schema; unpacked: {}
 
     @classmethod
     def parse(cls, body: Any) -> _Chat:
@@ -557,16 +624,30 @@ class _Chat:
             if not isinstance(message, dict) or message.get("role") not in ("system", "developer"):
                 break
             prefix.append(content_text(message.get("content")))
+        texts, row_schemas = _packed_rows(messages, schema)
         return cls(
             body=body,
             messages=messages,
             model=model,
             schema=schema,
             wants_json=wants_json,
-            text=extract_input_text(messages),
+            text="\n".join(texts.values()) if texts else extract_input_text(messages),
             prompt_tokens=estimate_tokens(message_chars(messages)),
             prefix="\n".join(prefix),
+            texts=texts,
+            row_schemas=row_schemas,
         )
+
+    @property
+    def row_texts(self) -> tuple[str, ...]:
+        """The texts a fault's ``match`` is looked for in: the row texts, or the one input text."""
+        return tuple(self.texts.values()) if self.texts else (self.text,)
+
+    def rows_matching(self, match: str | None) -> tuple[str, ...]:
+        """The ids of the packed rows a queued ``invalid`` breaks: those containing ``match``, else the first."""
+        if match is None:
+            return tuple(self.texts)[:1]
+        return tuple(row_id for row_id, text in self.texts.items() if match in text)
 
     def problem(self) -> str | None:
         """Why the body is a 400, if it is one."""
@@ -712,19 +793,34 @@ class FakeOpenAI(BatchService):
             self._rates = dict(rates)
             self._rng = random.Random(seed)
 
-    def _pick_fault(self, text: str) -> tuple[str | None, float | None]:
+    def _pick_fault(self, chat: _Chat) -> tuple[str | None, float | None, tuple[str, ...]]:
+        """The fault of a request, its retry-after, and the packed rows an ``invalid`` fault breaks."""
         with self._lock:
-            queued = _take(self._queue, text)
+            queued = _take(self._queue, chat.row_texts)
             if queued is not None:
-                return queued.kind, queued.retry_after
-            if self._rates:
-                draw = self._rng.random()
-                cumulative = 0.0
-                for kind, rate in self._rates.items():
-                    cumulative += rate
-                    if draw < cumulative:
-                        return kind, None
-        return None, None
+                if queued.kind == "invalid" and chat.texts:
+                    return queued.kind, queued.retry_after, chat.rows_matching(queued.match)
+                return queued.kind, queued.retry_after, ()
+            if not self._rates:
+                return None, None, ()
+            if not chat.texts:
+                return self._draw(self._rates), None, ()
+            kind = self._draw({k: rate for k, rate in self._rates.items() if k != "invalid"})
+            invalid_rate = self._rates.get("invalid", 0.0)
+            if kind is not None or invalid_rate <= 0:
+                return kind, None, ()
+            broken = tuple(row_id for row_id in chat.texts if self._rng.random() < invalid_rate)
+            return ("invalid" if broken else None), None, broken
+
+    def _draw(self, rates: dict[str, float]) -> str | None:
+        """One seeded draw among ``rates`` (call with the lock held)."""
+        draw = self._rng.random()
+        cumulative = 0.0
+        for kind, rate in rates.items():
+            cumulative += rate
+            if draw < cumulative:
+                return kind
+        return None
 
     def stats(self) -> str:
         """One line: the requests so far, by HTTP status (``dropped``: no answer) and by fault."""
@@ -750,10 +846,16 @@ class FakeOpenAI(BatchService):
             self._seen_prefixes.add(key)
         return prefix_tokens // CACHE_INCREMENT * CACHE_INCREMENT if seen else 0
 
-    def _complete(self, chat: _Chat, fault: str | None) -> _Completion:
-        """The 200 answer to ``chat``, bent by an ``invalid`` or ``truncated`` fault."""
+    def _complete(self, chat: _Chat, fault: str | None, invalid_ids: tuple[str, ...] = ()) -> _Completion:
+        """The 200 answer to ``chat``, bent by ``invalid`` (packed: the rows ``invalid_ids``) or ``truncated``."""
         finish_reason = "stop"
-        if chat.schema is not None:
+        if chat.texts:
+            answer = {
+                row_id: (_invalid_answer if row_id in invalid_ids else build_answer)(chat.row_schemas[row_id], text)
+                for row_id, text in chat.texts.items()
+            }
+            content = json.dumps(answer)
+        elif chat.schema is not None:
             bend = _invalid_answer if fault == "invalid" else build_answer
             content = json.dumps(bend(chat.schema, chat.text))
         elif fault == "invalid":
@@ -780,9 +882,12 @@ class FakeOpenAI(BatchService):
         authorization = handler.headers.get("Authorization")
         chat = _Chat.parse(load_json(raw))
 
-        def record(status: int, fault: str | None, completion: _Completion | None = None) -> None:
+        def record(
+            status: int, fault: str | None, completion: _Completion | None = None, invalid_ids: tuple[str, ...] = ()
+        ) -> None:
+            recorded = _recorded(chat, status, fault, completion, authorization=authorization, invalid_ids=invalid_ids)
             with self._lock:
-                self._records.append(_recorded(chat, status, fault, completion, authorization=authorization))
+                self._records.append(recorded)
 
         if not handler.authorized():
             record(401, None)
@@ -794,7 +899,7 @@ class FakeOpenAI(BatchService):
             handler.send_body(400, error_body(problem, "invalid_request_error", None))
             return
 
-        fault, retry_after = self._pick_fault(chat.text)
+        fault, retry_after, invalid_ids = self._pick_fault(chat)
 
         if fault == "timeout":
             self._hang(handler)
@@ -820,15 +925,19 @@ class FakeOpenAI(BatchService):
             handler.send_reply(reply)
             return
 
-        completion = self._complete(chat, fault)
-        record(200, fault, completion)
+        completion = self._complete(chat, fault, invalid_ids)
+        record(200, fault, completion, invalid_ids)
         handler.send_body(200, json.dumps(completion.body).encode())
 
     def _answer_batch_line(self, batch_id: str, custom_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         chat = _Chat.parse(body)
 
-        def record(status: int, fault: str | None, completion: _Completion | None = None) -> None:
-            recorded = _recorded(chat, status, fault, completion, batch_id=batch_id, custom_id=custom_id)
+        def record(
+            status: int, fault: str | None, completion: _Completion | None = None, invalid_ids: tuple[str, ...] = ()
+        ) -> None:
+            recorded = _recorded(
+                chat, status, fault, completion, batch_id=batch_id, custom_id=custom_id, invalid_ids=invalid_ids
+            )
             with self._lock:
                 self._batch_records.append(recorded)
 
@@ -837,14 +946,17 @@ class FakeOpenAI(BatchService):
             record(400, None)
             return 400, json.loads(error_body(problem, "invalid_request_error", None))
         with self._lock:
-            queued = _take(self._batch_line_queue, chat.text)
+            queued = _take(self._batch_line_queue, chat.row_texts)
         fault = None if queued is None else queued.kind
+        invalid_ids: tuple[str, ...] = ()
+        if queued is not None and queued.kind == "invalid" and chat.texts:
+            invalid_ids = chat.rows_matching(queued.match)
         reply = server_fault_reply(fault)
         if reply is not None:
             record(reply.status, fault)
             return reply.status, json.loads(reply.body)
-        completion = self._complete(chat, fault)
-        record(200, fault, completion)
+        completion = self._complete(chat, fault, invalid_ids)
+        record(200, fault, completion, invalid_ids)
         return 200, completion.body
 
 
@@ -857,6 +969,7 @@ def _recorded(
     authorization: str | None = None,
     batch_id: str | None = None,
     custom_id: str | None = None,
+    invalid_ids: tuple[str, ...] = (),
 ) -> RecordedRequest:
     return RecordedRequest(
         text=chat.text,
@@ -871,6 +984,9 @@ def _recorded(
         cached_tokens=0 if completion is None else completion.cached_tokens,
         batch_id=batch_id,
         custom_id=custom_id,
+        texts=chat.row_texts,
+        ids=tuple(chat.texts),
+        invalid_ids=invalid_ids,
     )
 
 

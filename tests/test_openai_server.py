@@ -316,3 +316,202 @@ def test_fault_rates_are_deterministic(fake: FakeOpenAI, client: httpx.Client) -
     assert _chat(client, "clean", CLASSIFY_SCHEMA).status_code == 200
     with pytest.raises(ValueError):
         fake.inject("418")
+
+
+# --------------------------------------------------------------------------- #
+# Packed requests: several rows in one request, answered per row id
+# --------------------------------------------------------------------------- #
+
+
+def _packed_schema(ids: list[str], row_schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {row_id: row_schema for row_id in ids},
+        "required": list(ids),
+        "additionalProperties": False,
+    }
+
+
+def _packed_body(rows: dict[str, str], row_schema: dict[str, Any], model: str = "gpt-test") -> dict[str, Any]:
+    blocks = "\n\n".join(f'<input id="{row_id}">\n{text}\n</input>' for row_id, text in rows.items())
+    body = _body(
+        f"{blocks}\n\nFor each input above, answer the question.", _packed_schema(list(rows), row_schema), model
+    )
+    return body
+
+
+def _packed(client: httpx.Client, rows: dict[str, str], row_schema: dict[str, Any]) -> httpx.Response:
+    return client.post("/chat/completions", json=_packed_body(rows, row_schema))
+
+
+def _unpacked(client: httpx.Client, text: str, schema: dict[str, Any]) -> Any:
+    return _answer(_chat(client, f"Answer the question.\n<input>\n{text}\n</input>", schema))
+
+
+def test_packed_answer_is_the_unpacked_answer_of_each_row(fake: FakeOpenAI, client: httpx.Client) -> None:
+    classify_rows = {
+        "r1": "What a NEGATIVE experience",
+        "r2": "the weather is a thing\nover two lines",
+        "r3": "so positive, really",
+    }
+    extract_rows = {
+        "r1": "city: Paris, country: France; zip code = 75001\nrating: 4.5, is_capital: yes, vibe is good",
+        "r2": "nothing to see here",
+        "r3": "population: 12, founded: 1901-02-03, street: Main St",
+    }
+    for rows, row_schema in ((classify_rows, CLASSIFY_SCHEMA), (extract_rows, EXTRACT_SCHEMA)):
+        fake.reset()
+        response = _packed(client, rows, row_schema)
+        packed = _answer(response)
+        assert list(packed) == list(rows)
+        assert packed == {row_id: _unpacked(client, text, row_schema) for row_id, text in rows.items()}
+        assert packed == {row_id: build_answer(row_schema, text) for row_id, text in rows.items()}
+        assert is_valid(_packed_schema(list(rows), row_schema), packed)
+
+        record = fake.requests[0]
+        assert (record.ids, record.texts, record.text) == (tuple(rows), tuple(rows.values()), "\n".join(rows.values()))
+        assert (record.fault, record.invalid_ids) == (None, ())
+        assert record in fake.answered()
+        # Usage as for any request: the whole messages and the whole answer.
+        body = _packed_body(rows, row_schema)
+        prompt_chars = sum(len(m["content"]) for m in body["messages"])
+        content = response.json()["choices"][0]["message"]["content"]
+        assert response.json()["usage"]["prompt_tokens"] == record.prompt_tokens == math.ceil(prompt_chars / 4)
+        assert response.json()["usage"]["completion_tokens"] == record.completion_tokens == math.ceil(len(content) / 4)
+        # An unpacked request records its one text and no ids.
+        unpacked = fake.requests[1]
+        assert (unpacked.ids, unpacked.texts, unpacked.invalid_ids) == ((), (unpacked.text,), ())
+
+    # Blocks whose ids are not the schema's property names: not packed, answered as one text.
+    fake.reset()
+    body = _packed_body({"a": "positive"}, CLASSIFY_SCHEMA)
+    body["response_format"]["json_schema"]["schema"] = CLASSIFY_SCHEMA
+    assert set(_answer(client.post("/chat/completions", json=body))) == {"label"}
+    assert fake.requests[0].ids == ()
+
+
+def test_packed_invalid_fault_breaks_only_matching_rows(fake: FakeOpenAI, client: httpx.Client) -> None:
+    rows = {"r1": "row-1 positive", "r2": "row-2 negative", "r3": "row-3 neutral, not row-2"}
+    fake.inject("invalid", match="row-2")
+    answer = _answer(_packed(client, rows, CLASSIFY_SCHEMA))
+    assert answer == {"r1": {"label": "positive"}, "r2": {"label": "not-a-label"}, "r3": {"label": "not-a-label"}}
+    assert is_valid(CLASSIFY_SCHEMA, answer["r1"])
+    assert not is_valid(CLASSIFY_SCHEMA, answer["r2"]) and not is_valid(CLASSIFY_SCHEMA, answer["r3"])
+
+    fake.inject("invalid")  # no match: the first row
+    extract = _answer(_packed(client, {"x": "city: Oslo", "y": "city: Rome"}, EXTRACT_SCHEMA))
+    assert not is_valid(EXTRACT_SCHEMA, extract["x"])
+    assert extract["y"] == build_answer(EXTRACT_SCHEMA, "city: Rome") and is_valid(EXTRACT_SCHEMA, extract["y"])
+
+    fake.inject("invalid", match="zzz")  # matches no row of the next packed request: it stays queued
+    assert _answer(_packed(client, rows, CLASSIFY_SCHEMA)) == {
+        row_id: build_answer(CLASSIFY_SCHEMA, text) for row_id, text in rows.items()
+    }
+    assert _unpacked(client, "zzz positive", CLASSIFY_SCHEMA) == {"label": "not-a-label"}
+
+    assert [(r.fault, r.invalid_ids) for r in fake.requests] == [
+        ("invalid", ("r2", "r3")),
+        ("invalid", ("x",)),
+        (None, ()),
+        ("invalid", ()),
+    ]
+    assert fake.answered() == [fake.requests[2]]
+
+
+def test_packed_invalid_rate_is_per_row_and_seeded(fake: FakeOpenAI, client: httpx.Client) -> None:
+    ids = ["r1", "r2", "r3", "r4"]
+
+    def run(seed: int, rates: dict[str, float]) -> list[tuple[str | None, tuple[str, ...]]]:
+        fake.reset()
+        fake.set_fault_rates(rates, seed=seed)
+        for i in range(25):
+            rows = {row_id: f"request {i} row {row_id}" for row_id in ids}
+            response = _packed(client, rows, CLASSIFY_SCHEMA)
+            record = fake.requests[-1]
+            if record.status != 200:
+                assert record.invalid_ids == ()
+                continue
+            answer = _answer(response)
+            for row_id in ids:
+                assert is_valid(CLASSIFY_SCHEMA, answer[row_id]) == (row_id not in record.invalid_ids)
+        return [(r.fault, r.invalid_ids) for r in fake.requests]
+
+    first = run(3, {"invalid": 0.5})
+    assert len(fake.answered()) == sum(1 for fault, _ in first if fault is None)
+    assert run(3, {"invalid": 0.5}) == first
+    assert run(4, {"invalid": 0.5}) != first
+    broken = [row_id for _, invalid_ids in first for row_id in invalid_ids]
+    assert 0 < len(broken) < 25 * len(ids)
+    assert all((fault == "invalid") == bool(invalid_ids) for fault, invalid_ids in first)
+    assert any(0 < len(invalid_ids) < len(ids) for _, invalid_ids in first)  # some rows of a request, not all
+
+    # The request-level draw leaves `invalid` out: a 500 fails the whole request, rows are drawn otherwise.
+    mixed = run(5, {"500": 0.3, "invalid": 0.3})
+    assert {fault for fault, _ in mixed} == {"500", "invalid", None}
+    assert all(invalid_ids == () for fault, invalid_ids in mixed if fault == "500")
+
+
+def test_packed_request_level_faults_fail_the_whole_request(fake: FakeOpenAI, client: httpx.Client) -> None:
+    rows = {"r1": "first positive", "r2": "second\nnegative"}
+    fake.inject("500", match="second")
+    fake.inject("truncated")
+    failed = _packed(client, rows, CLASSIFY_SCHEMA)
+    assert failed.status_code == 500
+    assert failed.json()["error"]["type"] == "server_error"
+    truncated = _packed(client, rows, CLASSIFY_SCHEMA)
+    assert truncated.json()["choices"][0]["finish_reason"] == "length"
+    assert _packed(client, rows, CLASSIFY_SCHEMA).status_code == 200
+    assert [(r.status, r.fault, r.ids, r.texts, r.invalid_ids) for r in fake.requests] == [
+        (500, "500", ("r1", "r2"), ("first positive", "second\nnegative"), ()),
+        (200, "truncated", ("r1", "r2"), ("first positive", "second\nnegative"), ()),
+        (200, None, ("r1", "r2"), ("first positive", "second\nnegative"), ()),
+    ]
+    assert fake.answered() == [fake.requests[2]]
+
+
+def test_packed_batch_line_is_answered_per_id() -> None:
+    lines = [
+        ("p1", _packed_body({"a": "alpha positive", "b": "beta weird negative"}, CLASSIFY_SCHEMA)),
+        ("p2", _packed_body({"c": "gamma neutral", "d": "delta weird positive"}, CLASSIFY_SCHEMA)),
+        ("p3", _packed_body({"e": "epsilon long", "f": "zeta"}, CLASSIFY_SCHEMA)),
+        ("u", _body("<input>\nweird neutral\n</input>", CLASSIFY_SCHEMA)),
+    ]
+    jsonl = "".join(
+        json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions", "body": body}) + "\n"
+        for cid, body in lines
+    )
+    with FakeOpenAI(batch_delay=0) as fake, httpx.Client(base_url=fake.base_url, timeout=5) as client:
+        fake.inject_batch_line("invalid", times=2, match="weird")
+        fake.inject_batch_line("truncated", match="long")
+        uploaded = client.post("/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", jsonl.encode())})
+        assert uploaded.status_code == 200, uploaded.text
+        created = client.post(
+            "/batches",
+            json={
+                "input_file_id": uploaded.json()["id"],
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            },
+        )
+        batch = client.get(f"/batches/{created.json()['id']}").json()
+        assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 4
+        output = client.get(f"/files/{batch['output_file_id']}/content").text.splitlines()
+        choices = {item["custom_id"]: item["response"]["body"]["choices"][0] for item in map(json.loads, output)}
+        answers = {cid: json.loads(choice["message"]["content"]) for cid, choice in choices.items() if cid != "p3"}
+        assert answers == {
+            "p1": {"a": {"label": "positive"}, "b": {"label": "not-a-label"}},
+            "p2": {"c": {"label": "neutral"}, "d": {"label": "not-a-label"}},
+            "u": {"label": "neutral"},  # the two `invalid` were spent on p1 and p2
+        }
+        assert choices["p3"]["finish_reason"] == "length"
+        records = {r.custom_id: r for r in fake.batch_requests}
+        assert [
+            (cid, records[cid].fault, records[cid].ids, records[cid].invalid_ids) for cid in ("p1", "p2", "p3", "u")
+        ] == [
+            ("p1", "invalid", ("a", "b"), ("b",)),
+            ("p2", "invalid", ("c", "d"), ("d",)),
+            ("p3", "truncated", ("e", "f"), ()),
+            ("u", None, (), ()),
+        ]
+        assert records["p2"].texts == ("gamma neutral", "delta weird positive")
+        assert [r.custom_id for r in fake.batch_answered()] == ["u"]
