@@ -16,7 +16,7 @@ from .budget import Budget
 from .errors import ConfigError
 from .limiter import Limiter
 from .outage import Outage, Streak
-from .outcome import Outcome, Request
+from .outcome import Askable, Outcome
 from .pricing import PriceTable
 from .providers.base import Completion, FatalProviderError, Provider, RowError, TransientError, Usage
 from .tasks import InvalidAnswer
@@ -31,7 +31,7 @@ class Row:
     """One row's request, its outcome so far, and per failed attempt the streak of provider failures
     it was part of (None for a 429 or an invalid answer)."""
 
-    request: Request
+    request: Askable
     outcome: Outcome
     row_timeout: float
     failures: list[Streak | None] = field(default_factory=list)
@@ -114,20 +114,20 @@ class Attempts:
         """One request for the row, once the provider is up (or this is the probe), a slot is free
         and the budget allows it; returns the validated answer or raises why there is none."""
         request, outcome = row.request, row.outcome
-        task = request.task
-        price = self._prices.price(task.model)
+        price = self._prices.price(request.model)
         if price is None and request.budget.capped:
             raise ConfigError(
-                f"dbt_llm: no price is known for model {task.model!r}, so `max_cost_usd` cannot be enforced. "
-                f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: <USD per 1M>}}}}."
+                f"dbt_llm: no price is known for model {request.model!r}, so `max_cost_usd` cannot be enforced. "
+                f"Add it to the plugin config: prices: {{{request.model}: "
+                "{input: <USD per 1M>, output: <USD per 1M>}}."
             )
-        messages = task.messages(request.text)
-        max_tokens = task.max_tokens * 2**outcome.truncated
-        estimate = (tokens.prompt_tokens(messages), task.answer_tokens)  # as Task.estimate_tokens
-        calibration = self._calibration.setdefault(task.spec_hash, _Calibration())
+        messages = request.messages()
+        max_tokens = request.max_tokens * 2**outcome.truncated
+        estimate = (tokens.prompt_tokens(messages), request.answer_tokens)  # as Task.estimate_tokens
+        calibration = self._calibration.setdefault(request.calibration_key, _Calibration())
         prompt, answer = estimate[0] * calibration.prompt, estimate[1] * calibration.completion
         # Providers count max_tokens against the token budget until the answer is in, so we do too.
-        held = _Held(self._limiter(task.model), tokens=prompt + max_tokens)
+        held = _Held(self._limiter(request.model), tokens=prompt + max_tokens)
         completion: Completion | None = None
         error: BaseException | None = None
         cost = 0.0
@@ -160,7 +160,7 @@ class Attempts:
             raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")
         if completion.finish_reason == "refusal":
             raise InvalidAnswer("the model refused to answer")
-        return task.parse_answer(completion.content)
+        return request.parse_answer(completion.content)
 
     async def _admit(self, row: Row, held: _Held) -> None:
         """Wait while the provider is down (unless this is the probe), then for a limiter slot."""
@@ -194,9 +194,10 @@ class Attempts:
     async def _send(self, row: Row, messages: list[dict[str, str]], max_tokens: int, held: _Held) -> Completion:
         """Send the request and tell the outage gate what the provider did. Counts every request sent."""
         request, outcome = row.request, row.outcome
-        task = request.task
         held.sent_at = time.monotonic()
         outcome.attempts += 1
+        outcome.requests += 1
+        outcome.retry_requests += outcome.attempts > 1
         if outcome.clock_from is None:
             outcome.clock_from = held.sent_at
         try:
@@ -205,11 +206,11 @@ class Attempts:
             try:
                 completion = await asyncio.wait_for(
                     provider.complete(
-                        model=task.model,
+                        model=request.model,
                         messages=messages,
-                        response_format=task.response_format(),
+                        response_format=request.response_format(),
                         max_tokens=max_tokens,
-                        temperature=task.temperature,
+                        temperature=request.temperature,
                     ),
                     timeout,
                 )

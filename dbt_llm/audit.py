@@ -25,6 +25,7 @@ class Ledger(AuditRow):
     reused: int = 0  # of cache_hits: rows answered by an earlier row of this run, not by the cache table
     queued: int = 0  # requests handed to the engine, for progress
     answered: int = 0  # of which answered or failed
+    sent_rows: int = 0  # rows answered (or failed) by this ledger's own requests, packed or not
     written: bool = False  # a row exists in llm_audit
     closed: bool = False  # settled: its status is final
 
@@ -38,6 +39,7 @@ class Ledger(AuditRow):
 
     def row(self) -> AuditRow:
         """A copy of the audit columns (take it under the book's lock)."""
+        self.rows_per_call = round(self.sent_rows / self.api_calls, 2) if self.api_calls else None
         return AuditRow(**{column: getattr(self, column) for column in AUDIT_COLUMNS})
 
     def final_status(self, *, node_failed: bool = False) -> Status:

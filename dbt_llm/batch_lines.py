@@ -91,6 +91,8 @@ def settle_lines(
         outcome = BatchOutcome(key=key) if prior is None else replace(prior.so_far, error=None)
         outcome.batch_id = record.batch_id
         outcome.attempts += 1
+        outcome.requests += 1
+        outcome.retry_requests += outcome.attempts > 1
         found = lines.get(key)
         kind, message = _missing(status) if found is None else _answer(request, found, outcome, price_of)
         if kind is None:

@@ -9,6 +9,7 @@ from .config import LlmConfig
 from .errors import SpecError
 from .invocation import Call
 from .model_settings import call_mode, parse_model_settings
+from .packing import MAX_ROWS_PER_REQUEST
 from .pricing import PriceTable
 from .tasks import build_task, sha256_hex
 
@@ -46,4 +47,16 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         dry_run=bool(args.get("dry_run")),
         max_cost_usd=settings.max_cost_usd,
         mode=mode,
+        rows_per_request=_rows_per_request(args.get("rows_per_request"), config.rows_per_request, where),
     )
+
+
+def _rows_per_request(value: Any, default: int, where: str) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ROWS_PER_REQUEST:
+        raise SpecError(
+            f"{where}: `rows_per_request` must be a whole number from 1 to {MAX_ROWS_PER_REQUEST}; got {value!r}. "
+            "1 sends each text alone; 8 to 16 suits API models."
+        )
+    return int(value)

@@ -225,6 +225,13 @@ class LlmConfig:
     batch_poll_interval: Float = Field(
         default=5.0, ge=0.01, description="seconds before the first poll of a batch job; doubled up to 60"
     )
+    rows_per_request: Int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="distinct texts sent in one request (the macro argument of the same name overrides it); "
+        "above 1 the fixed prompt is paid once per request, not per row",
+    )
 
     def api_key(self) -> str:
         """The key, read from the environment only when a request is about to be sent."""

@@ -20,6 +20,8 @@ from .errors import DbtLlmError
 from .limiter import Limiter
 from .outage import Outage
 from .outcome import Outcome, Pending, Request
+from .pack_retries import PackRetries
+from .packing import packs_of
 from .prefetch import Prefetch, Queued
 from .pricing import PriceTable
 from .providers.base import Provider
@@ -41,6 +43,7 @@ class Engine:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         outage: Outage | None = None,
+        pack_chars: int = 20_000,
     ) -> None:
         self._provider_factory = provider_factory
         self._provider: Provider | None = None
@@ -53,9 +56,11 @@ class Engine:
         self.outage = outage or Outage()  # one provider: when it is down, every model waits for it
         attempts = Attempts(self._get_provider, self.limiter, self.outage, prices, request_timeout)
         self._retries = Retries(attempts, max_attempts=max_attempts, row_timeout=row_timeout)
+        self._packs = PackRetries(attempts, self._retries, max_attempts=max_attempts, row_timeout=row_timeout)
+        self._pack_chars = pack_chars  # the most text characters one packed request carries
         # On the loop only: the future of each key in flight, and when each request starts.
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
-        self._prefetch = Prefetch(self._answer, lambda model: int(self.limiter(model).limit))
+        self._prefetch = Prefetch(self._answer, lambda model: int(self.limiter(model).limit), pack_chars)
 
     # -- the event loop, on its own thread so any caller thread can block on it --
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -139,6 +144,7 @@ class Engine:
     ) -> list[Pending]:
         loop = asyncio.get_running_loop()
         pending: list[Pending] = []
+        now: list[Queued] = []
         for request in requests:
             existing = self._inflight.get(request.key)
             if existing is not None:
@@ -150,9 +156,11 @@ class Engine:
             pending.append(Pending(request.key, future, owned=True))
             item = Queued(request, on_outcome, future)
             if prefetch_for is None:
-                self._prefetch.start(item)
+                now.append(item)
             else:
                 self._prefetch.queue(prefetch_for, item)
+        for pack in packs_of(now, lambda queued: queued.request, self._pack_chars):
+            self._prefetch.start(pack)
         self._prefetch.feed()
         return pending
 
@@ -161,10 +169,19 @@ class Engine:
         with self._prefetch.waiting(owner):
             return list(await asyncio.gather(*(p.future for p in pending)))
 
-    async def _answer(self, item: Queued) -> Outcome:
-        outcome = await self._retries.answer(item.request)
-        item.on_outcome(outcome)
-        return outcome
+    async def _answer(self, items: list[Queued]) -> None:
+        """Answer one request, or a pack of them; each item's future is settled as soon as its row is."""
+
+        def done(index: int, outcome: Outcome) -> None:
+            item = items[index]
+            item.on_outcome(outcome)
+            if not item.future.done():
+                item.future.set_result(outcome)
+
+        if len(items) == 1:
+            done(0, await self._retries.answer(items[0].request))
+        else:
+            await self._packs.answer([item.request for item in items], done)
 
     def _forget(self, key: str, done: asyncio.Future[Outcome]) -> None:
         self._inflight.pop(key, None)

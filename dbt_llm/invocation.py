@@ -27,6 +27,7 @@ class Call:
     dry_run: bool = False
     max_cost_usd: float | None = None  # the model's own cap, under the invocation's
     mode: str = "realtime"  # or "batch": the provider's Batch API
+    rows_per_request: int = 1  # texts packed in one request (packing.py)
 
     @property
     def where(self) -> str:

@@ -136,6 +136,10 @@ MIGRATIONS: list[tuple[str, str]] = [
             primary key (job_id, key)
         )""",
     ),
+    (
+        "llm_audit: rows per call",
+        "alter table {s}.llm_audit add column if not exists rows_per_call double",
+    ),
 ]
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from .budget import Budget
+from .prompts import Message
 from .providers.base import Usage
 from .rows import ErrorKind
 from .tasks import Task
@@ -13,10 +15,66 @@ from .tasks import Task
 
 @dataclass(frozen=True)
 class Request:
+    """One row's text for a task. `rows_per_request` > 1 lets the engine send it in a pack with
+    other rows of the same task (see packing.py); its answer and cache key are the same either way."""
+
     key: str
     task: Task
     text: str
     budget: Budget
+    rows_per_request: int = 1
+
+    # What one attempt sends and checks (attempt.py); a Pack answers the same questions for its rows.
+    @property
+    def model(self) -> str:
+        return self.task.model
+
+    @property
+    def calibration_key(self) -> str:
+        return self.task.spec_hash
+
+    def messages(self) -> list[Message]:
+        return self.task.messages(self.text)
+
+    @property
+    def max_tokens(self) -> int:
+        return self.task.max_tokens
+
+    @property
+    def answer_tokens(self) -> int:
+        return self.task.answer_tokens
+
+    def response_format(self) -> dict[str, Any]:
+        return self.task.response_format()
+
+    def parse_answer(self, content: str | None) -> str:
+        return self.task.parse_answer(content)
+
+    @property
+    def temperature(self) -> float:
+        return self.task.temperature
+
+
+class Askable(Protocol):
+    """What one attempt (attempt.py) sends and checks: a Request, or a Pack of them."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def budget(self) -> Budget: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def calibration_key(self) -> str: ...
+    @property
+    def max_tokens(self) -> int: ...
+    @property
+    def answer_tokens(self) -> int: ...
+    @property
+    def temperature(self) -> float: ...
+    def messages(self) -> list[Message]: ...
+    def response_format(self) -> dict[str, Any]: ...
+    def parse_answer(self, content: str | None) -> str: ...
 
 
 @dataclass
@@ -25,7 +83,9 @@ class Outcome:
     result: str | None = None  # canonical JSON of a valid answer
     error_kind: ErrorKind | None = None  # set when no valid answer
     error: str | None = None
-    attempts: int = 0  # requests sent for this row
+    attempts: int = 0  # requests sent for this row, alone or in a pack
+    requests: int = 0  # requests the audit charges to this row: its own, or those of packs it led
+    retry_requests: int = 0  # of which sent again after a failure
     rate_limited: int = 0  # of which answered 429
     truncated: int = 0  # answers cut at max_tokens: each retry doubles it
     usage: Usage = field(default_factory=Usage)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .outcome import Outcome, Request
+from .packing import packs_of, take_pack
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,12 @@ class Prefetch:
     """Starts requests through `answer` and settles their futures; `slots(model)` is how many of a
     model's requests may run at once. Used on the engine's loop only."""
 
-    def __init__(self, answer: Callable[[Queued], Coroutine[Any, Any, Outcome]], slots: Callable[[str], int]) -> None:
+    def __init__(
+        self, answer: Callable[[list[Queued]], Coroutine[Any, Any, None]], slots: Callable[[str], int], pack_chars: int
+    ) -> None:
         self._answer = answer
         self._slots = slots
+        self._pack_chars = pack_chars
         self._queues: dict[str, dict[str, Queued]] = {}  # per owner, requests not started yet, in submit order
         self._owner: dict[str, str] = {}  # who queued each key
         self._demand: dict[str, int] = {}  # callers waiting, per owner
@@ -39,29 +43,35 @@ class Prefetch:
         self._queues.setdefault(owner, {})[item.request.key] = item
         self._owner[item.request.key] = owner
 
-    def start(self, item: Queued) -> None:
-        model = item.request.task.model
+    def start(self, items: list[Queued]) -> None:
+        """Start one request, or one pack of rows (packing.py): it takes one slot of its model."""
+        model = items[0].request.task.model
         self._started[model] = self._started.get(model, 0) + 1
 
-        def settle(task: asyncio.Task[Outcome]) -> None:
+        def settle(task: asyncio.Task[None]) -> None:
             self._started[model] -= 1
-            if not item.future.done():
+            for item in items:  # each row's future is set when its answer is in; these never got one
+                if item.future.done():
+                    continue
                 if task.cancelled():
                     item.future.cancel()
                 elif task.exception() is not None:
                     item.future.set_exception(task.exception())  # type: ignore[arg-type]
                 else:
-                    item.future.set_result(task.result())
+                    item.future.set_exception(RuntimeError(f"dbt_llm: no outcome for {item.request.key}"))
             self.feed()
 
-        asyncio.ensure_future(self._answer(item)).add_done_callback(settle)
+        asyncio.ensure_future(self._answer(items)).add_done_callback(settle)
 
     def want(self, keys: Iterable[str]) -> None:
         """Start these keys now, out of any prefetch queue, ahead of the rest."""
+        wanted: list[Queued] = []
         for key in keys:
             owner = self._owner.pop(key, None)
             if owner is not None:
-                self.start(self._queues[owner].pop(key))
+                wanted.append(self._queues[owner].pop(key))
+        for pack in packs_of(wanted, _request, self._pack_chars):
+            self.start(pack)
 
     def drop(self) -> list[Queued]:
         """Take every request not started yet, of every owner, out of the queues."""
@@ -88,9 +98,16 @@ class Prefetch:
         for owner, waiting in self._demand.items():
             queue = self._queues.get(owner)
             while waiting > 0 and queue:
-                key, item = next(iter(queue.items()))
-                if self._started.get(item.request.task.model, 0) >= self._slots(item.request.task.model):
+                items = iter(queue.values())
+                first = next(items)
+                if self._started.get(first.request.task.model, 0) >= self._slots(first.request.task.model):
                     break
-                del queue[key]
-                del self._owner[key]
-                self.start(item)
+                pack = take_pack(first, items, _request, self._pack_chars)
+                for item in pack:
+                    del queue[item.request.key]
+                    del self._owner[item.request.key]
+                self.start(pack)
+
+
+def _request(item: Queued) -> Request:
+    return item.request

@@ -18,9 +18,7 @@ def _examples(examples: list[dict[str, Any]]) -> str:
     return "\n\n".join(lines)
 
 
-def classify_messages(
-    text: str, labels: dict[str, str | None], instructions: str | None, examples: list[dict[str, Any]]
-) -> list[Message]:
+def _classify_system(labels: dict[str, str | None], instructions: str | None, examples: list[dict[str, Any]]) -> str:
     # The fixed part (labels, instructions, examples) comes first so providers' prefix caches apply;
     # the question comes after the text, which small models follow better.
     label_lines = "\n".join(f"- {name}: {desc}" if desc else f"- {name}" for name, desc in labels.items())
@@ -29,13 +27,18 @@ def classify_messages(
         system += f"\n\nInstructions: {instructions}"
     if examples:
         system += "\n\n" + _examples(examples)
+    return system
+
+
+def classify_messages(
+    text: str, labels: dict[str, str | None], instructions: str | None, examples: list[dict[str, Any]]
+) -> list[Message]:
+    system = _classify_system(labels, instructions, examples)
     user = f"<input>\n{text}\n</input>\n\nWhich one label fits the text above best? Answer with the label only."
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def extract_messages(
-    text: str, field_names: list[str], instructions: str | None, examples: list[dict[str, Any]]
-) -> list[Message]:
+def _extract_system(instructions: str | None, examples: list[dict[str, Any]]) -> str:
     system = (
         "You extract fields from a text. Use only what the text states; when the text does not "
         "state a field, answer null for it. Never guess or invent a value. Dates are YYYY-MM-DD."
@@ -44,5 +47,48 @@ def extract_messages(
         system += f"\n\nInstructions: {instructions}"
     if examples:
         system += "\n\n" + _examples(examples)
+    return system
+
+
+def extract_messages(
+    text: str, field_names: list[str], instructions: str | None, examples: list[dict[str, Any]]
+) -> list[Message]:
+    system = _extract_system(instructions, examples)
     user = f"<input>\n{text}\n</input>\n\nExtract these fields from the text above: {', '.join(field_names)}."
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+# Packed requests (packing.py): several texts, each under an id, one answer per id. The system
+# message is the unpacked one, so a pack and a single row share the provider's prefix cache; the note
+# on packing leads the user message.
+PACKED_NOTE = (
+    "You get several inputs, each in an <input id=...> tag. Treat each input on its own, as if it were "
+    "the only one: the others never change its answer. Answer every id."
+)
+
+
+def _packed_inputs(texts: dict[str, str]) -> str:
+    inputs = "\n\n".join(f'<input id="{row_id}">\n{text}\n</input>' for row_id, text in texts.items())
+    return f"{PACKED_NOTE}\n\n{inputs}"
+
+
+def classify_packed_messages(
+    texts: dict[str, str], labels: dict[str, str | None], instructions: str | None, examples: list[dict[str, Any]]
+) -> list[Message]:
+    system = _classify_system(labels, instructions, examples)
+    user = (
+        f"{_packed_inputs(texts)}\n\nFor each input above, which one label fits it best? "
+        "Answer with an object mapping each id to its answer."
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def extract_packed_messages(
+    texts: dict[str, str], field_names: list[str], instructions: str | None, examples: list[dict[str, Any]]
+) -> list[Message]:
+    system = _extract_system(instructions, examples)
+    user = (
+        f"{_packed_inputs(texts)}\n\nFor each input above, extract these fields from it: {', '.join(field_names)}. "
+        "Answer with an object mapping each id to its answer."
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -46,8 +46,9 @@ class Recorder:
     def spend(self, ledger: Ledger, outcome: Outcome) -> None:
         """Count what the outcome's requests cost in the ledger (no table row)."""
         with self._lock:
-            ledger.api_calls += outcome.attempts
-            ledger.retries += max(0, outcome.attempts - 1)
+            ledger.api_calls += outcome.requests
+            ledger.sent_rows += outcome.attempts > 0
+            ledger.retries += outcome.retry_requests
             ledger.rate_limited += outcome.rate_limited
             ledger.prompt_tokens += outcome.usage.prompt_tokens
             ledger.completion_tokens += outcome.usage.completion_tokens

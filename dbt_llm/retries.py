@@ -9,7 +9,7 @@ import random
 
 from .attempt import Attempts, BudgetReached, Row
 from .errors import ProviderError
-from .outcome import Outcome, Request
+from .outcome import Askable, Outcome
 from .providers.base import FatalProviderError, RowError, TransientError
 from .tasks import InvalidAnswer
 
@@ -30,10 +30,12 @@ class Retries:
         self._max_attempts = max_attempts
         self._row_timeout = row_timeout
 
-    async def answer(self, request: Request) -> Outcome:
+    async def answer(self, request: Askable, so_far: Outcome | None = None, failures: int = 0) -> Outcome:
         """The row's outcome: its answer, or the error_kind and message of why it has none. A
-        provider that refuses every request (a bad key) raises ProviderError instead."""
-        row = Row(request, Outcome(key=request.key), self._row_timeout)
+        provider that refuses every request (a bad key) raises ProviderError instead. `so_far` and
+        `failures` carry a row's tries in packs (pack_retries.py)."""
+        outcome = so_far if so_far is not None else Outcome(key=request.key)
+        row = Row(request, outcome, self._row_timeout, [None] * failures)
         outcome = row.outcome
         try:
             while True:

@@ -81,6 +81,7 @@ class AuditRow:
     est_cost_usd: float | None = 0.0
     cached_prompt_tokens: int = 0
     batch_answers: int = 0
+    rows_per_call: float | None = None  # rows sent / api_calls: above 1 when rows are packed
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ class Runtime:
             row_timeout=config.row_timeout,
             requests_per_minute=config.requests_per_minute,
             tokens_per_minute=config.tokens_per_minute,
+            pack_chars=config.max_input_chars,
         )
         self.writer = Writer()
         self._schema: str | None = None

@@ -11,6 +11,7 @@ from .audit import Ledger
 from .batch_mode import BatchMode
 from .engine import Engine, Outcome, Request
 from .invocation import Call, Invocation
+from .packing import Pack, packs_of
 from .pricing import PriceTable
 from .recorder import Recorder
 
@@ -31,6 +32,7 @@ class Sender:
         self._prices = prices
         self._max_input_chars = max_input_chars
         self._on_first_request = on_first_request
+        self._pack_chars = max_input_chars
         self.batch_mode: BatchMode | None = None  # set by the runtime: where batch-mode calls send
 
     def send(
@@ -70,7 +72,7 @@ class Sender:
                     invocation.failed[(call.handle, key)] = outcome
                 self.recorder.record(call, invocation, ledger, outcome, fresh)
             else:
-                requests.append(Request(key, call.task, text, budget))
+                requests.append(Request(key, call.task, text, budget, call.rows_per_request))
         if call.dry_run:
             self._estimate(call, invocation, ledger, requests)
             return
@@ -109,12 +111,13 @@ class Sender:
         with self._lock:
             requests = [r for r in requests if r.key not in invocation.estimated]
             invocation.estimated.update(r.key for r in requests)
-        for request in requests:
-            p, c = call.task.estimate_tokens(request.text)
+        packs = packs_of(requests, lambda request: request, self._pack_chars)
+        for pack in packs:
+            p, c = call.task.estimate_tokens(pack[0].text) if len(pack) == 1 else Pack(tuple(pack)).estimate_tokens()
             prompt, completion = prompt + p, completion + c
         with self._lock:
             # A key counted once per invocation, however many chunks or models ask for it.
-            ledger.est_requests += len(requests)
+            ledger.est_requests += len(packs)
             ledger.est_prompt_tokens += prompt
             ledger.est_completion_tokens += completion
             if ledger.est_cost_usd is not None:

@@ -64,6 +64,13 @@ class Task:
             return prompts.classify_messages(text, self.labels, instructions, examples)
         return prompts.extract_messages(text, list(self.schema["properties"]), instructions, examples)
 
+    def packed_messages(self, texts: dict[str, str]) -> list[prompts.Message]:
+        """The messages of a pack (packing.py): each text under its id."""
+        instructions, examples = self.spec["instructions"], self.spec["examples"]
+        if self.function == "classify":
+            return prompts.classify_packed_messages(texts, self.labels, instructions, examples)
+        return prompts.extract_packed_messages(texts, list(self.schema["properties"]), instructions, examples)
+
     def estimate_tokens(self, text: str) -> tuple[int, int]:
         """(prompt, completion) tokens a request for `text` would use: the messages as sent, and the
         expected length of the answer for the schema (see tokens.py). The limiter, the budget and

@@ -1,17 +1,17 @@
 {#- Extract `fields` from a text expression. `fields` is a dict name -> 'string' | 'integer' |
     'number' | 'boolean' | 'date' | [allowed values], or a full JSON Schema object.
     Returns a STRUCT; information the text does not state is NULL. -#}
-{% macro llm_extract(text, fields, model=none, instructions=none, examples=none) -%}
+{% macro llm_extract(text, fields, model=none, instructions=none, examples=none, rows_per_request=none) -%}
   {{- dbt_llm._llm_check_text('extract', text) -}}
-  {{- adapter.dispatch('llm_extract', 'dbt_llm')(text, fields, model, instructions, examples) -}}
+  {{- adapter.dispatch('llm_extract', 'dbt_llm')(text, fields, model, instructions, examples, rows_per_request) -}}
 {%- endmacro %}
 
-{% macro default__llm_extract(text, fields, model, instructions, examples) -%}
+{% macro default__llm_extract(text, fields, model, instructions, examples, rows_per_request) -%}
   {{- exceptions.raise_compiler_error("llm_extract: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml.") -}}
 {%- endmacro %}
 
-{% macro duckdb__llm_extract(text, fields, model, instructions, examples) -%}
-  {%- set call = dbt_llm._llm_prepare('extract', text, {'fields': fields, 'model': model, 'instructions': instructions, 'examples': examples}) -%}
+{% macro duckdb__llm_extract(text, fields, model, instructions, examples, rows_per_request) -%}
+  {%- set call = dbt_llm._llm_prepare('extract', text, {'fields': fields, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request}) -%}
   {%- if call is none -%}
     cast(null as varchar)
   {%- else -%}
