@@ -4,7 +4,7 @@ Run from the repo root::
 
     .venv/bin/python benchmarks/quality.py [--provider local|openai] [--model qwen2.5-0.5b]
         [--base-url URL --api-key-env VAR] [--sets banking77,snips,sp500,snips_slots]
-        [--limit 60] [--concurrency K] [--descriptions] [--examples K]
+        [--limit 60] [--concurrency N] [--descriptions] [--examples N] [--rows-per-request 1,4,8,16]
 
 The rows go through dbt-llm's own engine (``build_task`` + ``Engine``), so what is measured is
 what a dbt model gets: the same prompts, the JSON-schema-constrained answer, validation and
@@ -24,14 +24,22 @@ Sets (``../shared/datasets``, see its README for sources and licences):
   is expected as null.
 
 ``--limit N`` rows per set: a deterministic stratified sample (strata = label, or intent for
-``snips_slots``, taken in turn; rows and strata in sha256 order).  ``--examples K`` gives the
-task K worked examples per set (per intent for ``snips_slots``) from rows outside the sample.
+``snips_slots``, taken in turn; rows and strata in sha256 order).  ``--examples N`` gives the
+task N worked examples per set (per intent for ``snips_slots``) from rows outside the sample.
 ``--descriptions`` gives each label a description made from its name (``card_arrival`` ->
 "card arrival", ``AddToPlaylist`` -> "Add To Playlist"; none when it would equal the name); the labels
 themselves stay as they are.
 
+``--rows-per-request K1,K2,...`` (default 1): each K is a run of every set, with the rows'
+requests built with ``rows_per_request=K``, so the engine packs up to K texts of one task into a
+request (the fixed prompt, labels and examples, is paid once per request; the answer is an object of
+one answer per row, see ``dbt_llm/packing.py``).  Every K run has the same sample and the same tasks,
+and its own fresh Engine (nothing carries over between runs: every run sends all of its requests);
+the local server is started once and shared by the runs.  The table has one line per (set, K).
+
 Columns:
 
+- ``K``: rows per request of the run;
 - ``rows``: rows scored;
 - ``score``: accuracy (classification) or field exact match (extraction: each (row, field) pair,
   compared after case-folding and collapsing whitespace; null expected and null answered is right);
@@ -43,6 +51,7 @@ Columns:
   means the model says the same thing whatever the text;
 - ``failed``: rows with no valid answer after the retries (unparsable, cut, timed out, ...),
   scored as wrong;
+- ``requests``: requests sent (packs count once; retries and split packs included);
 - ``rows/s``: rows answered per second of wall time (server start-up excluded);
 - ``prompt/row``, ``compl/row``: prompt and completion tokens per row, retries included.
 """
@@ -63,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from dbt_llm.engine import Budget, Engine, Outcome, Request
+from dbt_llm.packing import MAX_ROWS_PER_REQUEST
 from dbt_llm.pricing import PriceTable
 from dbt_llm.providers import OpenAIProvider, Provider
 from dbt_llm.tasks import Task, build_task, cache_key
@@ -99,17 +109,19 @@ def norm(value: Any) -> str | None:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, engine: Engine) -> None:
-        self.args, self.engine = args, engine
+    def __init__(self, args: argparse.Namespace, engine: Engine, rows_per_request: int) -> None:
+        self.args, self.engine, self.rows_per_request = args, engine, rows_per_request
 
     def task(self, spec: dict[str, Any]) -> Task:
         return build_task(spec, provider=self.args.provider, default_model=self.args.model, temperature=0.0)
 
     def ask(self, pairs: list[tuple[Task, str]]) -> tuple[list[Outcome], float]:
-        """One outcome per (task, text); equal keys are sent once (the engine wants distinct keys)."""
-        budget = Budget(None)
+        """One outcome per (task, text); equal keys are sent once (the engine wants distinct keys).
+        All in one `engine.run`, in sample order: packs form from requests submitted together."""
+        budget = Budget(None)  # one for all, so rows of one task may share a pack
         keys = [cache_key(task.spec_hash, text) for task, text in pairs]
-        requests = {k: Request(k, task, text, budget) for k, (task, text) in zip(keys, pairs, strict=True)}
+        k_rows = self.rows_per_request
+        requests = {k: Request(k, task, text, budget, k_rows) for k, (task, text) in zip(keys, pairs, strict=True)}
         done = 0
 
         def progress(_outcome: Outcome) -> None:
@@ -184,6 +196,7 @@ class Bench:
             "rows": n,
             "top": Counter(answers).most_common(1)[0][1] / n if answers else 0.0,
             "failed": sum(o.error_kind is not None for o in outcomes),
+            "requests": sum(o.requests for o in outcomes),
             "rows/s": n / seconds,
             "prompt/row": sum(o.usage.prompt_tokens for o in outcomes) / n,
             "compl/row": sum(o.usage.completion_tokens for o in outcomes) / n,
@@ -196,7 +209,7 @@ class Bench:
         extract = name == "snips_slots"
         ordered = stratified(rows, "intent" if extract else "expected_label")
         sample, rest = ordered[: self.args.limit], ordered[self.args.limit :]
-        print(f"{name}: {len(sample)} rows", file=sys.stderr)
+        print(f"{name}, K={self.rows_per_request}: {len(sample)} rows", file=sys.stderr)
         return (self.extract if extract else self.classify)(rows, sample, rest)
 
 
@@ -225,20 +238,34 @@ def provider_factory(args: argparse.Namespace) -> Callable[[], Provider]:
     )
 
 
-def table(results: dict[str, dict[str, Any]]) -> str:
-    cols = ["rows", "score", "floor", "row_em", "row_floor", "top", "failed", "rows/s", "prompt/row", "compl/row"]
+def table(results: dict[tuple[str, int], dict[str, Any]]) -> str:
+    """One line per (set, K), in the order given."""
+    cols = ["rows", "score", "floor", "row_em", "row_floor", "top", "failed", "requests"]
+    cols += ["rows/s", "prompt/row", "compl/row"]
 
     def cell(value: Any) -> str:
         if value is None:
             return "-"
         return str(value) if isinstance(value, int) else f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
-    lines = [["set", *cols]] + [[name, *(cell(r.get(c)) for c in cols)] for name, r in results.items()]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(cols) + 1)]
+    lines = [["set", "K", *cols]]
+    lines += [[name, str(k), *(cell(r.get(c)) for c in cols)] for (name, k), r in results.items()]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(cols) + 2)]
     return "\n".join(
         "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths, strict=True)))
         for line in lines
     )
+
+
+def k_list(value: str) -> list[int]:
+    """`--rows-per-request`: distinct whole numbers from 1 to MAX_ROWS_PER_REQUEST, in the order given."""
+    try:
+        ks = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma list of whole numbers: {value!r}") from None
+    if not ks or any(not 1 <= k <= MAX_ROWS_PER_REQUEST for k in ks):
+        raise argparse.ArgumentTypeError(f"each K must be from 1 to {MAX_ROWS_PER_REQUEST}; got {value!r}")
+    return list(dict.fromkeys(ks))
 
 
 def main() -> None:
@@ -253,6 +280,13 @@ def main() -> None:
     p.add_argument("--descriptions", action="store_true", help="describe each label by its name, humanised")
     p.add_argument("--examples", type=int, default=0, help="worked examples per set, from rows outside the sample")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument(
+        "--rows-per-request",
+        type=k_list,
+        default=[1],
+        metavar="K1,K2,...",
+        help="rows packed per request; one run of every set per K (default: 1)",
+    )
     args = p.parse_args()
     local = args.provider == "local"
     args.model = args.model or ("qwen2.5-0.5b" if local else "gpt-4o-mini")
@@ -262,25 +296,34 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown set(s) {unknown}; choose from {', '.join(SETS)}")
 
-    engine = Engine(
-        provider_factory(args),
-        prices=PriceTable(free=local),
-        max_concurrency=args.concurrency,
-        max_attempts=5,
-        request_timeout=args.timeout,
-    )
-    started = time.monotonic()
-    try:
-        results = {name: Bench(args, engine).run(name) for name in names}
-    finally:
-        engine.close()
+    factory = provider_factory(args)  # the local server starts here, once for every K
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    seconds: dict[int, float] = {}
+    for k in args.rows_per_request:
+        # A fresh engine per K: no in-flight request, limiter or calibration carries over from another run.
+        engine = Engine(
+            factory,
+            prices=PriceTable(free=local),
+            max_concurrency=args.concurrency,
+            max_attempts=5,
+            request_timeout=args.timeout,
+        )
+        started = time.monotonic()
+        try:
+            for name in names:
+                results[name, k] = Bench(args, engine, k).run(name)
+        finally:
+            engine.close()
+        seconds[k] = time.monotonic() - started
+    ordered = {(name, k): results[name, k] for name in names for k in args.rows_per_request}
     cost = sum(r["cost"] for r in results.values())
+    runs = ", ".join(f"K={k} {s:.0f} s" for k, s in seconds.items())
     print(
         f"{args.provider} {args.model}: limit {args.limit}, examples {args.examples}, "
         f"descriptions {'on' if args.descriptions else 'off'}, concurrency {args.concurrency}; "
-        f"{time.monotonic() - started:.0f} s" + ("" if local else f", ${cost:.4f} (models with a known price)")
+        f"{runs}" + ("" if local else f", ${cost:.4f} (models with a known price)")
     )
-    print(table(results))
+    print(table(ordered))
 
 
 if __name__ == "__main__":
