@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from .batch_lines import BatchOutcome, BatchRecord, CollectResult, Retry, RunResult, settle_lines
 from .engine import Request
+from .packing import Pack, packs_of, row_ids
 from .pricing import Price, PriceTable
 from .providers.base import TransientError
 from .providers.openai_batch import (
@@ -57,6 +58,7 @@ class BatchRunner:
         poll_initial: float = 5.0,
         poll_max: float = 60.0,
         call_attempts: int = 5,
+        pack_chars: int = 20_000,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -68,6 +70,7 @@ class BatchRunner:
         self._poll_initial = poll_initial
         self._poll_max = poll_max
         self._call_attempts = call_attempts
+        self._pack_chars = pack_chars  # the most text characters one packed line carries
         self._sleep = sleep
         self._clock = clock
 
@@ -80,27 +83,36 @@ class BatchRunner:
         earlier: Mapping[str, Retry] | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> list[BatchRecord]:
-        """Upload the requests (one line per key) in files within the limits and create a batch of
-        each; `on_created` gets each batch right after it is created, before the next is uploaded.
-        A key of `earlier` (sent before, its answer cut at max_tokens) is sent with max_tokens doubled
-        as many times as it was cut, as the realtime path does."""
+        """Upload the requests (one line per key, or per pack of `rows_per_request` keys) in files
+        within the limits and create a batch of each; `on_created` gets each batch right after it is
+        created, before the next is uploaded. A key of `earlier` (sent before, its answer cut at
+        max_tokens) is sent with max_tokens doubled as many times as it was cut, as the realtime
+        path does."""
         lines: dict[str, bytes] = {}
-        for request in requests:
-            if request.key in lines:
-                continue  # equal keys are one request: sent and paid once
-            prior = earlier.get(request.key) if earlier else None
-            max_tokens = request.task.max_tokens * 2 ** (prior.so_far.truncated if prior else 0)
-            line = request_line(request.key, request.task, request.text, max_tokens)
+        rows: dict[str, list[str]] = {}  # custom_id -> the keys of its line
+        fresh = list({request.key: request for request in requests}.values())  # equal keys: sent and paid once
+        for pack in packs_of(fresh, lambda request: request, self._pack_chars):
+            asked: Request | Pack = pack[0] if len(pack) == 1 else Pack(tuple(pack))
+            cut = max((earlier[r.key].so_far.truncated for r in pack if earlier and r.key in earlier), default=0)
+            line = request_line(asked.key, asked, asked.max_tokens * 2**cut)  # a cut answer gets more room
             data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
             if len(data) > self._max_bytes:
-                raise ValueError(f"the batch line of key {request.key} has {len(data)} bytes, over {self._max_bytes}")
-            lines[request.key] = data
+                raise ValueError(f"the batch line {asked.key} has {len(data)} bytes, over {self._max_bytes}")
+            lines[asked.key] = data
+            rows[asked.key] = [r.key for r in pack]
         records: list[BatchRecord] = []
         for number, chunk in enumerate(self._split(lines), start=1):
             jsonl = b"".join(lines[key] for key in chunk)
             file_id = self._retrying(functools.partial(self._client.upload, jsonl, f"dbt_llm_{number}.jsonl"))
             status = self._create(file_id, metadata)
-            record = BatchRecord(status.id, file_id, tuple(chunk), _created_at(status), status.status)
+            keys = tuple(key for custom_id in chunk for key in rows[custom_id])
+            packed = tuple(
+                (key, custom_id, row_id)
+                for custom_id in chunk
+                if len(rows[custom_id]) > 1
+                for key, row_id in zip(rows[custom_id], row_ids(len(rows[custom_id])), strict=True)
+            )
+            record = BatchRecord(status.id, file_id, keys, _created_at(status), status.status, packed=packed)
             try:
                 on_created(record)
             except BaseException:

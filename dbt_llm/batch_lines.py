@@ -4,11 +4,13 @@ outcome or a retry. Also the records the runner and its caller pass around."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from .engine import Outcome, Request
+from .packing import shares
 from .pricing import Price
 from .providers.base import Completion
 from .providers.openai_batch import BatchStatus, ResultLine, parse_result_line, split_jsonl
@@ -21,11 +23,24 @@ class BatchRecord:
 
     batch_id: str
     input_file_id: str
-    keys: tuple[str, ...]  # the custom_ids of its lines: the requests' cache keys
+    keys: tuple[str, ...]  # the requests' cache keys: the custom_ids of its unpacked lines
     created_at: datetime  # UTC, naive (as the llm_* tables keep times)
     status: str
     output_file_id: str | None = None
     error_file_id: str | None = None
+    packed: tuple[tuple[str, str, str], ...] = ()  # (key, custom_id, row id) of the keys in packed lines
+
+    def lines(self) -> dict[str, list[tuple[str, str]]]:
+        """custom_id -> the (key, row id) pairs its line answers, in row order; an unpacked line
+        answers one key, with no row id."""
+        packs: dict[str, list[tuple[str, str]]] = {}
+        for key, custom_id, row_id in self.packed:
+            packs.setdefault(custom_id, []).append((key, row_id))
+        in_packs = {key for key, _, _ in self.packed}
+        lines = {key: [(key, "")] for key in self.keys if key not in in_packs}
+        for custom_id, rows in packs.items():
+            lines[custom_id] = sorted(rows, key=lambda row: int(row[1].lstrip("r")))
+        return lines
 
 
 @dataclass
@@ -81,30 +96,84 @@ def settle_lines(
             known = lines.get(line.custom_id)
             if known is None or (known.completion is None and line.completion is not None):
                 lines[line.custom_id] = line
-    keys = set(record.keys)
-    result.unknown.extend((record.batch_id, cid) for cid in lines if cid not in keys or cid not in requests_by_key)
-    for key in record.keys:
-        request = requests_by_key.get(key)
-        if request is None:
+    record_lines = record.lines()
+    result.unknown.extend(
+        (record.batch_id, cid)
+        for cid in lines
+        if not any(key in requests_by_key for key, _ in record_lines.get(cid, []))
+    )
+    for custom_id, rows in record_lines.items():
+        wanted = [(key, row_id, requests_by_key[key]) for key, row_id in rows if key in requests_by_key]
+        if not wanted:
             continue
-        prior = earlier.get(key)
-        outcome = BatchOutcome(key=key) if prior is None else replace(prior.so_far, error=None)
-        outcome.batch_id = record.batch_id
-        outcome.attempts += 1
-        outcome.requests += 1
-        outcome.retry_requests += outcome.attempts > 1
-        found = lines.get(key)
-        kind, message = _missing(status) if found is None else _answer(request, found, outcome, price_of)
-        if kind is None:
-            result.outcomes.append(outcome)
-            on_outcome(outcome)
-        elif kind == "bad_request":
-            outcome.error_kind, outcome.error = "bad_request", message  # refused again if resent
-            result.outcomes.append(outcome)
-            on_outcome(outcome)
+        outcomes: list[BatchOutcome] = []
+        for key, _, _ in wanted:
+            prior = earlier.get(key)
+            outcome = BatchOutcome(key=key) if prior is None else replace(prior.so_far, error=None)
+            outcome.batch_id = record.batch_id
+            outcome.attempts += 1
+            outcomes.append(outcome)
+        leader = outcomes[0]  # the line is one request: charged to its first row
+        leader.requests += 1
+        leader.retry_requests += any(o.attempts > 1 for o in outcomes)
+        found = lines.get(custom_id)
+        verdicts: list[tuple[str | None, str]]
+        if found is None:
+            verdicts = [_missing(status)] * len(wanted)
+        elif len(rows) == 1 and not rows[0][1]:
+            verdicts = [_answer(wanted[0][2], found, leader, price_of)]
         else:
-            outcome.error = message
-            result.retry.append(Retry(request, kind, outcome))
+            verdicts = _answer_pack([(row_id, request) for _, row_id, request in wanted], found, outcomes, price_of)
+        for (_, _, request), outcome, (kind, message) in zip(wanted, outcomes, verdicts, strict=True):
+            if kind is None:
+                result.outcomes.append(outcome)
+                on_outcome(outcome)
+            elif kind == "bad_request":
+                outcome.error_kind, outcome.error = "bad_request", message  # refused again if resent
+                result.outcomes.append(outcome)
+                on_outcome(outcome)
+            else:
+                outcome.error = message
+                result.retry.append(Retry(request, kind, outcome))
+
+
+def _answer_pack(
+    rows: list[tuple[str, Request]],
+    line: ResultLine,
+    outcomes: list[BatchOutcome],
+    price_of: Callable[[str], Price | None],
+) -> list[tuple[str | None, str]]:
+    """A packed line: its usage shared out among the rows, each row's answer validated on its own."""
+    if line.completion is None:
+        if line.error_kind == "rate_limited":
+            outcomes[0].rate_limited += 1
+        return [(line.error_kind or "failed", line.error or "no message")] * len(rows)
+    completion = line.completion
+    for (_, request), outcome, usage in zip(rows, outcomes, shares(completion.usage, len(rows)), strict=True):
+        _charge(request, replace(completion, usage=usage), outcome, price_of)
+    if completion.finish_reason in ("length", "refusal"):
+        cut = completion.finish_reason == "length"
+        for outcome in outcomes:
+            outcome.truncated += cut
+        why = "the answer was cut at max_tokens" if cut else "the model refused to answer"
+        return [("invalid_answer", why)] * len(rows)
+    try:
+        value = json.loads(completion.content or "")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        why = f"the packed answer is not an object of row ids: {(completion.content or '')[:200]!r}"
+        return [("invalid_answer", why)] * len(rows)
+    verdicts: list[tuple[str | None, str]] = []
+    for (row_id, request), outcome in zip(rows, outcomes, strict=True):
+        try:
+            if row_id not in value:
+                raise InvalidAnswer(f"the packed answer has no entry for row {row_id}")
+            outcome.result = request.task.parse_answer(json.dumps(value[row_id], ensure_ascii=False))
+            verdicts.append((None, ""))
+        except InvalidAnswer as exc:
+            verdicts.append(("invalid_answer", str(exc)))
+    return verdicts
 
 
 def _answer(

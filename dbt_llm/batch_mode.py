@@ -18,6 +18,7 @@ from .engine import Engine, Outcome, Request
 from .errors import BatchPendingError, DbtLlmError
 from .invocation import Call, CallJobs, Invocation
 from .job_store import JobStore
+from .packing import estimate_tokens, packs_of
 from .pricing import Price, PriceTable
 from .providers.factory import build_batch_client
 from .recorder import Recorder
@@ -37,6 +38,7 @@ class BatchMode:
         batch_timeout: float,
         fallback: str,
         max_attempts: int,
+        pack_chars: int = 20_000,
         log: Callable[[str], None] = lambda _message: None,
     ) -> None:
         self._lock = lock
@@ -50,6 +52,7 @@ class BatchMode:
         self._timeout = batch_timeout
         self._fallback = fallback
         self._max_attempts = max_attempts
+        self._pack_chars = pack_chars
         self._log = log
 
     def price(self, model: str) -> Price | None:
@@ -95,17 +98,17 @@ class BatchMode:
     def _reserve(
         self, call: Call, invocation: Invocation, ledger: Ledger, jobs: CallJobs, requests: list[Request]
     ) -> list[Request]:
-        """A job is paid when it ends, so its estimated cost is held against the budget up front; a
-        request that does not fit is not sent (`budget`)."""
+        """A job is paid when it ends, so its estimated cost is held against the budget up front, a
+        pack's shared by its rows; a request that does not fit is not sent (`budget`)."""
         price = self.price(call.task.model)
         sendable: list[Request] = []
-        for request in requests:
-            prompt, completion = call.task.estimate_tokens(request.text)
-            estimate = 0.0 if price is None else price.cost(prompt, completion)
-            if request.budget.reserve(estimate) == "reserved":
-                jobs.reserved[request.key] = estimate
-                sendable.append(request)
-            else:  # "wait" too: nothing in this call settles before the job ends
+        for pack in packs_of(requests, lambda request: request, self._pack_chars):
+            estimate = 0.0 if price is None else price.cost(*estimate_tokens(pack))
+            if pack[0].budget.reserve(estimate) == "reserved":
+                jobs.reserved.update((request.key, estimate / len(pack)) for request in pack)
+                sendable += pack
+                continue
+            for request in pack:  # "wait" too: nothing in this call settles before the job ends
                 outcome = Outcome(request.key, error_kind="budget", error="not sent: max_cost_usd was reached")
                 jobs.outcomes[request.key] = outcome
                 self._recorder.record(call, invocation, ledger, outcome, {})
@@ -284,6 +287,7 @@ def build_batch_mode(
             build_batch_client(config),
             price_of=batch_prices(prices),
             poll_initial=config.batch_poll_interval,
+            pack_chars=config.max_input_chars,
         )
 
     return BatchMode(
@@ -297,5 +301,6 @@ def build_batch_mode(
         batch_timeout=config.batch_timeout,
         fallback=config.batch_fallback,
         max_attempts=config.max_attempts,
+        pack_chars=config.max_input_chars,
         log=log,
     )

@@ -49,7 +49,18 @@ class JobStore:
             finished_at=None,
             collected_at=None,
         )
-        keys = pa.table({"job_id": [record.batch_id] * len(record.keys), "key": list(record.keys)})
+        # A key of a packed line keeps its line's custom_id and its row id: the next run needs both to
+        # read the line's answer if this one dies.
+        packed = {key: (custom_id, row_id) for key, custom_id, row_id in record.packed}
+        keys = pa.table(
+            {
+                "job_id": [record.batch_id] * len(record.keys),
+                "key": list(record.keys),
+                "custom_id": [packed.get(key, (None, None))[0] for key in record.keys],
+                "row_id": [packed.get(key, (None, None))[1] for key in record.keys],
+            },
+            schema=pa.schema([(name, pa.string()) for name in ("job_id", "key", "custom_id", "row_id")]),
+        )
         jobs = pa.Table.from_pylist([row_dict(row, BATCH_JOB_COLUMNS)])
         with self._cursor() as (cur, schema):
             cur.execute("begin")
@@ -58,7 +69,10 @@ class JobStore:
                 cur.register("_dbt_llm_job_keys", keys)
                 cols = ", ".join(BATCH_JOB_COLUMNS)
                 cur.execute(f"insert into {schema}.llm_batch_jobs ({cols}) select {cols} from _dbt_llm_job")
-                cur.execute(f"insert into {schema}.llm_batch_job_keys select job_id, key from _dbt_llm_job_keys")
+                cur.execute(
+                    f"insert into {schema}.llm_batch_job_keys (job_id, key, custom_id, row_id) "
+                    "select job_id, key, custom_id, row_id from _dbt_llm_job_keys"
+                )
                 cur.execute("commit")
             except BaseException:
                 cur.execute("rollback")
@@ -75,7 +89,8 @@ class JobStore:
             cur.register("_dbt_llm_wanted", pa.table({"key": keys}))
             try:
                 rows = cur.execute(
-                    f"""select j.job_id, j.input_file_id, j.created_at, j.status, list(k.key order by k.key)
+                    f"""select j.job_id, j.input_file_id, j.created_at, j.status, list(k.key order by k.key),
+                        list([k.key, k.custom_id, k.row_id] order by k.key) filter (where k.custom_id is not null)
                     from {schema}.llm_batch_jobs j join {schema}.llm_batch_job_keys k using (job_id)
                     where j.collected_at is null and j.provider = ?
                       and j.job_id in (select w.job_id from {schema}.llm_batch_job_keys w
@@ -86,8 +101,8 @@ class JobStore:
             finally:
                 cur.unregister("_dbt_llm_wanted")
         return [
-            BatchRecord(job, file_id, tuple(job_keys), created, status)
-            for job, file_id, created, status, job_keys in rows
+            BatchRecord(job, file_id, tuple(job_keys), created, status, packed=tuple(tuple(p) for p in packed or []))
+            for job, file_id, created, status, job_keys, packed in rows
         ]
 
     def finished(self, record: BatchRecord, *, completed: int, failed: int) -> None:

@@ -140,6 +140,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         "llm_audit: rows per call",
         "alter table {s}.llm_audit add column if not exists rows_per_call double",
     ),
+    (
+        "llm_batch_job_keys: packed lines",
+        """alter table {s}.llm_batch_job_keys add column if not exists custom_id varchar;
+        alter table {s}.llm_batch_job_keys add column if not exists row_id varchar""",
+    ),
 ]
 
 

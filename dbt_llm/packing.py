@@ -163,6 +163,11 @@ def take_pack(first: T, rest: Iterator[T], request_of: Callable[[T], Request], m
     return pack
 
 
+def estimate_tokens(pack: list[Request]) -> tuple[int, int]:
+    """(prompt, completion) tokens of the request that sends these rows: unpacked for one row."""
+    return pack[0].task.estimate_tokens(pack[0].text) if len(pack) == 1 else Pack(tuple(pack)).estimate_tokens()
+
+
 def shares(usage: Usage, n: int) -> list[Usage]:
     """`usage` split over n rows as evenly as whole tokens allow; the shares sum to it exactly."""
 

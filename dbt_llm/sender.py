@@ -11,7 +11,7 @@ from .audit import Ledger
 from .batch_mode import BatchMode
 from .engine import Engine, Outcome, Request
 from .invocation import Call, Invocation
-from .packing import Pack, packs_of
+from .packing import estimate_tokens, packs_of
 from .pricing import PriceTable
 from .recorder import Recorder
 
@@ -113,7 +113,7 @@ class Sender:
             invocation.estimated.update(r.key for r in requests)
         packs = packs_of(requests, lambda request: request, self._pack_chars)
         for pack in packs:
-            p, c = call.task.estimate_tokens(pack[0].text) if len(pack) == 1 else Pack(tuple(pack)).estimate_tokens()
+            p, c = estimate_tokens(pack)
             prompt, completion = prompt + p, completion + c
         with self._lock:
             # A key counted once per invocation, however many chunks or models ask for it.

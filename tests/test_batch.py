@@ -19,12 +19,12 @@ import httpx
 import pytest
 
 from dbt_llm.batch import BatchRunner, batch_prices
-from dbt_llm.batch_lines import BatchOutcome, BatchRecord
+from dbt_llm.batch_lines import BatchOutcome, BatchRecord, CollectResult, settle_lines
 from dbt_llm.engine import Budget, Request
 from dbt_llm.pricing import Price, PriceTable
 from dbt_llm.providers.base import FatalProviderError, TransientError
 from dbt_llm.providers.openai import OpenAIProvider
-from dbt_llm.providers.openai_batch import OpenAIBatchClient, request_line
+from dbt_llm.providers.openai_batch import BatchStatus, OpenAIBatchClient, request_line
 from dbt_llm.tasks import build_task, cache_key
 
 BASE_URL = "https://batch.test/v1"
@@ -488,4 +488,34 @@ def test_a_batch_line_is_the_request_the_realtime_provider_sends() -> None:
         "url": "/v1/chat/completions",
         "body": realtime[0],
     }
-    assert request_line(line["custom_id"], TASK, text, TASK.max_tokens) == line
+    assert request_line(line["custom_id"], request(text), TASK.max_tokens) == line
+
+
+def test_a_packed_line_settles_each_row_on_its_own_and_shares_its_usage() -> None:
+    budget = Budget(None)
+    rows = [Request(cache_key(TASK.spec_hash, t), TASK, t, budget, 3) for t in ["a bug", "b billing", "c bug"]]
+    lines: list[bytes] = []
+    fake = FakeBatchAPI()
+    [record] = runner(fake, Clock()).submit(rows, lambda r: None)
+    [line] = fake.input_lines("batch_1")
+    assert len(record.packed) == 3 and record.keys == tuple(r.key for r in rows)
+    assert line["custom_id"] == record.packed[0][1] and line["body"]["response_format"]["json_schema"]["strict"]
+    content = {"r1": {"label": "bug"}, "r2": {"label": "neither"}, "r3": {"label": "bug"}}  # r2 off the schema
+    body = {
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": json.dumps(content)}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 301, "completion_tokens": 31},
+    }
+    lines.append(json.dumps({"custom_id": line["custom_id"], "response": {"status_code": 200, "body": body}}).encode())
+    result = CollectResult()
+    by_key = {r.key: r for r in rows}
+    settle_lines(
+        record, BatchStatus("batch_1", "completed"), lines, by_key, {}, lambda o: None, result, lambda m: BATCH_PRICE
+    )
+    assert [label(o) for o in result.outcomes] == ["bug", "bug"]
+    [retry] = result.retry
+    assert retry.request.key == rows[1].key and retry.kind == "invalid_answer"
+    every = [*result.outcomes, retry.so_far]
+    assert sum(o.usage.prompt_tokens for o in every) == 301 and sum(o.usage.completion_tokens for o in every) == 31
+    assert sum(o.requests for o in every) == 1 and all(o.attempts == 1 for o in every)

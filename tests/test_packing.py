@@ -132,3 +132,36 @@ def test_rows_per_request_out_of_range_fails_at_compile_time(project: DbtProject
     result = project.dbt("run", "--vars", "{k: 0}", ok=False)
     assert "rows_per_request" in str(result.result) + str(result.exception)
     assert project.server.requests == []
+
+
+BATCH = "{k: 16, dbt_llm_mode: batch}"
+
+
+def test_batch_lines_carry_packs_and_a_later_run_collects_them(project: DbtProject) -> None:
+    project.plugin_config.update(batch_poll_interval=0.05, batch_timeout=1.0)
+    seed(project)
+    server = project.server
+    server.batch_delay = 4.0
+    server.inject_batch_line("invalid", match="customer 5 writes")  # one row of one packed line
+    project.dbt("run", "--vars", BATCH, ok=False)  # stops waiting: the job is recorded, not lost
+    [job] = server.batches
+    assert len(job.custom_ids) == math.ceil(DISTINCT / 16)
+    packed_keys = project.query("select count(*) from dbt_llm.llm_batch_job_keys where custom_id is not null")
+    assert packed_keys == [(DISTINCT,)]
+
+    project.plugin_config["batch_timeout"] = 60.0
+    project.dbt("run", "--vars", BATCH)
+    assert [b.id for b in server.batches] == [job.id]  # collected by the next run, not sent again
+    # The invalid row alone is sent again, realtime (batch_fallback: realtime); the others are answered.
+    assert [r.texts for r in server.requests] == [("customer 5 writes about order number 5",)]
+    assert project.query("select count(*), count(l) from m") == [(ROWS, ROWS)]
+    assert project.query("select count(*) from dbt_llm.llm_cache") == [(DISTINCT,)]
+    calls, prompt, completion, _, failed = audit(project)
+    billed = [*server.batch_requests, *server.requests]
+    assert failed == 0 and calls == len(billed)
+    assert (prompt, completion) == (sum(r.prompt_tokens for r in billed), sum(r.completion_tokens for r in billed))
+    answers, cost = project.query("select sum(batch_answers), sum(cost_usd) from dbt_llm.llm_audit")[0]
+    assert answers == DISTINCT - 1
+    batch_cost = sum(r.prompt_tokens * 0.15 + r.completion_tokens * 0.60 for r in server.batch_requests) / 2e6
+    realtime_cost = sum(r.prompt_tokens * 0.15 + r.completion_tokens * 0.60 for r in server.requests) / 1e6
+    assert cost == pytest.approx(batch_cost + realtime_cost)

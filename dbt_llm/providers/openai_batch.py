@@ -8,11 +8,12 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ..tasks import Task
+if TYPE_CHECKING:
+    from ..outcome import Askable
 from .base import Completion, FatalProviderError, TransientError
 from .openai import _error_message, parse_retry_after, usage_of
 
@@ -20,14 +21,15 @@ BATCH_ENDPOINT = "/v1/chat/completions"
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
-def request_line(custom_id: str, task: Task, text: str, max_tokens: int) -> dict[str, Any]:
-    """One line of a batch input file; `body` is the body OpenAIProvider.complete posts for the row."""
+def request_line(custom_id: str, asked: Askable, max_tokens: int) -> dict[str, Any]:
+    """One line of a batch input file, for one row or a pack of rows; `body` is the body
+    OpenAIProvider.complete posts for it."""
     body = {
-        "model": task.model,
-        "messages": task.messages(text),
-        "response_format": task.response_format(),
+        "model": asked.model,
+        "messages": asked.messages(),
+        "response_format": asked.response_format(),
         "max_tokens": max_tokens,
-        "temperature": task.temperature,
+        "temperature": asked.temperature,
     }
     return {"custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT, "body": body}
 
