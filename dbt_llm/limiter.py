@@ -73,6 +73,8 @@ class _Bucket:
         if self.level is None:
             # A configured ceiling with nothing learned yet: start from an empty bucket, pace evenly.
             self.level = 0.0
+        # The bucket holds a minute's worth at most: a bigger request (a large pack) goes once it is full.
+        cost = min(cost, self.rate * 60)
         return 0.0 if self.level >= cost else (cost - self.level) / self.rate
 
     def take(self, cost: float, now: float) -> None:

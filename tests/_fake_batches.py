@@ -451,6 +451,7 @@ class BatchService(FakeService):
             expires = None
         elif kind == "expire":
             expires = created + 3 * phase  # when it would have completed
+
         def done_at(index: int) -> float | None:
             # Answers spread evenly over the in_progress phase, in input order. Written as the phase's end
             # is (created + 2 * phase), so the last line is due exactly then, not one rounding later.

@@ -68,3 +68,11 @@ def test_configured_ceiling_paces_from_the_start() -> None:
     limiter = Limiter(16, requests_per_minute=120)
     assert limiter.requests.rate == 2.0
     assert limiter.requests.wait(1, limiter.requests.stamp) == 0.5
+
+
+def test_a_request_bigger_than_a_minute_of_tokens_waits_for_a_full_bucket_not_forever() -> None:
+    limiter = Limiter(16, tokens_per_minute=6000)  # 100 tokens a second, 6000 at most in the bucket
+    now = limiter.tokens.stamp
+    assert limiter.tokens.wait(9000, now) == 60.0  # from empty: one minute, when the bucket is full
+    limiter.tokens.level = 6000.0
+    assert limiter.tokens.wait(9000, now) == 0.0
