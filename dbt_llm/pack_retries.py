@@ -69,7 +69,11 @@ class PackRetries:
     async def _solve(self, rows: list[PackedRow]) -> None:
         if len(rows) == 1:
             row = rows[0]
-            row.outcome = await self._retries.answer(row.request, row.outcome, row.failures)
+            try:
+                row.outcome = await self._retries.answer(row.request, row.outcome, row.failures)
+            except ProviderError as exc:
+                self._abort(exc)
+                raise
             row.finish()
             return
         pack = Pack(tuple(row.request for row in rows))
@@ -87,8 +91,9 @@ class PackRetries:
         except (TransientError, InvalidAnswer, RowError):
             pass  # split below
         except FatalProviderError as exc:
-            self._abort(ProviderError(f"dbt_llm: {exc}"))
-            raise ProviderError(f"dbt_llm: {exc}") from None
+            error = ProviderError(f"dbt_llm: {exc}")
+            self._abort(error)
+            raise error from None
         finally:
             self._in_flight[sig] -= 1
         self._charge(tries.outcome, rows)
