@@ -167,5 +167,6 @@ def summary(lg: Ledger) -> str:
         f"{where_batch(lg)} llm_{lg.function} ({lg.model}): {lg.rows} rows, {cached} cached, "
         f"{lg.reused} reused (same text earlier in this run), {lg.api_calls} API calls ({lg.retries} retries), "
         f"{lg.failed_rows} failed, {lg.prompt_tokens + lg.completion_tokens} tokens, {usd(lg.cost_usd)}"
+        + (f", {lg.ungrounded_values} invented values set to NULL" if lg.ungrounded_values else "")
         + (" [preview]" if lg.status == "preview" else "")
     )

@@ -145,6 +145,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         """alter table {s}.llm_batch_job_keys add column if not exists custom_id varchar;
         alter table {s}.llm_batch_job_keys add column if not exists row_id varchar""",
     ),
+    (
+        "llm_audit: ungrounded values",
+        "alter table {s}.llm_audit add column if not exists ungrounded_values bigint",
+    ),
 ]
 
 

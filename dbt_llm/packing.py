@@ -79,7 +79,7 @@ class Pack:
 
     @cached_property
     def schema(self) -> dict[str, Any]:
-        row = self.requests[0].task.schema
+        row = self.requests[0].task.wire_schema
         return {
             "type": "object",
             "properties": {row_id: row for row_id in self.ids},

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-TEMPLATE_VERSIONS = {"classify": "classify/1", "extract": "extract/1"}
+# extract/2: answers are grounded (grounding.py), so extract/1 answers are not reused.
+TEMPLATE_VERSIONS = {"classify": "classify/1", "extract": "extract/2"}
 
 Message = dict[str, str]
 

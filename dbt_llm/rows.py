@@ -82,6 +82,7 @@ class AuditRow:
     cached_prompt_tokens: int = 0
     batch_answers: int = 0
     rows_per_call: float | None = None  # rows sent / api_calls: above 1 when rows are packed
+    ungrounded_values: int = 0  # extracted strings the input text does not contain: nulled
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ _SUPPORTED_KEYWORDS = {
     "format",
     "description",
     "title",
+    "grounded",  # ours: `false` exempts a string from the grounding check (grounding.py); never sent
 }
 
 
@@ -104,12 +105,28 @@ def normalize_schema(schema: JsonSchema, where: str, path: str = "$") -> JsonSch
         if not isinstance(enum, list) or not enum or len({repr(v) for v in enum}) != len(enum):
             raise SpecError(f"{where}: `enum` at {path} must be a non-empty list of distinct values; got {enum!r}.")
         out["enum"] = enum
+    if "grounded" in schema:
+        if kind != "string" or not isinstance(schema["grounded"], bool):
+            raise SpecError(
+                f"{where}: `grounded` at {path} must be true or false on a string; got {schema['grounded']!r}."
+            )
+        out["grounded"] = schema["grounded"]
     if schema.get("format") is not None:
         if kind != "string" or schema["format"] != "date":
             raise SpecError(
                 f"{where}: `format` {schema['format']!r} at {path} is not supported; only `date` on strings."
             )
         out["format"] = "date"
+    return out
+
+
+def wire_schema(schema: JsonSchema) -> JsonSchema:
+    """The schema as sent to the provider: without our own `grounded` keyword."""
+    out: JsonSchema = {k: v for k, v in schema.items() if k != "grounded"}
+    if "properties" in out:
+        out["properties"] = {name: wire_schema(sub) for name, sub in out["properties"].items()}
+    if "items" in out:
+        out["items"] = wire_schema(out["items"])
     return out
 
 

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 
 from . import prompts, tokens
 from .errors import SpecError
-from .schemas import JsonSchema, answer_model, fields_to_schema, normalize_schema, sql_structure
+from .grounding import ground
+from .schemas import JsonSchema, answer_model, fields_to_schema, normalize_schema, sql_structure, wire_schema
 
 Function = Literal["classify", "extract"]
 
@@ -82,11 +83,24 @@ class Task:
         """Completion tokens of an answer of the expected length: the same for every text of the task."""
         return tokens.answer_tokens(self.schema)
 
+    @functools.cached_property
+    def wire_schema(self) -> JsonSchema:
+        """The answer schema as sent to the provider."""
+        return wire_schema(self.schema)
+
     def response_format(self) -> dict[str, Any]:
         return {
             "type": "json_schema",
-            "json_schema": {"name": f"llm_{self.function}", "strict": True, "schema": self.schema},
+            "json_schema": {"name": f"llm_{self.function}", "strict": True, "schema": self.wire_schema},
         }
+
+    def ground(self, result: str, text: str) -> tuple[str, int]:
+        """An extraction's answer with values the text does not contain nulled, and how many
+        (grounding.py); other functions' answers as they are."""
+        if self.function != "extract":
+            return result, 0
+        answer, ungrounded = ground(self.schema, json.loads(result), text)
+        return (canonical_json(answer), ungrounded) if ungrounded else (result, 0)
 
     def parse_answer(self, content: str | None) -> str:
         """Validate the model's content; return the canonical JSON that is cached."""

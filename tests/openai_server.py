@@ -25,7 +25,9 @@ Options of the command line (``--help`` lists them all):
     several kinds (the rates must sum to at most 1).  KIND is one of ``429``, ``500``,
     ``503``, ``502_html`` (an HTML gateway page), ``timeout`` (hold the connection, then drop
     it without an answer), ``invalid`` (an answer that breaks the schema; drawn per row of a
-    packed request, see below) and ``truncated`` (half an answer, ``finish_reason: length``).
+    packed request, see below), ``truncated`` (half an answer, ``finish_reason: length``) and
+    ``invented`` (a schema-valid answer whose free-text string fields hold ``INVENTED_VALUE``, which
+    no input text contains: a model guessing instead of answering null).
     Example: ``--fault-rate 500=0.05 --fault-rate 429=0.02``.
 ``--seed N``
     Seed of the fault draws (default 0): the same seed and requests give the same faults.
@@ -202,6 +204,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "timeout",
     "invalid",
     "truncated",
+    "invented",
 )
 BATCH_LINE_FAULTS: tuple[str, ...] = ("500", "invalid", "truncated")
 INVALID_LABEL = "not-a-label"
@@ -493,6 +496,24 @@ def _invalid_answer(schema: dict[str, Any], text: str) -> Any:
                 del answer[name]
                 return answer
     answer[INVALID_LABEL] = INVALID_LABEL  # violates additionalProperties: false
+    return answer
+
+
+INVENTED_VALUE = "Atlantis Invented"
+
+
+def _invented_answer(schema: dict[str, Any], text: str) -> Any:
+    """A schema-valid answer whose free-text string fields (no enum, no format) hold a value the text
+    does not contain: what a model that guesses instead of answering null says."""
+    answer = build_answer(schema, text)
+    properties = _resolve(schema, schema).get("properties")
+    if not isinstance(answer, dict) or not isinstance(properties, dict):
+        return answer
+    for name, prop in properties.items():
+        effective, _ = _split_nullable(prop, schema)
+        kinds = [k for k in _types(effective) if k != "null"]
+        if kinds == ["string"] and "enum" not in effective and "format" not in effective:
+            answer[name] = INVENTED_VALUE
     return answer
 
 
@@ -849,14 +870,15 @@ class FakeOpenAI(BatchService):
     def _complete(self, chat: _Chat, fault: str | None, invalid_ids: tuple[str, ...] = ()) -> _Completion:
         """The 200 answer to ``chat``, bent by ``invalid`` (packed: the rows ``invalid_ids``) or ``truncated``."""
         finish_reason = "stop"
+        build = _invented_answer if fault == "invented" else build_answer
         if chat.texts:
             answer = {
-                row_id: (_invalid_answer if row_id in invalid_ids else build_answer)(chat.row_schemas[row_id], text)
+                row_id: (_invalid_answer if row_id in invalid_ids else build)(chat.row_schemas[row_id], text)
                 for row_id, text in chat.texts.items()
             }
             content = json.dumps(answer)
         elif chat.schema is not None:
-            bend = _invalid_answer if fault == "invalid" else build_answer
+            bend = _invalid_answer if fault == "invalid" else build
             content = json.dumps(bend(chat.schema, chat.text))
         elif fault == "invalid":
             content = INVALID_LABEL
