@@ -32,7 +32,6 @@ class Sender:
         self._prices = prices
         self._max_input_chars = max_input_chars
         self._on_first_request = on_first_request
-        self._pack_chars = max_input_chars
         self.batch_mode: BatchMode | None = None  # set by the runtime: where batch-mode calls send
 
     def send(
@@ -111,7 +110,7 @@ class Sender:
         with self._lock:
             requests = [r for r in requests if r.key not in invocation.estimated]
             invocation.estimated.update(r.key for r in requests)
-        packs = packs_of(requests, lambda request: request, self._pack_chars)
+        packs = packs_of(requests, lambda request: request, self._max_input_chars)
         for pack in packs:
             p, c = estimate_tokens(pack)
             prompt, completion = prompt + p, completion + c
