@@ -155,7 +155,7 @@ class Attempts:
             if held.probe:
                 self._outage.probe_done()
         calibration.learn(estimate, completion.usage)
-        if completion.finish_reason == "length":
+        if completion.finish_reason == "length" and not request.keeps_cut_answers:
             outcome.truncated += 1
             raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")
         if completion.finish_reason == "refusal":

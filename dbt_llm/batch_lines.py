@@ -208,7 +208,7 @@ def _charge(
 
 def _validate(request: Request, completion: Completion, outcome: BatchOutcome) -> str:
     """As the realtime path: a cut or refused answer is invalid; a cut one is resent with more room."""
-    if completion.finish_reason == "length":
+    if completion.finish_reason == "length" and not request.keeps_cut_answers:
         max_tokens = request.task.max_tokens * 2**outcome.truncated
         outcome.truncated += 1
         raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")

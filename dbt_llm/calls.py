@@ -47,7 +47,9 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         dry_run=bool(args.get("dry_run")),
         max_cost_usd=settings.max_cost_usd,
         mode=mode,
-        rows_per_request=_rows_per_request(args.get("rows_per_request"), config.rows_per_request, where),
+        rows_per_request=_rows_per_request(args.get("rows_per_request"), config.rows_per_request, where)
+        if task.packable
+        else 1,
     )
 
 

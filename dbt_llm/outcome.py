@@ -44,8 +44,12 @@ class Request:
     def answer_tokens(self) -> int:
         return self.task.answer_tokens
 
-    def response_format(self) -> dict[str, Any]:
+    def response_format(self) -> dict[str, Any] | None:
         return self.task.response_format()
+
+    @property
+    def keeps_cut_answers(self) -> bool:
+        return self.task.keeps_cut_answers
 
     def parse_answer(self, content: str | None) -> str:
         return self.task.parse_answer(content)
@@ -73,7 +77,9 @@ class Askable(Protocol):
     @property
     def temperature(self) -> float: ...
     def messages(self) -> list[Message]: ...
-    def response_format(self) -> dict[str, Any]: ...
+    def response_format(self) -> dict[str, Any] | None: ...
+    @property
+    def keeps_cut_answers(self) -> bool: ...
     def parse_answer(self, content: str | None) -> str: ...
 
 

@@ -87,6 +87,8 @@ class Pack:
             "additionalProperties": False,
         }
 
+    keeps_cut_answers = False  # a cut pack is split
+
     def response_format(self) -> dict[str, Any]:
         name = f"llm_{self.requests[0].task.function}_packed"
         return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": self.schema}}

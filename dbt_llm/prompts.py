@@ -7,7 +7,13 @@ import json
 from typing import Any
 
 # extract/2: answers are grounded (grounding.py), so extract/1 answers are not reused.
-TEMPLATE_VERSIONS = {"classify": "classify/1", "extract": "extract/2"}
+TEMPLATE_VERSIONS = {
+    "classify": "classify/1",
+    "classify_multi": "classify_multi/1",
+    "extract": "extract/2",
+    "filter": "filter/1",
+    "complete": "complete/1",
+}
 
 Message = dict[str, str]
 
@@ -19,11 +25,17 @@ def _examples(examples: list[dict[str, Any]]) -> str:
     return "\n\n".join(lines)
 
 
-def _classify_system(labels: dict[str, str | None], instructions: str | None, examples: list[dict[str, Any]]) -> str:
+def _classify_system(
+    labels: dict[str, str | None], instructions: str | None, examples: list[dict[str, Any]], multi_label: bool = False
+) -> str:
     # The fixed part (labels, instructions, examples) comes first so providers' prefix caches apply;
     # the question comes after the text, which small models follow better.
     label_lines = "\n".join(f"- {name}: {desc}" if desc else f"- {name}" for name, desc in labels.items())
-    system = f"You classify a text into exactly one of these labels.\nLabels:\n{label_lines}"
+    if multi_label:
+        lead = "You tag a text with every one of these labels that applies to it: several, one, or none."
+    else:
+        lead = "You classify a text into exactly one of these labels."
+    system = f"{lead}\nLabels:\n{label_lines}"
     if instructions:
         system += f"\n\nInstructions: {instructions}"
     if examples:
@@ -31,11 +43,20 @@ def _classify_system(labels: dict[str, str | None], instructions: str | None, ex
     return system
 
 
+CLASSIFY_QUESTION = "Which one label fits the text above best? Answer with the label only."
+MULTI_LABEL_QUESTION = "Which labels apply to the text above? List every one that applies; none if none does."
+
+
 def classify_messages(
-    text: str, labels: dict[str, str | None], instructions: str | None, examples: list[dict[str, Any]]
+    text: str,
+    labels: dict[str, str | None],
+    instructions: str | None,
+    examples: list[dict[str, Any]],
+    multi_label: bool = False,
 ) -> list[Message]:
-    system = _classify_system(labels, instructions, examples)
-    user = f"<input>\n{text}\n</input>\n\nWhich one label fits the text above best? Answer with the label only."
+    system = _classify_system(labels, instructions, examples, multi_label)
+    question = MULTI_LABEL_QUESTION if multi_label else CLASSIFY_QUESTION
+    user = f"<input>\n{text}\n</input>\n\n{question}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -74,11 +95,16 @@ def _packed_inputs(texts: dict[str, str]) -> str:
 
 
 def classify_packed_messages(
-    texts: dict[str, str], labels: dict[str, str | None], instructions: str | None, examples: list[dict[str, Any]]
+    texts: dict[str, str],
+    labels: dict[str, str | None],
+    instructions: str | None,
+    examples: list[dict[str, Any]],
+    multi_label: bool = False,
 ) -> list[Message]:
-    system = _classify_system(labels, instructions, examples)
+    system = _classify_system(labels, instructions, examples, multi_label)
+    question = "which labels apply to it (none if none does)" if multi_label else "which one label fits it best"
     user = (
-        f"{_packed_inputs(texts)}\n\nFor each input above, which one label fits it best? "
+        f"{_packed_inputs(texts)}\n\nFor each input above, {question}? "
         "Answer with an object mapping each id to its answer."
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -93,3 +119,42 @@ def extract_packed_messages(
         "Answer with an object mapping each id to its answer."
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def _filter_system(question: str, instructions: str | None, examples: list[dict[str, Any]]) -> str:
+    system = (
+        "You answer a yes/no question about a text: true when the text says so, false otherwise "
+        f"(also when the text does not tell).\nQuestion: {question}"
+    )
+    if instructions:
+        system += f"\n\nInstructions: {instructions}"
+    if examples:
+        system += "\n\n" + _examples(examples)
+    return system
+
+
+def filter_messages(
+    text: str, question: str, instructions: str | None, examples: list[dict[str, Any]]
+) -> list[Message]:
+    system = _filter_system(question, instructions, examples)
+    user = f"<input>\n{text}\n</input>\n\n{question} Answer true or false."
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def filter_packed_messages(
+    texts: dict[str, str], question: str, instructions: str | None, examples: list[dict[str, Any]]
+) -> list[Message]:
+    system = _filter_system(question, instructions, examples)
+    user = (
+        f"{_packed_inputs(texts)}\n\nFor each input above: {question} Answer true or false, "
+        "with an object mapping each id to its answer."
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+COMPLETE_SYSTEM = "Answer the request directly, without a preamble and without repeating the request."
+
+
+def complete_messages(prompt: str, instructions: str | None) -> list[Message]:
+    """llm_complete: the prompt is the user's own text, sent as it is."""
+    return [{"role": "system", "content": instructions or COMPLETE_SYSTEM}, {"role": "user", "content": prompt}]

@@ -13,10 +13,11 @@ from pydantic import BaseModel, ValidationError
 
 from . import prompts, tokens
 from .errors import SpecError
+from .function_specs import BUILDERS
 from .grounding import ground
-from .schemas import JsonSchema, answer_model, fields_to_schema, normalize_schema, sql_structure, wire_schema
+from .schemas import JsonSchema, answer_model, sql_structure, wire_schema
 
-Function = Literal["classify", "extract"]
+Function = Literal["classify", "extract", "filter", "complete"]
 
 
 def canonical_json(value: Any) -> str:
@@ -59,17 +60,34 @@ class Task:
     def sql_structure(self) -> Any:
         return sql_structure(self.schema)
 
+    @property
+    def multi_label(self) -> bool:
+        return bool(self.spec.get("multi_label"))
+
+    @property
+    def packable(self) -> bool:
+        """Whether several texts may share a request: not for free text."""
+        return self.function != "complete"
+
     def messages(self, text: str) -> list[prompts.Message]:
         instructions, examples = self.spec["instructions"], self.spec["examples"]
         if self.function == "classify":
-            return prompts.classify_messages(text, self.labels, instructions, examples)
+            return prompts.classify_messages(text, self.labels, instructions, examples, multi_label=self.multi_label)
+        if self.function == "filter":
+            return prompts.filter_messages(text, self.spec["question"], instructions, examples)
+        if self.function == "complete":
+            return prompts.complete_messages(text, instructions)
         return prompts.extract_messages(text, list(self.schema["properties"]), instructions, examples)
 
     def packed_messages(self, texts: dict[str, str]) -> list[prompts.Message]:
         """The messages of a pack (packing.py): each text under its id."""
         instructions, examples = self.spec["instructions"], self.spec["examples"]
         if self.function == "classify":
-            return prompts.classify_packed_messages(texts, self.labels, instructions, examples)
+            return prompts.classify_packed_messages(
+                texts, self.labels, instructions, examples, multi_label=self.multi_label
+            )
+        if self.function == "filter":
+            return prompts.filter_packed_messages(texts, self.spec["question"], instructions, examples)
         return prompts.extract_packed_messages(texts, list(self.schema["properties"]), instructions, examples)
 
     def estimate_tokens(self, text: str) -> tuple[int, int]:
@@ -81,14 +99,23 @@ class Task:
     @functools.cached_property
     def answer_tokens(self) -> int:
         """Completion tokens of an answer of the expected length: the same for every text of the task."""
+        if self.function == "complete":
+            return min(self.max_tokens, tokens.FREE_TEXT_TOKENS)
         return tokens.answer_tokens(self.schema)
+
+    @property
+    def keeps_cut_answers(self) -> bool:
+        """llm_complete with max_tokens: an answer cut there is what was asked for, not a failure."""
+        return self.function == "complete" and self.spec["max_tokens"] is not None
 
     @functools.cached_property
     def wire_schema(self) -> JsonSchema:
         """The answer schema as sent to the provider."""
         return wire_schema(self.schema)
 
-    def response_format(self) -> dict[str, Any]:
+    def response_format(self) -> dict[str, Any] | None:
+        if self.function == "complete":
+            return None  # free text
         return {
             "type": "json_schema",
             "json_schema": {"name": f"llm_{self.function}", "strict": True, "schema": self.wire_schema},
@@ -106,6 +133,8 @@ class Task:
         """Validate the model's content; return the canonical JSON that is cached."""
         if content is None or not content.strip():
             raise InvalidAnswer("the answer was empty")
+        if self.function == "complete":
+            return canonical_json({"text": content.strip()})
         try:
             answer = self.validator.model_validate_json(content)
         except ValidationError as exc:
@@ -114,30 +143,11 @@ class Task:
             raise InvalidAnswer(
                 f"the answer does not fit the schema at {loc}: {first['msg']}: {content[:200]!r}"
             ) from None
-        return canonical_json(answer.model_dump(mode="json"))
-
-
-def _labels(raw: Any, where: str) -> list[list[Any]]:
-    if isinstance(raw, dict):
-        pairs = [[k, v] for k, v in raw.items()]
-    elif isinstance(raw, list):
-        pairs = [[k, None] for k in raw]
-    else:
-        raise SpecError(f"{where}: `labels` must be a list of strings or a dict label -> description; got {raw!r}.")
-    if not pairs:
-        raise SpecError(f"{where}: `labels` is empty; give at least one label.")
-    names = [p[0] for p in pairs]
-    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
-    if bad:
-        raise SpecError(f"{where}: every label must be a non-empty string; got {bad[0]!r}.")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        more = f" (and {len(dupes) - 1} more)" if len(dupes) > 1 else ""
-        raise SpecError(f"{where}: duplicate label {dupes[0]!r}{more}; each label must appear once.")
-    for name, desc in pairs:
-        if desc is not None and not isinstance(desc, str):
-            raise SpecError(f"{where}: the description of label {name!r} must be a string; got {desc!r}.")
-    return pairs
+        value = answer.model_dump(mode="json")
+        if self.multi_label:  # a set: each label once, in the order of the labels
+            chosen = set(value["labels"])
+            value["labels"] = [name for name in self.labels if name in chosen]
+        return canonical_json(value)
 
 
 def _examples(raw: Any, where: str) -> list[dict[str, Any]]:
@@ -152,8 +162,8 @@ def build_task(args: dict[str, Any], *, provider: str, default_model: str, tempe
     """Turn a macro call's arguments into a Task; bad arguments raise SpecError."""
     function = args.get("function")
     where = str(args.get("where") or f"llm_{function}")
-    if function not in ("classify", "extract"):
-        raise SpecError(f"{where}: unknown function {function!r}; use classify or extract.")
+    if function not in BUILDERS:
+        raise SpecError(f"{where}: unknown function {function!r}; use one of {', '.join(BUILDERS)}.")
     model = args.get("model") or default_model
     if not isinstance(model, str):
         raise SpecError(f"{where}: `model` must be a string; got {model!r}.")
@@ -161,6 +171,7 @@ def build_task(args: dict[str, Any], *, provider: str, default_model: str, tempe
     if instructions is not None and not isinstance(instructions, str):
         raise SpecError(f"{where}: `instructions` must be a string; got {instructions!r}.")
     examples = _examples(args.get("examples"), where)
+    own = BUILDERS[function](args, where)
     spec: dict[str, Any] = {
         "function": function,
         "provider": provider,
@@ -168,27 +179,9 @@ def build_task(args: dict[str, Any], *, provider: str, default_model: str, tempe
         "params": {"temperature": temperature},
         "instructions": instructions or None,
         "examples": examples,
-        "template": prompts.TEMPLATE_VERSIONS[function],
+        "template": prompts.TEMPLATE_VERSIONS[own.template],
+        **own.spec,
     }
-    if function == "classify":
-        pairs = _labels(args.get("labels"), where)
-        spec["labels"] = pairs
-        names = [p[0] for p in pairs]
-        schema: JsonSchema = {
-            "type": "object",
-            "properties": {"label": {"type": "string", "enum": names}},
-            "required": ["label"],
-            "additionalProperties": False,
-        }
-        max_tokens = 48 + max(len(n) for n in names)
-    else:
-        fields = args.get("fields")
-        if isinstance(fields, dict) and fields.get("type") == "object" and "properties" in fields:
-            schema = normalize_schema(fields, where)
-        else:
-            schema = fields_to_schema(fields, where)
-        spec["schema"] = schema
-        max_tokens = 200 + 60 * len(schema["properties"])
     spec_json = canonical_json(spec)
     return Task(
         function=function,
@@ -197,8 +190,8 @@ def build_task(args: dict[str, Any], *, provider: str, default_model: str, tempe
         spec=spec,
         spec_json=spec_json,
         spec_hash=sha256_hex(spec_json),
-        schema=schema,
-        validator=answer_model(schema),
-        max_tokens=max_tokens,
+        schema=own.schema,
+        validator=answer_model(own.schema),
+        max_tokens=own.max_tokens,
         temperature=temperature,
     )

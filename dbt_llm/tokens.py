@@ -17,6 +17,7 @@ MESSAGE_TOKENS = 3  # the chat format's role markers around each message (OpenAI
 REPLY_TOKENS = 3  # the header of the answer the prompt ends with
 STRING_CHARS = 12.0  # a stated string value with its quotes: a name, a city, a short phrase
 NULL_CHARS = 4.0
+FREE_TEXT_TOKENS = 150  # llm_complete: a short paragraph, unless max_tokens is lower
 SCALAR_CHARS = {"integer": 3.0, "number": 5.0, "boolean": 4.5}
 
 

@@ -1,18 +1,22 @@
 {#- Classify a text expression into one of `labels` (a list, or a dict label -> description).
-    Returns VARCHAR, always one of the labels; NULL or blank text gives NULL with no call. -#}
-{% macro llm_classify(text, labels, model=none, instructions=none, examples=none, rows_per_request=none) -%}
+    Returns VARCHAR, always one of the labels; NULL or blank text gives NULL with no call.
+    With multi_label=true: VARCHAR[], every label that applies, in the order of `labels`; an empty
+    list when none does (NULL still means there was no text). -#}
+{% macro llm_classify(text, labels, model=none, instructions=none, examples=none, rows_per_request=none, multi_label=false) -%}
   {{- dbt_llm._llm_check_text('classify', text) -}}
-  {{- adapter.dispatch('llm_classify', 'dbt_llm')(text, labels, model, instructions, examples, rows_per_request) -}}
+  {{- adapter.dispatch('llm_classify', 'dbt_llm')(text, labels, model, instructions, examples, rows_per_request, multi_label) -}}
 {%- endmacro %}
 
-{% macro default__llm_classify(text, labels, model, instructions, examples, rows_per_request) -%}
+{% macro default__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label) -%}
   {{- exceptions.raise_compiler_error("llm_classify: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml.") -}}
 {%- endmacro %}
 
-{% macro duckdb__llm_classify(text, labels, model, instructions, examples, rows_per_request) -%}
-  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request}) -%}
+{% macro duckdb__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label) -%}
+  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label}) -%}
   {%- if call is none -%}
-    cast(null as varchar)
+    cast(null as {{ 'varchar[]' if multi_label else 'varchar' }})
+  {%- elif multi_label -%}
+    json_transform({{ dbt_llm._llm_resolve_sql(call, text) }}, {{ dbt_llm._llm_literal(call.structure) }}).labels
   {%- else -%}
     ({{ dbt_llm._llm_resolve_sql(call, text) }} ->> '$.label')
   {%- endif -%}

@@ -4,8 +4,9 @@ The server speaks just enough of the OpenAI HTTP API (``POST /v1/chat/completion
 ``GET /v1/models`` and the Batch API below) for SQL-side LLM calls to be tested end to end
 without a network.  Answers are a pure function of the request's input text and its
 ``response_format`` JSON schema, so they are reproducible and always valid for
-that schema (unless a fault asks otherwise).  Every request is recorded, and
-faults (rate limits, server errors, HTML gateways, hung connections, invalid
+that schema (unless a fault asks otherwise); a request without a schema gets the free
+text ``Reply to: <input text>``, and an array of enum strings holds every value the text
+names.  Every request is recorded, and faults (rate limits, server errors, HTML gateways, hung connections, invalid
 and truncated answers) can be queued or drawn at random with a fixed seed.
 
 Usage::
@@ -446,6 +447,10 @@ def _property_value(name: str, schema: dict[str, Any], text: str, root: dict[str
     if kind == "object":
         return _object_value(schema, text, root)
     if kind == "array":
+        items, _ = _split_nullable(schema.get("items", {}), root)
+        labels = [v for v in items.get("enum", []) if isinstance(v, str)]
+        if labels:  # a multi-label answer: every label the text names, in the order of the enum
+            return [label for label in labels if _phrase_in(label, text)]
         return None if nullable else []
     if kind is None and _types(schema) == ["null"]:
         return None
@@ -883,7 +888,7 @@ class FakeOpenAI(BatchService):
         elif fault == "invalid":
             content = INVALID_LABEL
         else:
-            content = "{}" if chat.wants_json else "ok"
+            content = "{}" if chat.wants_json else f"Reply to: {chat.text}"
         if fault == "truncated":
             content = content[: len(content) // 2]
             finish_reason = "length"

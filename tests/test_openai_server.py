@@ -154,20 +154,16 @@ def test_plain_text_usage_and_models(fake: FakeOpenAI, client: httpx.Client) -> 
     assert data["object"] == "chat.completion"
     assert data["id"].startswith("chatcmpl-")
     assert data["model"] == "gpt-test"
-    assert data["choices"][0]["message"]["content"] == "ok"
+    assert data["choices"][0]["message"]["content"] == "Reply to: hello there"  # free text: per input
     assert data["choices"][0]["finish_reason"] == "stop"
     prompt_chars = len("You label things.") + len("hello there")
     assert data["usage"] == {
         "prompt_tokens": math.ceil(prompt_chars / 4),
-        "completion_tokens": 1,
-        "total_tokens": math.ceil(prompt_chars / 4) + 1,
+        "completion_tokens": 6,
+        "total_tokens": math.ceil(prompt_chars / 4) + 6,
     }
     record = fake.requests[0]
-    assert (record.prompt_tokens, record.completion_tokens, record.content) == (
-        7,
-        1,
-        "ok",
-    )
+    assert (record.prompt_tokens, record.completion_tokens, record.content) == (7, 6, "Reply to: hello there")
 
     models = client.get("/models")
     assert models.status_code == 200

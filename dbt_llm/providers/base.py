@@ -66,7 +66,7 @@ class Provider(Protocol):
         *,
         model: str,
         messages: list[dict[str, str]],
-        response_format: dict[str, Any],
+        response_format: dict[str, Any] | None,  # None: free text
         max_tokens: int,
         temperature: float,
     ) -> Completion: ...

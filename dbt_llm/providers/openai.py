@@ -102,17 +102,14 @@ class OpenAIProvider:
         *,
         model: str,
         messages: list[dict[str, str]],
-        response_format: dict[str, Any],
+        response_format: dict[str, Any] | None,
         max_tokens: int,
         temperature: float,
     ) -> Completion:
-        body = {
-            "model": model,
-            "messages": messages,
-            "response_format": response_format,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-        }
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        if response_format is not None:
+            body["response_format"] = response_format
+        body.update(max_tokens=max_tokens, temperature=temperature)
         # Read per request: a fully cached run never needs a key, and a rotated key is picked up.
         key = self._api_key()
         shard = min(range(len(self._busy)), key=self._busy.__getitem__)

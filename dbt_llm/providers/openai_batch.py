@@ -24,13 +24,11 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 def request_line(custom_id: str, asked: Askable, max_tokens: int) -> dict[str, Any]:
     """One line of a batch input file, for one row or a pack of rows; `body` is the body
     OpenAIProvider.complete posts for it."""
-    body = {
-        "model": asked.model,
-        "messages": asked.messages(),
-        "response_format": asked.response_format(),
-        "max_tokens": max_tokens,
-        "temperature": asked.temperature,
-    }
+    body: dict[str, Any] = {"model": asked.model, "messages": asked.messages()}
+    response_format = asked.response_format()
+    if response_format is not None:
+        body["response_format"] = response_format
+    body.update(max_tokens=max_tokens, temperature=asked.temperature)
     return {"custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT, "body": body}
 
 

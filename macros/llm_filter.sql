@@ -1,0 +1,19 @@
+{#- A yes/no judgement of a text expression: `question` is asked of each text ("Does the customer ask
+    for a refund?"). Returns BOOLEAN; NULL or blank text gives NULL with no call. -#}
+{% macro llm_filter(text, question, model=none, instructions=none, examples=none, rows_per_request=none) -%}
+  {{- dbt_llm._llm_check_text('filter', text) -}}
+  {{- adapter.dispatch('llm_filter', 'dbt_llm')(text, question, model, instructions, examples, rows_per_request) -}}
+{%- endmacro %}
+
+{% macro default__llm_filter(text, question, model, instructions, examples, rows_per_request) -%}
+  {{- exceptions.raise_compiler_error("llm_filter: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml.") -}}
+{%- endmacro %}
+
+{% macro duckdb__llm_filter(text, question, model, instructions, examples, rows_per_request) -%}
+  {%- set call = dbt_llm._llm_prepare('filter', text, {'question': question, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request}) -%}
+  {%- if call is none -%}
+    cast(null as boolean)
+  {%- else -%}
+    ({{ dbt_llm._llm_resolve_sql(call, text) }} ->> '$.answer')::boolean
+  {%- endif -%}
+{%- endmacro %}

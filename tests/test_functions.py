@@ -1,0 +1,120 @@
+"""llm_filter, llm_complete and multi-label llm_classify in real dbt runs against the local server:
+the same cache, dedup, audit and failure handling as classify and extract."""
+
+from __future__ import annotations
+
+from conftest import DbtProject
+
+# Repeated texts, a NULL and blanks: 7 rows, 3 distinct texts to send.
+SEED = """id,body
+1,the app crashed and I want a refund
+2,please add dark mode
+3,the app crashed and I want a refund
+4,
+5,"   "
+6,please add dark mode
+7,billing is wrong and the app crashed
+"""
+
+
+def run(project: DbtProject, select: str) -> None:
+    project.write("seeds/t.csv", SEED)
+    project.write("models/m.sql", f"select id, {select} as v from {{{{ ref('t') }}}}\n")
+    project.dbt("seed")
+    project.dbt("run")
+
+
+def audit_matches_server(project: DbtProject, function: str, requests: int = 3, rows: int = 5) -> None:
+    """By default: 3 distinct texts sent once each; 5 rows with text, 2 of them repeats (the NULL and
+    the blank row cost nothing)."""
+    sent = project.server.requests
+    calls, prompt, completion, audited_rows, hits = project.query(
+        "select api_calls, prompt_tokens, completion_tokens, rows, cache_hits from dbt_llm.llm_audit "
+        f"where function = '{function}'"
+    )[0]
+    assert calls == len(sent) == requests
+    assert (prompt, completion) == (sum(r.prompt_tokens for r in sent), sum(r.completion_tokens for r in sent))
+    assert (audited_rows, hits) == (rows, 2)
+
+
+def rerun_sends_nothing(project: DbtProject) -> None:
+    project.server.reset()
+    project.dbt("run")
+    assert project.server.requests == []
+
+
+def test_llm_filter_answers_booleans(project: DbtProject) -> None:
+    run(project, "{{ dbt_llm.llm_filter('body', 'Does the customer say the app crashed?', rows_per_request=4) }}")
+    rows = project.query("select id, v from m order by id")
+    assert all(isinstance(v, bool) for i, v in rows if i not in (4, 5))
+    assert [v for i, v in rows if i in (4, 5)] == [None, None]
+    assert rows[0][1] == rows[2][1]  # equal texts, equal answers
+    [packed] = project.server.requests  # the 3 distinct texts in one request
+    assert packed.schema["properties"]["r1"]["properties"]["answer"]["type"] == "boolean"
+    audit_matches_server(project, "filter", requests=1)
+    rerun_sends_nothing(project)
+
+
+def test_llm_complete_answers_free_text(project: DbtProject) -> None:
+    run(project, """{{ dbt_llm.llm_complete("'Summarise: ' || body", max_tokens=60) }}""")
+    rows = dict(project.query("select id, v from m"))
+    assert rows[1] == rows[3] == "Reply to: Summarise: the app crashed and I want a refund"
+    assert rows[4] is None  # a NULL prompt: no call
+    assert rows[5] == "Reply to: Summarise:"  # 'Summarise: ' || '   ' is not blank: a prompt like any other
+    assert all(r.schema is None for r in project.server.requests)  # free text: no response_format
+    audit_matches_server(project, "complete", requests=4, rows=6)
+    rerun_sends_nothing(project)
+
+
+def test_llm_complete_keeps_an_answer_cut_at_its_max_tokens(project: DbtProject) -> None:
+    project.server.inject("truncated", match="dark mode")
+    run(project, "{{ dbt_llm.llm_complete('body', max_tokens=5) }}")
+    assert project.query("select v from m where id = 2") == [("Reply to: pleas",)]  # cut, as asked
+    assert len(project.server.requests) == 3  # not retried
+
+
+def test_multi_label_classify_answers_any_subset(project: DbtProject) -> None:
+    labels = "['billing', 'crashed', 'refund', 'dark mode']"
+    run(project, f"{{{{ dbt_llm.llm_classify('body', {labels}, multi_label=true) }}}}")
+    rows = dict(project.query("select id, v from m"))
+    assert rows[1] == ["crashed", "refund"] and rows[2] == ["dark mode"]
+    assert rows[7] == ["billing", "crashed"]  # in the order of the labels
+    assert rows[4] is None  # no text: NULL, not an empty list
+    types = project.query(
+        "select data_type from information_schema.columns where table_name = 'm' and column_name = 'v'"
+    )
+    assert types == [("VARCHAR[]",)]
+    audit_matches_server(project, "classify")
+    rerun_sends_nothing(project)
+
+
+def test_multi_label_none_applies_is_an_empty_list_and_the_test_checks_elements(project: DbtProject) -> None:
+    run(project, "{{ dbt_llm.llm_classify('body', ['shipping', 'crashed'], multi_label=true) }}")
+    assert project.query("select v from m where id = 2") == [([],)]  # none applies: an empty list
+    project.write(
+        "models/schema.yml",
+        "version: 2\nmodels:\n  - name: m\n    columns:\n      - name: v\n        data_tests:\n"
+        "          - dbt_llm.llm_label_valid: {labels: ['shipping', 'crashed'], multi_label: true}\n"
+        "  - name: bad\n    columns:\n      - name: v\n        data_tests:\n"
+        "          - dbt_llm.llm_label_valid: {labels: ['shipping'], multi_label: true}\n",
+    )
+    project.write("models/bad.sql", "select ['shipping', 'crashed'] as v\n")
+    project.dbt("run", "--select", "bad")
+    result = project.dbt("test", ok=False)
+    failed = sorted(r.node.name for r in result.result.results if r.status == "fail")
+    assert len(failed) == 1 and "bad" in failed[0]
+
+
+def test_bad_arguments_of_the_new_functions_fail_at_compile_time(project: DbtProject) -> None:
+    project.write("seeds/t.csv", SEED)
+    project.dbt("seed")
+    cases = {
+        "{{ dbt_llm.llm_filter('body', '') }}": "`question` must be a non-empty string",
+        "{{ dbt_llm.llm_complete('body', max_tokens=0) }}": "`max_tokens` must be a whole number",
+        "{{ dbt_llm.llm_classify('body', ['a'], multi_label='yes') }}": "`multi_label` must be true or false",
+    }
+    for sql, message in cases.items():
+        project.write("models/m.sql", f"select {sql} as v from {{{{ ref('t') }}}}\n")
+        result = project.dbt("run", ok=False)
+        assert message in str(result.result.results[0].message), sql
+    assert project.server.requests == []
