@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import tokens
 from .budget import Budget
 from .errors import ConfigError
 from .limiter import Limiter
@@ -121,9 +120,8 @@ class Attempts:
                 f"Add it to the plugin config: prices: {{{request.model}: "
                 "{input: <USD per 1M>, output: <USD per 1M>}}."
             )
-        messages = request.messages()
         max_tokens = request.max_tokens * 2**outcome.truncated
-        estimate = (tokens.prompt_tokens(messages), request.answer_tokens)  # as Task.estimate_tokens
+        estimate = request.estimate()  # the same estimate as the dry run's
         calibration = self._calibration.setdefault(request.calibration_key, _Calibration())
         prompt, answer = estimate[0] * calibration.prompt, estimate[1] * calibration.completion
         # Providers count max_tokens against the token budget until the answer is in, so we do too.
@@ -137,7 +135,7 @@ class Attempts:
             reserve = 0.0 if price is None else price.cost(math.ceil(prompt), math.ceil(answer))
             await self._reserve(request.budget, reserve)
             held.reserved = reserve
-            completion = await self._send(row, messages, max_tokens, held)
+            completion = await self._send(row, max_tokens, held)
             outcome.usage = outcome.usage + completion.usage
             if price is None:
                 outcome.cost_usd = None
@@ -191,7 +189,7 @@ class Attempts:
         settled, self._budget_settled = self._budget_settled, asyncio.Event()
         settled.set()
 
-    async def _send(self, row: Row, messages: list[dict[str, str]], max_tokens: int, held: _Held) -> Completion:
+    async def _send(self, row: Row, max_tokens: int, held: _Held) -> Completion:
         """Send the request and tell the outage gate what the provider did. Counts every request sent."""
         request, outcome = row.request, row.outcome
         held.sent_at = time.monotonic()
@@ -204,16 +202,7 @@ class Attempts:
             provider = self._provider()
             timeout = max(0.1, min(held.limiter.timeout(self._request_timeout), row.time_left()))
             try:
-                completion = await asyncio.wait_for(
-                    provider.complete(
-                        model=request.model,
-                        messages=messages,
-                        response_format=request.response_format(),
-                        max_tokens=max_tokens,
-                        temperature=request.temperature,
-                    ),
-                    timeout,
-                )
+                completion = await asyncio.wait_for(request.send(provider, max_tokens), timeout)
             except asyncio.TimeoutError:
                 raise TransientError("timeout", f"no answer within {timeout:.1f}s") from None
         except TransientError as exc:

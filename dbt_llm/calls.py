@@ -9,24 +9,35 @@ from .config import LlmConfig
 from .errors import SpecError
 from .invocation import Call
 from .model_settings import call_mode, parse_model_settings
-from .packing import MAX_ROWS_PER_REQUEST
+from .packing import EMBED_ROWS_PER_REQUEST, MAX_ROWS_PER_REQUEST
 from .pricing import PriceTable
-from .tasks import build_task, sha256_hex
+from .tasks import Task, build_task, sha256_hex
 
 
 def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, prices: PriceTable) -> Call:
     """Bad arguments or settings raise SpecError, which fails the model when it compiles."""
     where = str(args.get("where") or "llm_" + str(args.get("function")))
     settings = parse_model_settings(args.get("model_settings"), where)
+    embed = args.get("function") == "embed"
+    if embed and config.provider == "local":
+        raise SpecError(
+            f"{where}: the embedded model (provider: local) does not serve embeddings. Point the plugin at an "
+            "OpenAI-compatible endpoint with an /embeddings route (provider: openai, base_url: ...)."
+        )
     task = build_task(
         args,
         provider=config.provider,
-        default_model=settings.model or config.model,
+        default_model=config.embedding_model if embed else settings.model or config.model,
         temperature=config.temperature,
     )
     command = str(args.get("command") or "run")
-    mode = call_mode(
-        args.get("mode") or settings.mode or config.mode, command=command, provider=config.provider, where=where
+    # Embeddings are cheap and fast: they are always sent at once, never as batch jobs.
+    mode = (
+        "realtime"
+        if embed
+        else call_mode(
+            args.get("mode") or settings.mode or config.mode, command=command, provider=config.provider, where=where
+        )
     )
     capped = config.max_cost_usd is not None or settings.max_cost_usd is not None
     if capped and prices.price(task.model) is None:
@@ -47,10 +58,16 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         dry_run=bool(args.get("dry_run")),
         max_cost_usd=settings.max_cost_usd,
         mode=mode,
-        rows_per_request=_rows_per_request(args.get("rows_per_request"), config.rows_per_request, where)
-        if task.packable
-        else 1,
+        rows_per_request=_rows_per_call(args, task, config, where),
     )
+
+
+def _rows_per_call(args: dict[str, Any], task: Task, config: LlmConfig, where: str) -> int:
+    if task.function == "embed":
+        return EMBED_ROWS_PER_REQUEST
+    if not task.packable:
+        return 1
+    return _rows_per_request(args.get("rows_per_request"), config.rows_per_request, where)
 
 
 def _rows_per_request(value: Any, default: int, where: str) -> int:

@@ -144,6 +144,9 @@ class LlmConfig:
         default="gpt-4o-mini",
         description=f"model used when a macro does not pass `model=` ({LOCAL_DEFAULT_MODEL} with provider local)",
     )
+    embedding_model: Text = Field(
+        default="text-embedding-3-small", description="model of llm_embed when it does not pass `model=`"
+    )
     base_url: Annotated[Text, AfterValidator(_http_root)] = Field(
         default="https://api.openai.com/v1", description="endpoint root; requests go to <base_url>/chat/completions"
     )

@@ -91,9 +91,18 @@ def complete(args: dict[str, Any], where: str) -> FunctionSpec:
     return FunctionSpec(spec, _object({"text": {"type": "string"}}), max_tokens or COMPLETE_MAX_TOKENS, "complete")
 
 
+def embed(args: dict[str, Any], where: str) -> FunctionSpec:
+    dimensions = args.get("dimensions")
+    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
+        raise SpecError(f"{where}: `dimensions` must be a whole number of at least 1; got {dimensions!r}.")
+    schema = _object({"embedding": {"type": "array", "items": {"type": "number"}}})
+    return FunctionSpec({"dimensions": dimensions}, schema, 0, "embed")
+
+
 BUILDERS: dict[str, Callable[[dict[str, Any], str], FunctionSpec]] = {
     "classify": classify,
     "extract": extract,
     "filter": filter_,
     "complete": complete,
+    "embed": embed,
 }

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .budget import Budget
 from .prompts import Message
-from .providers.base import Usage
+from .providers.base import Completion, Provider, Usage
 from .rows import ErrorKind
 from .tasks import Task
 
@@ -58,6 +59,22 @@ class Request:
     def temperature(self) -> float:
         return self.task.temperature
 
+    def estimate(self) -> tuple[int, int]:
+        return self.task.estimate_tokens(self.text)
+
+    async def send(self, provider: Provider, max_tokens: int) -> Completion:
+        """One request to the provider: a chat completion, or for llm_embed the text's vector (as JSON)."""
+        if self.task.function == "embed":
+            result = await provider.embed(model=self.model, inputs=[self.text], dimensions=self.task.dimensions)
+            return Completion(json.dumps(result.vectors[0]), "stop", result.usage, result.rate)
+        return await provider.complete(
+            model=self.model,
+            messages=self.messages(),
+            response_format=self.response_format(),
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+        )
+
 
 class Askable(Protocol):
     """What one attempt (attempt.py) sends and checks: a Request, or a Pack of them."""
@@ -80,6 +97,8 @@ class Askable(Protocol):
     def response_format(self) -> dict[str, Any] | None: ...
     @property
     def keeps_cut_answers(self) -> bool: ...
+    def estimate(self) -> tuple[int, int]: ...
+    async def send(self, provider: Provider, max_tokens: int) -> Completion: ...
     def parse_answer(self, content: str | None) -> str: ...
 
 

@@ -19,12 +19,14 @@ from . import tokens
 from .budget import Budget
 from .outcome import Request
 from .prompts import Message
-from .providers.base import Usage
+from .providers.base import Completion, Provider, Usage
 from .tasks import InvalidAnswer, sha256_hex
 
 T = TypeVar("T")
 
 MAX_ROWS_PER_REQUEST = 64
+EMBED_ROWS_PER_REQUEST = 128  # llm_embed: inputs per /embeddings request (OpenAI takes up to 2,048)
+EMBED_CHARS_FACTOR = 16  # ... and up to 16 x max_input_chars of text (OpenAI: 300k tokens a request)
 ANSWER_OVERHEAD = 16  # completion tokens of the object around the rows' answers
 
 
@@ -64,6 +66,8 @@ class Pack:
 
     @property
     def max_tokens(self) -> int:
+        if self.requests[0].task.function == "embed":
+            return 0
         return ANSWER_OVERHEAD + sum(r.task.max_tokens + 4 for r in self.requests)
 
     @property
@@ -72,7 +76,29 @@ class Pack:
 
     def estimate_tokens(self) -> tuple[int, int]:
         """(prompt, completion) tokens of the request, as Task.estimate_tokens for one row."""
+        if self.requests[0].task.function == "embed":
+            return sum(r.estimate()[0] for r in self.requests), 0
         return tokens.prompt_tokens(self.messages()), self.answer_tokens
+
+    def estimate(self) -> tuple[int, int]:
+        return self.estimate_tokens()
+
+    async def send(self, provider: Provider, max_tokens: int) -> Completion:
+        """One request for every row: a packed chat completion, or for llm_embed one call with every
+        text as an input; either way the content maps each row id to its answer."""
+        task = self.requests[0].task
+        if task.function == "embed":
+            inputs = [r.text for r in self.requests]
+            result = await provider.embed(model=task.model, inputs=inputs, dimensions=task.dimensions)
+            content = json.dumps(dict(zip(self.ids, result.vectors, strict=True)))
+            return Completion(content, "stop", result.usage, result.rate)
+        return await provider.complete(
+            model=self.model,
+            messages=self.messages(),
+            response_format=self.response_format(),
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+        )
 
     def messages(self) -> list[Message]:
         return self.requests[0].task.packed_messages({i: r.text for i, r in zip(self.ids, self.requests, strict=True)})
@@ -149,7 +175,8 @@ def packs_of(items: Iterable[T], request_of: Callable[[T], Request], max_chars: 
 
 def fits(n: int, chars: int, request: Request, max_chars: int) -> bool:
     """Whether `request` may join a pack of `n` rows holding `chars` characters of text."""
-    return n < request.rows_per_request and chars + len(request.text) <= max_chars
+    limit = max_chars * (EMBED_CHARS_FACTOR if request.task.function == "embed" else 1)
+    return n < request.rows_per_request and chars + len(request.text) <= limit
 
 
 def take_pack(first: T, rest: Iterator[T], request_of: Callable[[T], Request], max_chars: int) -> list[T]:

@@ -47,6 +47,10 @@ BUILTIN_PRICES: dict[str, Price] = {
     "gpt-5-mini": Price(0.25, 2.00, cached_input=0.025),
     "gpt-5-nano": Price(0.05, 0.40, cached_input=0.005),
     "o4-mini": Price(1.10, 4.40, cached_input=0.275),
+    # Embedding models bill input tokens only.
+    "text-embedding-3-small": Price(0.02, 0.0),
+    "text-embedding-3-large": Price(0.13, 0.0),
+    "text-embedding-ada-002": Price(0.10, 0.0),
 }
 
 

@@ -13,6 +13,7 @@ TEMPLATE_VERSIONS = {
     "extract": "extract/2",
     "filter": "filter/1",
     "complete": "complete/1",
+    "embed": "embed/1",  # no prompt: the text is the input
 }
 
 Message = dict[str, str]

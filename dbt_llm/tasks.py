@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from .function_specs import BUILDERS
 from .grounding import ground
 from .schemas import JsonSchema, answer_model, sql_structure, wire_schema
 
-Function = Literal["classify", "extract", "filter", "complete"]
+Function = Literal["classify", "extract", "filter", "complete", "embed"]
 
 
 def canonical_json(value: Any) -> str:
@@ -61,6 +62,11 @@ class Task:
         return sql_structure(self.schema)
 
     @property
+    def dimensions(self) -> int | None:
+        """llm_embed: the vector length asked for (None: the model's own)."""
+        return self.spec.get("dimensions") if self.function == "embed" else None
+
+    @property
     def multi_label(self) -> bool:
         return bool(self.spec.get("multi_label"))
 
@@ -77,6 +83,8 @@ class Task:
             return prompts.filter_messages(text, self.spec["question"], instructions, examples)
         if self.function == "complete":
             return prompts.complete_messages(text, instructions)
+        if self.function == "embed":
+            return [{"role": "user", "content": text}]  # the input itself; no chat request is sent
         return prompts.extract_messages(text, list(self.schema["properties"]), instructions, examples)
 
     def packed_messages(self, texts: dict[str, str]) -> list[prompts.Message]:
@@ -91,6 +99,11 @@ class Task:
         return prompts.extract_packed_messages(texts, list(self.schema["properties"]), instructions, examples)
 
     def estimate_tokens(self, text: str) -> tuple[int, int]:
+        if self.function == "embed":
+            return tokens.text_tokens(len(text)), 0
+        return self._estimate_chat(text)
+
+    def _estimate_chat(self, text: str) -> tuple[int, int]:
         """(prompt, completion) tokens a request for `text` would use: the messages as sent, and the
         expected length of the answer for the schema (see tokens.py). The limiter, the budget and
         the dry run all use this one estimate."""
@@ -101,6 +114,8 @@ class Task:
         """Completion tokens of an answer of the expected length: the same for every text of the task."""
         if self.function == "complete":
             return min(self.max_tokens, tokens.FREE_TEXT_TOKENS)
+        if self.function == "embed":
+            return 0
         return tokens.answer_tokens(self.schema)
 
     @property
@@ -114,12 +129,27 @@ class Task:
         return wire_schema(self.schema)
 
     def response_format(self) -> dict[str, Any] | None:
-        if self.function == "complete":
-            return None  # free text
+        if self.function in ("complete", "embed"):
+            return None  # free text; an embedding has no chat request
         return {
             "type": "json_schema",
             "json_schema": {"name": f"llm_{self.function}", "strict": True, "schema": self.wire_schema},
         }
+
+    def _vector(self, content: str) -> list[float]:
+        try:
+            vector = json.loads(content)
+        except ValueError:
+            raise InvalidAnswer(f"the embedding is not JSON: {content[:200]!r}") from None
+        if (
+            not isinstance(vector, list)
+            or not vector
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in vector)
+        ):
+            raise InvalidAnswer(f"the embedding is not a list of finite numbers: {content[:200]!r}")
+        if self.dimensions is not None and len(vector) != self.dimensions:
+            raise InvalidAnswer(f"the embedding has {len(vector)} dimensions, not the {self.dimensions} asked for")
+        return [float(x) for x in vector]
 
     def ground(self, result: str, text: str) -> tuple[str, int]:
         """An extraction's answer with values the text does not contain nulled, and how many
@@ -135,6 +165,8 @@ class Task:
             raise InvalidAnswer("the answer was empty")
         if self.function == "complete":
             return canonical_json({"text": content.strip()})
+        if self.function == "embed":
+            return canonical_json({"embedding": self._vector(content)})
         try:
             answer = self.validator.model_validate_json(content)
         except ValidationError as exc:

@@ -1,7 +1,8 @@
 """A deterministic, local, fault-injecting fake of the OpenAI chat-completions and Batch APIs.
 
 The server speaks just enough of the OpenAI HTTP API (``POST /v1/chat/completions``,
-``GET /v1/models`` and the Batch API below) for SQL-side LLM calls to be tested end to end
+``POST /v1/embeddings`` (deterministic unit vectors, see ``embedding_of``), ``GET /v1/models`` and
+the Batch API below) for SQL-side LLM calls to be tested end to end
 without a network.  Answers are a pure function of the request's input text and its
 ``response_format`` JSON schema, so they are reproducible and always valid for
 that schema (unless a fault asks otherwise); a request without a schema gets the free
@@ -157,7 +158,7 @@ import random
 import re
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from _fake_batches import (
@@ -522,6 +523,17 @@ def _invented_answer(schema: dict[str, Any], text: str) -> Any:
     return answer
 
 
+EMBEDDING_DIMENSIONS = 32
+
+
+def embedding_of(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for ``text``: equal texts, equal vectors."""
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [((seed[i % 32] + 7 * i) % 251) / 125.0 - 1.0 for i in range(dimensions)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [round(x / norm, 6) for x in raw]
+
+
 def _json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
@@ -741,6 +753,7 @@ class FakeOpenAI(BatchService):
         self.latency = latency
         self._records: list[RecordedRequest] = []
         self._batch_records: list[RecordedRequest] = []
+        self._embedding_records: list[RecordedRequest] = []
         self._queue: list[_QueuedFault] = []
         self._batch_line_queue: list[_QueuedFault] = []
         self._rates: dict[str, float] = {}
@@ -777,6 +790,7 @@ class FakeOpenAI(BatchService):
         with self._lock:
             self._records.clear()
             self._batch_records.clear()
+            self._embedding_records.clear()
             self._queue.clear()
             self._batch_line_queue.clear()
             self._rates = {}
@@ -871,6 +885,74 @@ class FakeOpenAI(BatchService):
             seen = key in self._seen_prefixes
             self._seen_prefixes.add(key)
         return prefix_tokens // CACHE_INCREMENT * CACHE_INCREMENT if seen else 0
+
+    # -- embeddings ------------------------------------------------------ #
+
+    @property
+    def embedding_requests(self) -> list[RecordedRequest]:
+        """Every ``/v1/embeddings`` request so far (``texts``: its inputs; ``prompt_tokens``: its usage)."""
+        with self._lock:
+            return list(self._embedding_records)
+
+    def _handle_extra(self, handler: FakeHandler, method: str, raw: bytes) -> bool:
+        if method == "POST" and handler.route() == "/v1/embeddings":
+            self._handle_embeddings(handler, raw)
+            return True
+        return super()._handle_extra(handler, method, raw)
+
+    def _handle_embeddings(self, handler: FakeHandler, raw: bytes) -> None:
+        """Deterministic unit vectors, one per input (``dimensions``, default 32), usage ``ceil(chars / 4)``
+        per input. Queued ``429``/``500`` faults (``inject``) apply, matched against the inputs."""
+        if not handler.authorized():
+            handler.send_unauthorized()
+            return
+        body = load_json(raw)
+        inputs = body.get("input") if isinstance(body, dict) else None
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+            handler.send_body(
+                400, error_body("'input' must be a string or a list of strings", "invalid_request_error", None)
+            )
+            return
+        model = str(body.get("model") or "")
+        dimensions = int(body.get("dimensions") or EMBEDDING_DIMENSIONS)
+        tokens = sum(estimate_tokens(len(t)) for t in inputs)
+        with self._lock:
+            queued = _take(self._queue, tuple(inputs))
+        fault = None if queued is None else queued.kind
+        record = RecordedRequest(
+            text="\n".join(inputs),
+            model=model,
+            schema=None,
+            status=200,
+            fault=fault,
+            prompt_tokens=tokens,
+            completion_tokens=0,
+            content=None,
+            authorization=handler.headers.get("Authorization"),
+            texts=tuple(inputs),
+        )
+        reply = server_fault_reply(fault) if fault not in (None, "429") else None
+        if fault == "429" or reply is not None:
+            with self._lock:
+                self._embedding_records.append(replace(record, status=429 if fault == "429" else reply.status))
+            if reply is not None:
+                handler.send_reply(reply)
+            else:
+                handler.send_body(
+                    429,
+                    error_body("Rate limit reached", "rate_limit_exceeded", "rate_limit_exceeded"),
+                    headers={"retry-after": "0.05"},
+                )
+            return
+        with self._lock:
+            self._embedding_records.append(record)
+        data = [
+            {"object": "embedding", "index": i, "embedding": embedding_of(text, dimensions)}
+            for i, text in enumerate(inputs)
+        ]
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        handler.send_body(200, json.dumps({"object": "list", "data": data, "model": model, "usage": usage}).encode())
 
     def _complete(self, chat: _Chat, fault: str | None, invalid_ids: tuple[str, ...] = ()) -> _Completion:
         """The 200 answer to ``chat``, bent by ``invalid`` (packed: the rows ``invalid_ids``) or ``truncated``."""

@@ -3,6 +3,7 @@ the same cache, dedup, audit and failure handling as classify and extract."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import DbtProject
 
 # Repeated texts, a NULL and blanks: 7 rows, 3 distinct texts to send.
@@ -118,3 +119,47 @@ def test_bad_arguments_of_the_new_functions_fail_at_compile_time(project: DbtPro
         result = project.dbt("run", ok=False)
         assert message in str(result.result.results[0].message), sql
     assert project.server.requests == []
+
+
+def test_llm_embed_batches_texts_caches_each_and_gives_equal_vectors_for_equal_texts(project: DbtProject) -> None:
+    distinct = 300
+    rows = [f"{i},document number {i % distinct} about invoices" for i in range(distinct + 100)]
+    project.write("seeds/t.csv", "id,body\n" + "\n".join(rows) + "\n,\n")  # and a NULL
+    project.write(
+        "models/m.sql", "select id, {{ dbt_llm.llm_embed('body', dimensions=16) }} as v from {{ ref('t') }}\n"
+    )
+    project.dbt("seed")
+    project.dbt("run")
+    sent = project.server.embedding_requests
+    assert sum(len(r.texts) for r in sent) == distinct  # each distinct text once
+    assert len(sent) <= distinct / 64  # many texts per request
+    assert project.query("select count(*) from m where v is null") == [(1,)]  # the NULL row: no call
+    same = project.query("select array_cosine_similarity(a.v, b.v) from m a join m b on b.id = a.id + 300 limit 1")
+    assert same[0][0] == pytest.approx(1.0)  # equal texts, equal vectors
+    types = project.query(
+        "select data_type from information_schema.columns where table_name = 'm' and column_name = 'v'"
+    )
+    assert types == [("FLOAT[16]",)]
+    calls, prompt, completion, cost, model = project.query(
+        "select api_calls, prompt_tokens, completion_tokens, cost_usd, model from dbt_llm.llm_audit"
+    )[0]
+    assert (calls, prompt, completion) == (len(sent), sum(r.prompt_tokens for r in sent), 0)
+    assert model == "text-embedding-3-small" and cost == pytest.approx(prompt * 0.02 / 1e6)
+    project.server.reset()
+    project.dbt("run")
+    assert project.server.embedding_requests == []  # a rerun sends nothing
+
+
+def test_llm_embed_splits_a_failed_batch_and_fails_clearly_on_the_local_model(project: DbtProject) -> None:
+    project.write("seeds/t.csv", "id,body\n" + "\n".join(f"{i},text {i}" for i in range(8)) + "\n")
+    project.write("models/m.sql", "select id, {{ dbt_llm.llm_embed('body') }} as v from {{ ref('t') }}\n")
+    project.dbt("seed")
+    project.server.inject("500")
+    project.dbt("run")
+    sizes = [len(r.texts) for r in project.server.embedding_requests]
+    assert sizes[0] == 8 and sorted(sizes[1:]) == [4, 4]  # the failed request split in halves
+    assert project.query("select count(*), count(v), max(len(v)) from m") == [(8, 8, 32)]
+
+    project.plugin_config.update(provider="local")
+    result = project.dbt("run", ok=False)
+    assert "does not serve embeddings" in str(result.result.results[0].message)

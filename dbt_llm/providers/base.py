@@ -30,6 +30,13 @@ class Completion:
     rate: RateHeaders | None = None
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]  # one per input, in input order
+    usage: Usage
+    rate: RateHeaders | None = None
+
+
 class TransientError(Exception):
     """Worth retrying: 429, 5xx, a timeout or a dropped connection."""
 
@@ -70,5 +77,7 @@ class Provider(Protocol):
         max_tokens: int,
         temperature: float,
     ) -> Completion: ...
+
+    async def embed(self, *, model: str, inputs: list[str], dimensions: int | None) -> Embeddings: ...
 
     async def aclose(self) -> None: ...

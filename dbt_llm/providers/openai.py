@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ..limiter import RateHeaders
-from .base import Completion, FatalProviderError, RowError, TransientError, Usage
+from .base import Completion, Embeddings, FatalProviderError, RowError, TransientError, Usage
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
@@ -64,6 +64,11 @@ def _error_message(response: httpx.Response, key: str = "") -> str:
     return text[:200] or response.reason_phrase
 
 
+def _not_a(response: httpx.Response, what: str, key: str) -> TransientError:
+    text = _redact(response.text, key)[:200]
+    return TransientError("bad_response", f"HTTP {response.status_code} with a body that is not a {what}: {text!r}")
+
+
 _SHARD_CONNECTIONS = 16
 
 
@@ -81,6 +86,7 @@ class OpenAIProvider:
         trust_env: bool = True,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
+        self._embeddings_url = base_url.rstrip("/") + "/embeddings"
         self._api_key = api_key
         # httpcore scans every connection of a pool on each request event, a cost that grows with the
         # square of the pool: at 100+ requests in flight that alone saturates a core. Small pools keep it cheap.
@@ -110,12 +116,45 @@ class OpenAIProvider:
         if response_format is not None:
             body["response_format"] = response_format
         body.update(max_tokens=max_tokens, temperature=temperature)
+        response, key = await self._post(self._url, body, model)
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+            usage = data.get("usage") or {}
+            refused = bool(message.get("refusal"))
+            return Completion(
+                content=None if refused else message.get("content"),
+                finish_reason="refusal" if refused else choice.get("finish_reason"),
+                usage=usage_of(usage),
+                rate=RateHeaders.parse(dict(response.headers)),
+            )
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise _not_a(response, "chat completion", key) from None
+
+    async def embed(self, *, model: str, inputs: list[str], dimensions: int | None) -> Embeddings:
+        """`/embeddings`: one vector per input, matched by each item's `index`."""
+        body: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        response, key = await self._post(self._embeddings_url, body, model)
+        try:
+            data = response.json()
+            by_index = {int(item["index"]): [float(x) for x in item["embedding"]] for item in data["data"]}
+            vectors = [by_index[i] for i in range(len(inputs))]
+            return Embeddings(vectors, usage_of(data.get("usage")), RateHeaders.parse(dict(response.headers)))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise _not_a(response, f"list of {len(inputs)} embeddings", key) from None
+
+    async def _post(self, url: str, body: dict[str, Any], model: str) -> tuple[httpx.Response, str]:
+        """POST with the key; a 2xx response and the key it was sent with, else the error that says
+        whether to retry."""
         # Read per request: a fully cached run never needs a key, and a rotated key is picked up.
         key = self._api_key()
         shard = min(range(len(self._busy)), key=self._busy.__getitem__)
         self._busy[shard] += 1
         try:
-            response = await self._clients[shard].post(self._url, json=body, headers={"Authorization": f"Bearer {key}"})
+            response = await self._clients[shard].post(url, json=body, headers={"Authorization": f"Bearer {key}"})
         except httpx.TimeoutException as exc:
             raise TransientError("timeout", f"request timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
@@ -134,33 +173,17 @@ class OpenAIProvider:
             )
         if status in (401, 403):
             raise FatalProviderError(
-                f"the provider at {self._url} refused the API key (HTTP {status}: {_error_message(response, key)}). "
+                f"the provider at {url} refused the API key (HTTP {status}: {_error_message(response, key)}). "
                 "Check the key in the environment variable named by `api_key_env`."
             )
         if status == 404:
             raise FatalProviderError(
-                f"HTTP 404 from {self._url} for model {model!r}: {_error_message(response, key)}. "
+                f"HTTP 404 from {url} for model {model!r}: {_error_message(response, key)}. "
                 "Check `base_url` (it should end in /v1 for most servers) and the model name."
             )
         if status >= 400:
             raise RowError("bad_request", f"HTTP {status}: {_error_message(response, key)}")
-        try:
-            data = response.json()
-            choice = data["choices"][0]
-            message = choice.get("message") or {}
-            usage = data.get("usage") or {}
-            refused = bool(message.get("refusal"))
-            return Completion(
-                content=None if refused else message.get("content"),
-                finish_reason="refusal" if refused else choice.get("finish_reason"),
-                usage=usage_of(usage),
-                rate=RateHeaders.parse(dict(response.headers)),
-            )
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            text = _redact(response.text, key)[:200]
-            raise TransientError(
-                "bad_response", f"HTTP {status} with a body that is not a chat completion: {text!r}"
-            ) from None
+        return response, key
 
     async def aclose(self) -> None:
         for client in self._clients:
