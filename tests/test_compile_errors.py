@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import DbtProject
 
+from dbt_llm.errors import SpecError
+from dbt_llm.tasks import InvalidAnswer, build_task
+
 CASES = [
     ("llm_classify('body', [])", "llm_classify(body) in model.dbt_llm_example.bad: `labels` is empty"),
     ("llm_classify('body', ['a', 'b', 'a'])", "duplicate label 'a'"),
@@ -64,3 +67,21 @@ def test_valid_json_schema_becomes_a_typed_struct(tickets: DbtProject) -> None:
     row = tickets.query("select p.city, p.zip, p.tags, p.geo.lat, typeof(p) from places_extracted")[0]
     assert row[:4] == ("Oslo", 150, None, 59.9)
     assert row[4] == "STRUCT(city VARCHAR, zip BIGINT, tags VARCHAR[], geo STRUCT(lat DOUBLE))"
+
+
+def test_the_new_functions_check_their_arguments() -> None:
+    def task(**args: object) -> object:
+        return build_task(args, provider="openai", default_model="m", temperature=0.0)
+
+    with pytest.raises(SpecError, match="`dimensions` must be a whole number"):
+        task(function="embed", dimensions=0)
+    with pytest.raises(SpecError, match="unknown function 'summarise'; use one of classify, extract, filter"):
+        task(function="summarise")
+    multi = task(function="classify", labels=["a", "b", "c"], multi_label=True)
+    assert multi.parse_answer('{"labels": ["c", "a", "c"]}') == '{"labels":["a","c"]}'  # a set, in label order
+    single = task(function="classify", labels=["a", "b", "c"])
+    assert multi.spec_hash != single.spec_hash  # multi_label is part of the cache key
+    embedding = task(function="embed", dimensions=2)
+    assert embedding.parse_answer("[0.5, 1]") == '{"embedding":[0.5,1.0]}'
+    with pytest.raises(InvalidAnswer, match="3 dimensions, not the 2"):
+        embedding.parse_answer("[1, 2, 3]")

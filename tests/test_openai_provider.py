@@ -289,3 +289,59 @@ def test_the_key_never_appears_in_an_error_message(handler: Handler, raised: typ
     message = str(caught.value)
     assert "is not a valid key" in message or "x" * 183 in message  # the provider's words are quoted ...
     assert "SECRET" not in message and "sk-test" not in message  # ... but not the key, not even in part
+
+
+def embed(handler: Handler, inputs: list[str], dimensions: int | None = None) -> Any:
+    async def go() -> Any:
+        client = provider(handler)
+        try:
+            return await client.embed(model="text-embedding-3-small", inputs=inputs, dimensions=dimensions)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_embeddings_are_posted_to_their_route_and_matched_by_index() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        data = [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}]  # any order
+        return httpx.Response(200, json={"data": data, "usage": {"prompt_tokens": 9, "total_tokens": 9}})
+
+    result = embed(handler, ["a", "b"], dimensions=2)
+    assert result.vectors == [[1.0, 0.0], [0.0, 1.0]] and result.usage == Usage(9, 0)
+    assert str(seen[0].url) == "http://provider.test/v1/embeddings"
+    body = json.loads(seen[0].content)
+    assert body == {"model": "text-embedding-3-small", "input": ["a", "b"], "encoding_format": "float", "dimensions": 2}
+    assert seen[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_embeddings_fail_as_chat_requests_do() -> None:
+    with pytest.raises(TransientError) as error:
+        embed(lambda _r: httpx.Response(503, json={"error": {"message": "busy"}}), ["a"])
+    assert error.value.kind == "server_error"
+    with pytest.raises(RowError):
+        embed(lambda _r: httpx.Response(400, json={"error": {"message": "input too long"}}), ["a"])
+    missing = {"data": [{"index": 0, "embedding": [1.0]}], "usage": {}}
+    with pytest.raises(TransientError, match="not a list of 2 embeddings"):
+        embed(lambda _r: httpx.Response(200, json=missing), ["a", "b"])
+
+
+def test_a_free_text_request_sends_no_response_format() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json=CHAT)
+
+    async def go() -> None:
+        client = provider(handler)
+        try:
+            await client.complete(model="m", messages=MESSAGES, response_format=None, max_tokens=8, temperature=0.0)
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
+    assert "response_format" not in seen[0]
