@@ -163,3 +163,17 @@ def test_llm_embed_splits_a_failed_batch_and_fails_clearly_on_the_local_model(pr
     project.plugin_config.update(provider="local")
     result = project.dbt("run", ok=False)
     assert "does not serve embeddings" in str(result.result.results[0].message)
+
+
+def test_llm_filter_works_in_a_where_clause(project: DbtProject) -> None:
+    project.write(
+        "models/m.sql",
+        "select id from {{ ref('t') }} where {{ dbt_llm.llm_filter('body', 'answer: does it say yes?') }}\n",
+    )
+    project.write(
+        "seeds/t.csv", "id,body\n1,answer: yes\n2,answer: no\n3,answer: yes\n4,\n"
+    )  # the fake reads "answer: "
+    project.dbt("seed")
+    project.dbt("run")
+    assert project.query("select id from m order by id") == [(1,), (3,)]
+    assert len(project.server.requests) == 2
