@@ -177,3 +177,21 @@ def test_llm_filter_works_in_a_where_clause(project: DbtProject) -> None:
     project.dbt("run")
     assert project.query("select id from m order by id") == [(1,), (3,)]
     assert len(project.server.requests) == 2
+
+
+def test_a_dry_run_prices_the_new_functions_and_sends_nothing(project: DbtProject) -> None:
+    project.write("seeds/t.csv", SEED)
+    project.write(
+        "models/m.sql",
+        "select id, {{ dbt_llm.llm_embed('body') }} as e, {{ dbt_llm.llm_complete('body', max_tokens=50) }} as c, "
+        "{{ dbt_llm.llm_filter('body', 'Is it about billing?') }} as f from {{ ref('t') }}\n",
+    )
+    project.dbt("seed")
+    project.dbt("run", "--vars", "{dbt_llm_dry_run: true}")
+    assert project.server.requests == [] and project.server.embedding_requests == []
+    estimates = dict(
+        (f, (n, c)) for f, n, c in project.query("select function, est_requests, est_cost_usd from dbt_llm.llm_audit")
+    )
+    assert estimates["embed"][0] == 1  # the 3 distinct texts in one /embeddings request
+    assert estimates["complete"][0] == 3 and estimates["filter"][0] == 3
+    assert all(cost > 0 for _, cost in estimates.values())
