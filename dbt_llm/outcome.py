@@ -67,13 +67,18 @@ class Request:
         if self.task.function == "embed":
             result = await provider.embed(model=self.model, inputs=[self.text], dimensions=self.task.dimensions)
             return Completion(json.dumps(result.vectors[0]), "stop", result.usage, result.rate)
-        return await provider.complete(
-            model=self.model,
-            messages=self.messages(),
-            response_format=self.response_format(),
-            max_tokens=max_tokens,
-            temperature=self.temperature,
-        )
+        return await chat(provider, self, max_tokens)
+
+
+async def chat(provider: Provider, asked: Askable, max_tokens: int) -> Completion:
+    """The chat completion a Request or a Pack asks for."""
+    return await provider.complete(
+        model=asked.model,
+        messages=asked.messages(),
+        response_format=asked.response_format(),
+        max_tokens=max_tokens,
+        temperature=asked.temperature,
+    )
 
 
 class Askable(Protocol):

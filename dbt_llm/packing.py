@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from . import tokens
 from .budget import Budget
-from .outcome import Request
+from .outcome import Request, chat
 from .prompts import Message
 from .providers.base import Completion, Provider, Usage
 from .tasks import InvalidAnswer, sha256_hex
@@ -92,13 +92,7 @@ class Pack:
             result = await provider.embed(model=task.model, inputs=inputs, dimensions=task.dimensions)
             content = json.dumps(dict(zip(self.ids, result.vectors, strict=True)))
             return Completion(content, "stop", result.usage, result.rate)
-        return await provider.complete(
-            model=self.model,
-            messages=self.messages(),
-            response_format=self.response_format(),
-            max_tokens=max_tokens,
-            temperature=self.temperature,
-        )
+        return await chat(provider, self, max_tokens)
 
     def messages(self) -> list[Message]:
         return self.requests[0].task.packed_messages({i: r.text for i, r in zip(self.ids, self.requests, strict=True)})
