@@ -5,10 +5,12 @@ Run from the repo root::
     .venv/bin/python benchmarks/quality.py [--provider local|openai] [--model qwen2.5-0.5b]
         [--base-url URL --api-key-env VAR] [--sets banking77,snips,sp500,snips_slots]
         [--limit 60] [--concurrency N] [--descriptions] [--examples N] [--rows-per-request 1,4,8,16]
+        [--baseline naive] [--per-field] [--answers PATH]
 
 The rows go through dbt-llm's own engine (``build_task`` + ``Engine``), so what is measured is
 what a dbt model gets: the same prompts, the JSON-schema-constrained answer, validation and
-retries (``max_attempts`` 5, temperature 0, the plugin's defaults).  ``--provider local`` (the
+retries (``max_attempts`` 5, temperature 0, the plugin's defaults), and for extraction the grounding
+a dbt model applies (``Task.ground``: a string value the text does not contain becomes null).  ``--provider local`` (the
 default) starts the embedded llama.cpp server for ``--model`` (pulled with ``dbt-llm pull``) with
 ``--concurrency`` slots; ``--provider openai`` calls any OpenAI-compatible endpoint
 (``--base-url``, default https://api.openai.com/v1; key from ``--api-key-env``, default
@@ -30,6 +32,15 @@ task N worked examples per set (per intent for ``snips_slots``) from rows outsid
 "card arrival", ``AddToPlaylist`` -> "Add To Playlist"; none when it would equal the name); the labels
 themselves stay as they are.
 
+``--baseline naive`` also runs a naive one-line prompt on the same sample, model, answer schema (the
+same json_schema constraint), max_tokens, validation and grounding, one row per request, so the table
+shows what dbt-llm's templates add: for classification a single user message "Classify the text into
+one of these labels: a, b, c.\nText: ...", for extraction "Extract the fields a, b from the text. Use
+null when absent.\nText: ..." (no system message; ``--descriptions`` and ``--examples`` are not shown
+to it).  ``--per-field`` adds, for extraction, a table per field name of each run's right cells and
+its wrong ones by kind.  ``--answers PATH`` writes every row's text, expected and given answer (JSON
+lines).
+
 ``--rows-per-request K1,K2,...`` (default 1): each K is a run of every set, with the rows'
 requests built with ``rows_per_request=K``, so the engine packs up to K texts of one task into a
 request (the fixed prompt, labels and examples, is paid once per request; the answer is an object of
@@ -40,13 +51,17 @@ the local server is started once and shared by the runs.  The table has one line
 Columns:
 
 - ``K``: rows per request of the run;
+- ``prompt``: ``dbt-llm`` (the plugin's templates) or the ``--baseline``;
 - ``rows``: rows scored;
 - ``score``: accuracy (classification) or field exact match (extraction: each (row, field) pair,
-  compared after case-folding and collapsing whitespace; null expected and null answered is right);
+  compared after case-folding and collapsing whitespace, after grounding; null expected and null
+  answered is right);
 - ``floor``: what a constant answer scores: the majority label's share of the sample, or for
   extraction the field score of answering null everywhere;
 - ``row_em`` / ``row_floor``: extraction only: rows with every field right, and that share when
   answering null everywhere;
+- ``raw_score`` / ``raw_row_em``: extraction only: ``score`` and ``row_em`` of the answers before
+  grounding (what the model said);
 - ``top``: share of the most frequent answer (for extraction, the whole answer object); near 1.0
   means the model says the same thing whatever the text;
 - ``failed``: rows with no valid answer after the retries (unparsable, cut, timed out, ...),
@@ -60,6 +75,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -74,8 +90,9 @@ from typing import Any
 from dbt_llm.engine import Budget, Engine, Outcome, Request
 from dbt_llm.packing import MAX_ROWS_PER_REQUEST
 from dbt_llm.pricing import PriceTable
+from dbt_llm.prompts import Message
 from dbt_llm.providers import OpenAIProvider, Provider
-from dbt_llm.tasks import Task, build_task, cache_key
+from dbt_llm.tasks import Task, build_task, cache_key, sha256_hex
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 SETS = {
@@ -108,12 +125,48 @@ def norm(value: Any) -> str | None:
     return None if value is None else " ".join(str(value).split()).casefold()
 
 
+def naive_messages(task: Task, text: str) -> list[Message]:
+    """The one-line prompt dbt-llm's templates are measured against: a single user message, no system."""
+    if task.function == "classify":
+        return [
+            {
+                "role": "user",
+                "content": f"Classify the text into one of these labels: {', '.join(task.labels)}.\nText: {text}",
+            }
+        ]
+    names = ", ".join(task.schema["properties"])
+    return [
+        {"role": "user", "content": f"Extract the fields {names} from the text. Use null when absent.\nText: {text}"}
+    ]
+
+
+class NaiveTask(Task):
+    """`task` with the naive prompt: the same model, answer schema (the json_schema constraint), max_tokens,
+    temperature and validation; only the messages differ (and the spec hash, so keys never collide)."""
+
+    def messages(self, text: str) -> list[Message]:
+        return naive_messages(self, text)
+
+    def packed_messages(self, texts: dict[str, str]) -> list[Message]:
+        raise NotImplementedError("the naive baseline is sent one row per request")
+
+    @classmethod
+    def of(cls, task: Task) -> NaiveTask:
+        values = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
+        values["spec_hash"] = sha256_hex(task.spec_json + "\nnaive")
+        return cls(**values)
+
+
 class Bench:
-    def __init__(self, args: argparse.Namespace, engine: Engine, rows_per_request: int) -> None:
-        self.args, self.engine, self.rows_per_request = args, engine, rows_per_request
+    def __init__(
+        self, args: argparse.Namespace, engine: Engine, rows_per_request: int, prompt: str = "dbt-llm"
+    ) -> None:
+        self.args, self.engine, self.rows_per_request, self.prompt = args, engine, rows_per_request, prompt
+        self.answers: list[dict[str, Any]] = []  # one per row, for --answers
 
     def task(self, spec: dict[str, Any]) -> Task:
-        return build_task(spec, provider=self.args.provider, default_model=self.args.model, temperature=0.0)
+        task = build_task(spec, provider=self.args.provider, default_model=self.args.model, temperature=0.0)
+        return NaiveTask.of(task) if self.prompt == "naive" else task
 
     def ask(self, pairs: list[tuple[Task, str]]) -> tuple[list[Outcome], float]:
         """One outcome per (task, text); equal keys are sent once (the engine wants distinct keys).
@@ -147,6 +200,10 @@ class Bench:
         outcomes, seconds = self.ask([(task, r["text"]) for r in sample])
         answers = [json.loads(o.result)["label"] if o.result else None for o in outcomes]
         right = sum(a == r["expected_label"] for a, r in zip(answers, sample, strict=True))
+        self.answers += [
+            {"id": r["id"], "text": r["text"], "expected": r["expected_label"], "answer": a}
+            for r, a in zip(sample, answers, strict=True)
+        ]
         majority = Counter(r["expected_label"] for r in sample).most_common(1)[0][1]
         return {
             "score": right / len(sample),
@@ -171,20 +228,51 @@ class Bench:
                 ]
             tasks[intent] = self.task(spec)
         outcomes, seconds = self.ask([(tasks[r["intent"]], r["text"]) for r in sample])
-        cells = cells_null = rows_right = rows_null = 0
-        for row, outcome in zip(sample, outcomes, strict=True):
-            expected = json.loads(row["expected_json"])
-            answer = json.loads(outcome.result) if outcome.result else None
-            names = fields[row["intent"]]
-            right = sum(answer is not None and norm(answer.get(n)) == norm(expected.get(n)) for n in names)
-            cells, cells_null = cells + right, cells_null + len(names) - len(expected)
-            rows_right += right == len(names)
-            rows_null += not expected
         n_cells = sum(len(fields[r["intent"]]) for r in sample)
+        scores: dict[str, Any] = {}
+        # What a dbt model gets: the answer grounded (values the text does not contain nulled), and the raw one.
+        for grounded in (True, False):
+            cells = rows_right = 0
+            per_field: dict[str, Counter[str]] = defaultdict(Counter)
+            for row, outcome in zip(sample, outcomes, strict=True):
+                expected = json.loads(row["expected_json"])
+                task = tasks[row["intent"]]
+                result = task.ground(outcome.result, row["text"])[0] if grounded and outcome.result else outcome.result
+                answer = json.loads(result) if result else None
+                names = fields[row["intent"]]
+                right = 0
+                for n in names:
+                    got, want = None if answer is None else norm(answer.get(n)), norm(expected.get(n))
+                    verdict = (
+                        "right"
+                        if answer is not None and got == want
+                        else "failed"
+                        if answer is None
+                        else ("invented" if want is None else "missed" if got is None else "wrong")
+                    )
+                    per_field[n][verdict] += 1
+                    per_field[n]["stated"] += want is not None
+                    right += verdict == "right"
+                cells, rows_right = cells + right, rows_right + (right == len(names))
+                if grounded:
+                    self.answers.append(
+                        {
+                            "id": row["id"],
+                            "text": row["text"],
+                            "expected": expected,
+                            "raw": outcome.result,
+                            "answer": answer,
+                        }
+                    )
+            prefix = "" if grounded else "raw_"
+            scores[prefix + "score"], scores[prefix + "row_em"] = cells / n_cells, rows_right / len(sample)
+            if grounded:
+                scores["fields"] = per_field
+        cells_null = sum(len(fields[r["intent"]]) - len(json.loads(r["expected_json"])) for r in sample)
+        rows_null = sum(not json.loads(r["expected_json"]) for r in sample)
         return {
-            "score": cells / n_cells,
+            **scores,
             "floor": cells_null / n_cells,
-            "row_em": rows_right / len(sample),
             "row_floor": rows_null / len(sample),
             **self.common(outcomes, [o.result for o in outcomes if o.result], seconds),
         }
@@ -209,7 +297,7 @@ class Bench:
         extract = name == "snips_slots"
         ordered = stratified(rows, "intent" if extract else "expected_label")
         sample, rest = ordered[: self.args.limit], ordered[self.args.limit :]
-        print(f"{name}, K={self.rows_per_request}: {len(sample)} rows", file=sys.stderr)
+        print(f"{name}, {self.prompt}, K={self.rows_per_request}: {len(sample)} rows", file=sys.stderr)
         return (self.extract if extract else self.classify)(rows, sample, rest)
 
 
@@ -238,9 +326,12 @@ def provider_factory(args: argparse.Namespace) -> Callable[[], Provider]:
     )
 
 
-def table(results: dict[tuple[str, int], dict[str, Any]]) -> str:
-    """One line per (set, K), in the order given."""
-    cols = ["rows", "score", "floor", "row_em", "row_floor", "top", "failed", "requests"]
+Key = tuple[str, int, str]  # (set, K, prompt)
+
+
+def table(results: dict[Key, dict[str, Any]]) -> str:
+    """One line per (set, K, prompt), in the order given."""
+    cols = ["rows", "score", "floor", "row_em", "row_floor", "raw_score", "raw_row_em", "top", "failed", "requests"]
     cols += ["rows/s", "prompt/row", "compl/row"]
 
     def cell(value: Any) -> str:
@@ -248,9 +339,35 @@ def table(results: dict[tuple[str, int], dict[str, Any]]) -> str:
             return "-"
         return str(value) if isinstance(value, int) else f"{value:.2f}" if value < 10 else f"{value:.0f}"
 
-    lines = [["set", "K", *cols]]
-    lines += [[name, str(k), *(cell(r.get(c)) for c in cols)] for (name, k), r in results.items()]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(cols) + 2)]
+    lines = [["set", "K", "prompt", *cols]]
+    lines += [[name, str(k), prompt, *(cell(r.get(c)) for c in cols)] for (name, k, prompt), r in results.items()]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(cols) + 3)]
+    return "\n".join(
+        "  ".join(v.ljust(w) if i in (0, 2) else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths, strict=True)))
+        for line in lines
+    )
+
+
+def field_table(results: dict[Key, dict[str, Any]]) -> str:
+    """Extraction, per field name (over every intent that has it), per run: the share right, and the
+    wrong cells by kind: `invented` (a value where the text states none), `missed` (null where it states
+    one), `wrong` (another value). Grounded answers, as in `score`."""
+    runs = [(key, r["fields"]) for key, r in results.items() if "fields" in r]
+    names = sorted({n for _, per_field in runs for n in per_field})
+    head = ["field", "asked", "stated"]
+    for name, k, prompt in [key for key, _ in runs]:
+        tag = f"{prompt}" + (f" K={k}" if k != 1 else "") + (f" {name}" if name != "snips_slots" else "")
+        head += [f"{tag}: right", "invented", "missed", "wrong"]
+    lines = [head]
+    for n in names:
+        first = runs[0][1][n]
+        asked = sum(first[v] for v in ("right", "invented", "missed", "wrong", "failed"))
+        line = [n, str(asked), str(first["stated"])]
+        for _, per_field in runs:
+            c = per_field[n]
+            line += [f"{c['right'] / asked:.2f}", str(c["invented"]), str(c["missed"]), str(c["wrong"])]
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join(
         "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths, strict=True)))
         for line in lines
@@ -287,6 +404,13 @@ def main() -> None:
         metavar="K1,K2,...",
         help="rows packed per request; one run of every set per K (default: 1)",
     )
+    p.add_argument(
+        "--baseline",
+        choices=["naive"],
+        help="also run the naive one-line prompt on the same sample, model and answer schema (one row per request)",
+    )
+    p.add_argument("--per-field", action="store_true", help="extraction: a table of right and wrong cells per field")
+    p.add_argument("--answers", metavar="PATH", help="write every row's text, expected and given answer as JSON lines")
     args = p.parse_args()
     local = args.provider == "local"
     args.model = args.model or ("qwen2.5-0.5b" if local else "gpt-4o-mini")
@@ -296,11 +420,13 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown set(s) {unknown}; choose from {', '.join(SETS)}")
 
-    factory = provider_factory(args)  # the local server starts here, once for every K
-    results: dict[tuple[str, int], dict[str, Any]] = {}
-    seconds: dict[int, float] = {}
-    for k in args.rows_per_request:
-        # A fresh engine per K: no in-flight request, limiter or calibration carries over from another run.
+    factory = provider_factory(args)  # the local server starts here, once for every run
+    results: dict[Key, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    answers: list[dict[str, Any]] = []
+    runs = [(k, "dbt-llm") for k in args.rows_per_request] + ([(1, args.baseline)] if args.baseline else [])
+    for k, prompt in runs:
+        # A fresh engine per run: no in-flight request, limiter or calibration carries over from another run.
         engine = Engine(
             factory,
             prices=PriceTable(free=local),
@@ -311,19 +437,27 @@ def main() -> None:
         started = time.monotonic()
         try:
             for name in names:
-                results[name, k] = Bench(args, engine, k).run(name)
+                bench = Bench(args, engine, k, prompt)
+                results[name, k, prompt] = bench.run(name)
+                answers += [{"set": name, "K": k, "prompt": prompt, **a} for a in bench.answers]
         finally:
             engine.close()
-        seconds[k] = time.monotonic() - started
-    ordered = {(name, k): results[name, k] for name in names for k in args.rows_per_request}
+        seconds[f"{prompt} K={k}"] = time.monotonic() - started
+    ordered = {(name, k, prompt): results[name, k, prompt] for name in names for k, prompt in runs}
     cost = sum(r["cost"] for r in results.values())
-    runs = ", ".join(f"K={k} {s:.0f} s" for k, s in seconds.items())
+    wall = ", ".join(f"{run} {s:.0f} s" for run, s in seconds.items())
     print(
         f"{args.provider} {args.model}: limit {args.limit}, examples {args.examples}, "
         f"descriptions {'on' if args.descriptions else 'off'}, concurrency {args.concurrency}; "
-        f"{runs}" + ("" if local else f", ${cost:.4f} (models with a known price)")
+        f"{wall}" + ("" if local else f", ${cost:.4f} (models with a known price)")
     )
     print(table(ordered))
+    if args.per_field and any("fields" in r for r in ordered.values()):
+        print()
+        print(field_table(ordered))
+    if args.answers:
+        with open(args.answers, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(a, ensure_ascii=False) + "\n" for a in answers)
 
 
 if __name__ == "__main__":
