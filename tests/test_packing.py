@@ -77,9 +77,9 @@ def test_invalid_rows_and_server_errors_end_valid_in_one_run(project: DbtProject
     assert project.query("select count(*) from dbt_llm.llm_cache") == [(distinct,)]
     assert project.query("select count(*) from dbt_llm.llm_errors") == [(0,)]
     ideal = distinct / 16
-    # Invalid rows of different packs are sent again together: ~28 requests here, where sending each
-    # row alone would take ~340.
-    assert len(sent) <= 1.6 * ideal, f"{len(sent)} requests for {distinct} rows, {broken} invalid answers"
+    # Invalid rows of different packs are sent again together: 28 to 30 requests here (20 packs, 3 of
+    # them split by a 500), where sending each row alone would take ~340.
+    assert len(sent) <= 1.75 * ideal, f"{len(sent)} requests for {distinct} rows, {broken} invalid answers"
     calls, prompt, completion, _, failed = audit(project)
     assert failed == 0 and calls == len(sent)
     assert prompt == sum(r.prompt_tokens for r in sent if r.status == 200)
