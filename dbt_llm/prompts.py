@@ -4,13 +4,16 @@ part of every cache key, so old answers are not reused for a new prompt."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 # extract/2: answers are grounded (grounding.py), so extract/1 answers are not reused.
+# extract/3: rules on absent fields and verbatim values, a worked all-null turn, humanised field names
+# (README "Answer quality").
 TEMPLATE_VERSIONS = {
     "classify": "classify/1",
     "classify_multi": "classify_multi/1",
-    "extract": "extract/2",
+    "extract": "extract/3",
     "filter": "filter/1",
     "complete": "complete/1",
     "embed": "embed/1",  # no prompt: the text is the input
@@ -61,11 +64,16 @@ def classify_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+EXTRACT_RULES = (
+    "You extract fields from a text. A field's value is the exact words of the text that state it, usually a "
+    "few words. Most texts state only a few of the fields: every other field is null. Dates are YYYY-MM-DD."
+)
+# A text that states none of the fields: answered all null in a worked turn before the real one.
+EMPTY_TEXT = "Thank you, that is all for today."
+
+
 def _extract_system(instructions: str | None, examples: list[dict[str, Any]]) -> str:
-    system = (
-        "You extract fields from a text. Use only what the text states; when the text does not "
-        "state a field, answer null for it. Never guess or invent a value. Dates are YYYY-MM-DD."
-    )
+    system = EXTRACT_RULES
     if instructions:
         system += f"\n\nInstructions: {instructions}"
     if examples:
@@ -73,12 +81,32 @@ def _extract_system(instructions: str | None, examples: list[dict[str, Any]]) ->
     return system
 
 
+def humanise(name: str) -> str:
+    """`party_size_number` -> "party size number", `timeRange` -> "time range"."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).replace("_", " ").replace("-", " ").lower().strip()
+
+
+def _field_list(field_names: list[str]) -> str:
+    """Each name as the answer spells it, with its words in parentheses when they differ."""
+    return ", ".join(f"{n} ({humanise(n)})" if humanise(n) not in (n.lower(), "") else n for n in field_names)
+
+
+def _extract_question(text: str, field_names: list[str]) -> str:
+    return f"<input>\n{text}\n</input>\n\nExtract these fields from the text: {_field_list(field_names)}."
+
+
 def extract_messages(
     text: str, field_names: list[str], instructions: str | None, examples: list[dict[str, Any]]
 ) -> list[Message]:
-    system = _extract_system(instructions, examples)
-    user = f"<input>\n{text}\n</input>\n\nExtract these fields from the text above: {', '.join(field_names)}."
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    # Small models fill every field they are shown; a worked turn whose text states none of them,
+    # answered all null, is what teaches them null (benchmarks/quality.py: README "Answer quality").
+    # The fixed part (rules, worked turn) comes first for providers' prefix caches; the question after the text.
+    return [
+        {"role": "system", "content": _extract_system(instructions, examples)},
+        {"role": "user", "content": _extract_question(EMPTY_TEXT, field_names)},
+        {"role": "assistant", "content": json.dumps(dict.fromkeys(field_names), ensure_ascii=False)},
+        {"role": "user", "content": _extract_question(text, field_names)},
+    ]
 
 
 # Packed requests (packing.py): several texts, each under an id, one answer per id. The system
@@ -116,7 +144,7 @@ def extract_packed_messages(
 ) -> list[Message]:
     system = _extract_system(instructions, examples)
     user = (
-        f"{_packed_inputs(texts)}\n\nFor each input above, extract these fields from it: {', '.join(field_names)}. "
+        f"{_packed_inputs(texts)}\n\nFor each input above, extract these fields from it: {_field_list(field_names)}. "
         "Answer with an object mapping each id to its answer."
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

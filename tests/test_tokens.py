@@ -16,7 +16,10 @@ from dbt_llm.pricing import PriceTable
 from dbt_llm.providers import OpenAIProvider
 from dbt_llm.tasks import Task, build_task, cache_key
 
-TEMPLATE = 2 * tokens.MESSAGE_TOKENS + tokens.REPLY_TOKENS  # what a chat format adds; the server adds none
+
+def template(n_messages: int) -> int:
+    """What a chat format adds to `n_messages` messages; the server adds none."""
+    return n_messages * tokens.MESSAGE_TOKENS + tokens.REPLY_TOKENS
 
 
 def task(args: dict[str, Any]) -> Task:
@@ -75,8 +78,10 @@ def test_estimate_is_what_the_server_bills_for_classify_and_extract(server: Fake
         est_completion = billed_completion = 0
         for t, text, prompt, completion in rows:
             est_prompt, est_answer = t.estimate_tokens(text)
-            # The messages as sent, counted per message (so rounded up once more) plus a chat template.
-            assert prompt + TEMPLATE <= est_prompt <= prompt + TEMPLATE + 1, (function, text)
+            # The messages as sent, counted per message (so rounded up once more per message after the
+            # first) plus a chat template.
+            n = len(t.messages(text))
+            assert prompt + template(n) <= est_prompt <= prompt + template(n) + n - 1, (function, text)
             # One answer is a label or a set of stated fields: within a third of the expected length.
             assert abs(est_answer - completion) <= max(2, completion / 3), (function, text, completion)
             est_completion, billed_completion = est_completion + est_answer, billed_completion + completion
