@@ -76,6 +76,7 @@ def _rows_per_request(value: Any, default: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ROWS_PER_REQUEST:
         raise SpecError(
             f"{where}: `rows_per_request` must be a whole number from 1 to {MAX_ROWS_PER_REQUEST}; got {value!r}. "
-            "1 sends each text alone; 8 to 16 suits API models."
+            "1 (the default) sends each text alone; measure larger values on your model with "
+            "benchmarks/quality.py --rows-per-request."
         )
     return int(value)
