@@ -13,7 +13,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,local]'
+	$(PY) -m pip install --quiet -e '.[test,local,spark]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -110,7 +110,22 @@ def _models(args: argparse.Namespace) -> int:
         return 1
 
 
+def _spark(argv: Sequence[str]) -> int:
+    try:
+        from .spark.cli import run
+    except ImportError as exc:
+        print(
+            f"dbt-llm spark needs the spark extra ({exc.name} is missing): pip install 'dbt-llm[spark]'",
+            file=sys.stderr,
+        )
+        return 2
+    return run(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["spark"]:  # everything after it is dbt's
+        return _spark(args_list[1:])
     parser = argparse.ArgumentParser(prog="dbt-llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
@@ -127,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dir", default=None, help="model cache directory (default: $DBT_LLM_MODELS_DIR or ~/.cache)"
     )
     sub.add_parser("models", help="the local models dbt-llm knows, and which are downloaded")
-    args = parser.parse_args(argv)
+    sub.add_parser("spark", help="run a dbt command on Spark with dbt-llm's functions: dbt-llm spark run ...")
+    args = parser.parse_args(args_list)
     if args.command in ("pull", "models"):
         return _models(args)
     schema = quote(args.schema)

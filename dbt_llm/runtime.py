@@ -19,7 +19,8 @@ from .audit import AuditBook, Ledger
 from .batch_mode import build_batch_mode
 from .calls import plan_call
 from .config import LlmConfig
-from .engine import Budget, Engine, Outcome
+from .engine import Budget, Outcome
+from .engine_factory import engine_for
 from .errors import DbtLlmError, InternalStateError, SpecError
 from .invocation import Call, Invocation
 from .job_store import JobStore
@@ -53,17 +54,8 @@ class Runtime:
         self._log = log
         # A model on this machine costs nothing per token.
         self._prices = PriceTable(config.prices, free=config.provider == "local")
-        self.engine = Engine(
-            provider_factory or (lambda: build_provider(config, on_exit=self.close)),
-            prices=self._prices,
-            # A CPU model answers as many requests at once as it has slots.
-            max_concurrency=config.local_parallel if config.provider == "local" else config.max_concurrency,
-            max_attempts=config.max_attempts,
-            request_timeout=config.request_timeout,
-            row_timeout=config.row_timeout,
-            requests_per_minute=config.requests_per_minute,
-            tokens_per_minute=config.tokens_per_minute,
-            pack_chars=config.max_input_chars,
+        self.engine = engine_for(
+            config, self._prices, provider_factory or (lambda: build_provider(config, on_exit=self.close))
         )
         self.writer = Writer()
         self._schema: str | None = None

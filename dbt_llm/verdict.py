@@ -28,7 +28,7 @@ def budget_error(where: str, budget: Budget, skipped: int, *, batch: bool = Fals
     )
 
 
-def rows_failed(node_id: str, failed: int, query: str) -> DbtLlmError:
+def rows_failed(node_id: str, failed: int | str, query: str) -> DbtLlmError:
     return RowFailuresError(
         f"dbt_llm: {failed} row(s) of {node_id} got no valid answer. They are not cached, so the next run retries "
         f"them. See why: {query}. To keep NULLs instead of failing, set on_error: null."

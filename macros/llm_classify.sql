@@ -21,3 +21,14 @@
     ({{ dbt_llm._llm_resolve_sql(call, text) }} ->> '$.label')
   {%- endif -%}
 {%- endmacro %}
+
+{% macro spark__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label) -%}
+  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label}) -%}
+  {%- if call is none -%}
+    cast(null as {{ 'array<string>' if multi_label else 'string' }})
+  {%- elif multi_label -%}
+    from_json({{ dbt_llm._llm_spark_answer_sql(call, text) }}, '{{ call.type }}').labels
+  {%- else -%}
+    get_json_object({{ dbt_llm._llm_spark_answer_sql(call, text) }}, '$.label')
+  {%- endif -%}
+{%- endmacro %}

@@ -18,3 +18,12 @@
     ({{ dbt_llm._llm_resolve_sql(call, prompt) }} ->> '$.text')
   {%- endif -%}
 {%- endmacro %}
+
+{% macro spark__llm_complete(prompt, instructions, model, max_tokens) -%}
+  {%- set call = dbt_llm._llm_prepare('complete', prompt, {'instructions': instructions, 'model': model, 'max_tokens': max_tokens}) -%}
+  {%- if call is none -%}
+    cast(null as string)
+  {%- else -%}
+    get_json_object({{ dbt_llm._llm_spark_answer_sql(call, prompt) }}, '$.text')
+  {%- endif -%}
+{%- endmacro %}

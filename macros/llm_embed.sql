@@ -20,3 +20,12 @@
     cast(json_transform({{ dbt_llm._llm_resolve_sql(call, text) }}, {{ dbt_llm._llm_literal(call.structure) }}).embedding as {{ sql_type }})
   {%- endif -%}
 {%- endmacro %}
+
+{% macro spark__llm_embed(text, model, dimensions) -%}
+  {%- set call = dbt_llm._llm_prepare('embed', text, {'model': model, 'dimensions': dimensions}) -%}
+  {%- if call is none -%}
+    cast(null as array<float>)
+  {%- else -%}
+    cast(from_json({{ dbt_llm._llm_spark_answer_sql(call, text) }}, '{{ call.type }}').embedding as array<float>)
+  {%- endif -%}
+{%- endmacro %}

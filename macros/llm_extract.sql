@@ -18,3 +18,12 @@
     json_transform({{ dbt_llm._llm_resolve_sql(call, text) }}, {{ dbt_llm._llm_literal(call.structure) }})
   {%- endif -%}
 {%- endmacro %}
+
+{% macro spark__llm_extract(text, fields, model, instructions, examples, rows_per_request) -%}
+  {%- set call = dbt_llm._llm_prepare('extract', text, {'fields': fields, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request}) -%}
+  {%- if call is none -%}
+    cast(null as string)
+  {%- else -%}
+    from_json({{ dbt_llm._llm_spark_answer_sql(call, text) }}, '{{ call.type }}')
+  {%- endif -%}
+{%- endmacro %}

@@ -17,3 +17,12 @@
     ({{ dbt_llm._llm_resolve_sql(call, text) }} ->> '$.answer')::boolean
   {%- endif -%}
 {%- endmacro %}
+
+{% macro spark__llm_filter(text, question, model, instructions, examples, rows_per_request) -%}
+  {%- set call = dbt_llm._llm_prepare('filter', text, {'question': question, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request}) -%}
+  {%- if call is none -%}
+    cast(null as boolean)
+  {%- else -%}
+    cast(get_json_object({{ dbt_llm._llm_spark_answer_sql(call, text) }}, '$.answer') as boolean)
+  {%- endif -%}
+{%- endmacro %}

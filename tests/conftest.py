@@ -126,6 +126,7 @@ DBT_FIXTURES = frozenset({"project", "example", "tickets"})
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "dbt: runs real dbt (deps, seed, run) on a DuckDB file; `make unit` skips it")
+    config.addinivalue_line("markers", "spark: runs dbt-spark on a local Spark session through `dbt-llm spark`")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

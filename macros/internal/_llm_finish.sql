@@ -4,6 +4,10 @@
     materialization is rolled back, since NULLs committed to an incremental model would never be
     revisited. -#}
 {% macro _llm_finish() -%}
+  {{- adapter.dispatch('_llm_finish', 'dbt_llm')() -}}
+{%- endmacro %}
+
+{% macro duckdb___llm_finish() -%}
   {%- set materialized = config.get('materialized') -%}
   {%- if execute and dbt_llm._llm_dry_run() and materialized != 'table' -%}
     {%- set estimated = run_query("select dbt_llm_estimated('" ~ invocation_id ~ "', '" ~ model.unique_id ~ "')") -%}
@@ -12,4 +16,25 @@
     {%- endif -%}
   {%- endif -%}
   select dbt_llm_finish('{{ invocation_id }}', '{{ model.unique_id }}', '{{ materialized }}')
+{%- endmacro %}
+
+{#- Spark: merge the model's staged answers, errors and row counts into the tables (in SQL, on the
+    driver), drop the staging, then fail the model on failed rows. -#}
+{% macro spark___llm_finish() -%}
+  {%- if execute -%}
+    {%- set payload = {'invocation_id': invocation_id, 'node_id': model.unique_id} -%}
+    {%- set plan = fromjson(run_query('select dbt_llm_finish(' ~ dbt_llm._llm_spark_literal(payload) ~ ')').columns[0].values()[0]) -%}
+    {%- if plan.statements is defined -%}
+      {%- for statement in plan.statements -%}
+        {%- do run_query(statement) -%}
+      {%- endfor -%}
+      {%- set failed = run_query(plan.failures_query).columns[0].values()[0] -%}
+      {%- do run_query(plan.drop_view) -%}
+      {%- do run_query('select dbt_llm_discard(' ~ dbt_llm._llm_spark_literal(plan.staging) ~ ')') -%}
+      {%- if failed > 0 -%}
+        {{ exceptions.raise_compiler_error(plan.failed_message | replace('{failed}', failed | string)) }}
+      {%- endif -%}
+    {%- endif -%}
+  {%- endif -%}
+  select 1
 {%- endmacro %}

@@ -25,6 +25,11 @@
                      'mode': var('dbt_llm_mode', none),
                      'dry_run': dbt_llm._llm_dry_run()} -%}
   {%- do payload.update(args) -%}
+  {{- return(adapter.dispatch('_llm_plan', 'dbt_llm')(payload, where)) -}}
+{%- endmacro %}
+
+{#- DuckDB: the plugin plans the call in the dbt process. -#}
+{% macro duckdb___llm_plan(payload, where) -%}
   {%- set plugin = run_query("select count(*) from duckdb_functions() where function_name = 'dbt_llm_prepare'") -%}
   {%- if plugin.columns[0].values()[0] == 0 -%}
     {{ exceptions.raise_compiler_error(where ~ ": the dbt_llm plugin is not loaded. Add it to your dbt-duckdb profile: plugins: [{module: dbt_llm.plugin, config: {...}}] (see the README).") }}
@@ -34,5 +39,30 @@
   {%- if call.error -%}
     {{ exceptions.raise_compiler_error(call.error) }}
   {%- endif -%}
+  {{- return(call) -}}
+{%- endmacro %}
+
+{#- Spark: `dbt-llm spark` registered dbt_llm_prepare, which plans the call on an executor (the config is
+    the dbt var `dbt_llm`); the llm_* tables are created or migrated here, before the model's query. -#}
+{% macro spark___llm_plan(payload, where) -%}
+  {%- set registered = run_query("show user functions like 'dbt_llm_prepare'") -%}
+  {%- if registered.rows | length == 0 -%}
+    {{ exceptions.raise_compiler_error(where ~ ": dbt-llm's functions are not registered on this Spark session. Run dbt through dbt-llm: `dbt-llm spark " ~ flags.WHICH ~ " ...` (pip install 'dbt-llm[spark]'; see the README).") }}
+  {%- endif -%}
+  {%- do payload.update({'config': var('dbt_llm', {})}) -%}
+  {%- set result = run_query('select dbt_llm_prepare(' ~ dbt_llm._llm_spark_literal(payload) ~ ')') -%}
+  {%- set call = fromjson(result.columns[0].values()[0]) -%}
+  {%- if call.error -%}
+    {{ exceptions.raise_compiler_error(call.error) }}
+  {%- endif -%}
+  {%- for statement in call.create_schema -%}
+    {%- do run_query(statement) -%}
+  {%- endfor -%}
+  {%- set applied = run_query(call.migrations_query).columns[0].values() -%}
+  {%- for migration in call.migrations if migration.name not in applied -%}
+    {%- for statement in migration.statements -%}
+      {%- do run_query(statement) -%}
+    {%- endfor -%}
+  {%- endfor -%}
   {{- return(call) -}}
 {%- endmacro %}

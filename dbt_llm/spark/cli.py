@@ -1,0 +1,98 @@
+"""`dbt-llm spark <dbt command and flags>`: dbt on a SparkSession with dbt-llm's functions registered.
+
+Before dbt starts and after it ends, answers staged by an earlier run that never reached its post-hook
+(a killed job, a failed model, a `dbt show`) are merged into the tables, so a rerun pays only for what
+was in flight.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from dbt.cli.main import dbtRunner, dbtRunnerResult
+from pyspark.sql import SparkSession
+
+from ..errors import DbtLlmError
+from . import session, udfs
+from .staging import discard, forget_calls, node_dirs
+from .tables import MIGRATIONS_TABLE, merge, migrations, quote
+
+
+def ensure_tables(spark: SparkSession, schema: str) -> None:
+    s = quote(schema)
+    spark.sql(f"create database if not exists {s}")
+    spark.sql(MIGRATIONS_TABLE.format(s=s))
+    applied = {row[0] for row in spark.sql(f"select `name` from {s}.llm_migrations").collect()}
+    for name, statements in migrations(schema):
+        for statement in statements if name not in applied else []:
+            spark.sql(statement)
+
+
+def merge_leftovers(spark: SparkSession, root: str) -> int:
+    """Merge every model directory left in staging; their audit rows say `error` (or `preview`)."""
+    merged = 0
+    for node in node_dirs(Path(root)):
+        ensure_tables(spark, node.schema)
+        plan = merge(node, "error")
+        for statement in plan.statements:
+            spark.sql(statement)
+        spark.sql(plan.drop_view)
+        discard(node.path)
+        merged += 1
+    return merged
+
+
+def _project_dir(argv: Sequence[str]) -> Path:
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--project-dir" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--project-dir="):
+            return Path(arg.split("=", 1)[1])
+    return Path.cwd()
+
+
+# dbt commands that open no connection: run as they are, without starting Spark.
+_NO_SESSION = frozenset({"deps", "clean", "init", "--version", "-h", "--help"})
+
+
+def _outcome(result: dbtRunnerResult) -> int:
+    if result.exception is not None:
+        return 2
+    return 0 if result.success else 1
+
+
+def run(argv: Sequence[str]) -> int:
+    if not argv:
+        print("usage: dbt-llm spark <dbt command and flags>, e.g. dbt-llm spark run --select my_model", file=sys.stderr)
+        return 2
+    if argv[0] in _NO_SESSION:
+        return _outcome(dbtRunner().invoke(list(argv)))
+    started = time.time()
+    try:
+        if session.under_spark_submit():
+            spark, held = session.join(), None
+        else:
+            state = session.state_dir(_project_dir(argv))
+            held = session.lock(state)
+            spark = session.start(state)
+    except DbtLlmError as exc:
+        print(f"dbt-llm spark: {exc}", file=sys.stderr)
+        return 2
+    try:
+        root = session.staging_root(spark)
+        udfs.register(spark, root)
+        merge_leftovers(spark, root)
+        if held is not None:  # this process holds the project: every call file left is a dead run's
+            forget_calls(Path(root), since=0)
+        result = dbtRunner().invoke(list(argv))
+        merge_leftovers(spark, root)
+        forget_calls(Path(root), since=started)
+        return _outcome(result)
+    finally:
+        if held is not None:
+            spark.stop()
+            held.close()

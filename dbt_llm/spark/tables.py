@@ -1,0 +1,134 @@
+"""The llm_* tables on Spark, and the SQL that merges a model's staged lines into them.
+
+Plain parquet tables in the session's catalog: they take neither MERGE nor DELETE, so every write is an
+`insert ... left anti join` on the table's key. That makes each merge idempotent: a merge interrupted
+after some inserts is simply run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from ..verdict import errors_query, rows_failed
+from .staging import LINE_COLUMNS, NodeDir
+
+# Append only: a released migration is never edited; a change is a new entry (see migrations.py).
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "create llm_cache",
+        """create table if not exists {s}.llm_cache (
+            `key` string, `function` string, `model` string, `result` string, `prompt_tokens` bigint,
+            `completion_tokens` bigint, `cost_usd` double, `created_at` timestamp, `invocation_id` string,
+            `node_id` string
+        ) using parquet""",
+    ),
+    (
+        "create llm_audit",
+        """create table if not exists {s}.llm_audit (
+            `invocation_id` string, `node_id` string, `batch_id` string, `function` string, `model` string,
+            `provider` string, `command` string, `started_at` timestamp, `finished_at` timestamp, `rows` bigint,
+            `cache_hits` bigint, `api_calls` bigint, `retries` bigint, `rate_limited` bigint, `failed_rows` bigint,
+            `skipped_rows` bigint, `prompt_tokens` bigint, `completion_tokens` bigint, `cost_usd` double,
+            `status` string, `est_requests` bigint, `est_prompt_tokens` bigint, `est_completion_tokens` bigint,
+            `est_cost_usd` double, `cached_prompt_tokens` bigint, `batch_answers` bigint, `rows_per_call` double,
+            `ungrounded_values` bigint
+        ) using parquet""",
+    ),
+    (
+        "create llm_errors",
+        """create table if not exists {s}.llm_errors (
+            `invocation_id` string, `node_id` string, `key` string, `function` string, `model` string,
+            `error_kind` string, `message` string, `attempts` int, `input_preview` string, `created_at` timestamp
+        ) using parquet""",
+    ),
+]
+
+MIGRATIONS_TABLE = (
+    "create table if not exists {s}.llm_migrations (`id` int, `name` string, `applied_at` timestamp) using parquet"
+)
+
+
+def literal(value: str) -> str:
+    """A Spark SQL string literal (backslash is an escape character there)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def quote(identifier: str) -> str:
+    return "`" + identifier.replace("`", "``") + "`"
+
+
+def migrations(schema: str) -> list[tuple[str, list[str]]]:
+    """Each migration's name and statements: its DDL, then the row that marks it applied."""
+    s = quote(schema)
+    return [
+        (name, [sql.format(s=s), f"insert into {s}.llm_migrations values ({i}, {literal(name)}, current_timestamp())"])
+        for i, (name, sql) in enumerate(MIGRATIONS)
+    ]
+
+
+@dataclass(frozen=True)
+class Merge:
+    """The statements that move one model's staged lines into the tables, and the query the post-hook
+    checks for rows that failed."""
+
+    statements: list[str]
+    failures_query: str  # one row: failed rows of calls with on_error = fail
+    failed_message: str  # with {failed} for the count
+    drop_view: str
+
+
+def merge(node: NodeDir, status: str) -> Merge:
+    """`status`: what the audit says of this model's run (success, or error for a run that never finished);
+    success becomes failed_rows when rows failed, and a `dbt show` is always a preview."""
+    s = quote(node.schema)
+    view = "_dbt_llm_staged_" + hashlib.sha256(str(node.path).encode()).hexdigest()[:16]
+    columns = ", ".join(f"{quote(name)} {kind}" for name, kind in LINE_COLUMNS)
+    inv, nid = literal(node.invocation_id), literal(node.node_id)
+    create_view = (
+        f"create or replace temporary view {view} ({columns}) using json "
+        f"options (path {literal(str(node.path))}, pathGlobFilter '*.jsonl')"
+    )
+    cache = f"""insert into {s}.llm_cache
+        select n.* from (
+            select `key`, first(`function`), first(`model`), first(`result`), first(`prompt_tokens`),
+                   first(`completion_tokens`), first(`cost_usd`), current_timestamp(), {inv}, {nid}
+            from {view} where `kind` = 'answer' and `key` is not null and `result` is not null group by `key`
+        ) n left anti join {s}.llm_cache c on n.`key` = c.`key`"""
+    errors = f"""insert into {s}.llm_errors
+        select n.* from (
+            select {inv} as invocation_id, {nid} as node_id, `key`, first(`function`), first(`model`),
+                   first(`error_kind`), first(`message`), cast(first(`attempts`) as int), first(`input_preview`),
+                   first(`created_at`)
+            from {view} where `kind` = 'error' and `key` is not null group by `key`
+        ) n left anti join {s}.llm_errors e
+            on e.invocation_id = n.invocation_id and e.node_id = n.node_id and e.`key` = n.`key`"""
+    paid = "`kind` in ('answer', 'error')"
+    final = (
+        f"case when first(`command`, true) = 'show' then 'preview' "
+        f"when {literal(status)} = 'success' and coalesce(sum(`failed`), 0) > 0 then 'failed_rows' "
+        f"else {literal(status)} end"
+    )
+    audit = f"""insert into {s}.llm_audit
+        select n.* from (
+            select {inv} as invocation_id, {nid} as node_id, '' as batch_id, `function`, `model`,
+                first(`provider`, true), first(`command`, true), min(`created_at`), current_timestamp(),
+                coalesce(sum(`rows`), 0), coalesce(sum(`hits`), 0), coalesce(sum(`requests`), 0),
+                coalesce(sum(`retries`), 0), coalesce(sum(`rate_limited`), 0), coalesce(sum(`failed`), 0), 0,
+                coalesce(sum(`prompt_tokens`), 0), coalesce(sum(`completion_tokens`), 0),
+                case when bool_and(coalesce(`priced`, true)) then coalesce(sum(`cost_usd`), 0) end,
+                {final}, 0, 0, 0, 0, coalesce(sum(`cached_tokens`), 0), 0,
+                count_if({paid} and `attempts` > 0) / nullif(sum(`requests`), 0),
+                coalesce(sum(`ungrounded`), 0)
+            from {view} where `function` is not null group by `function`, `model`
+        ) n left anti join {s}.llm_audit a
+            on a.invocation_id = n.invocation_id and a.node_id = n.node_id and a.batch_id = n.batch_id
+            and a.`function` = n.`function` and a.`model` = n.`model`"""
+    failures = (
+        f"select coalesce(sum(`failed`), 0) from {view} "
+        f"where `kind` = 'tally' and `handle` in "
+        f"(select `handle` from {view} where `kind` = 'call' and coalesce(`on_error`, 'fail') = 'fail')"
+    )
+    query = errors_query(node.schema, node.invocation_id, node.node_id)
+    message = str(rows_failed(node.node_id, "{failed}", query))  # the count is known after the merge
+    return Merge([create_view, cache, errors, audit], failures, message, f"drop view if exists {view}")

@@ -1,0 +1,43 @@
+"""The SQL functions `dbt-llm spark` registers on the session before dbt starts.
+
+Each runs in Spark's Python worker processes, never in the driver: the closures hold only the staging
+root (a string) and call module-level functions of worker.py, which cloudpickle ships by reference.
+pandas is imported at module level, without `from __future__ import annotations`: pyspark reads the
+type hints of a pandas UDF at registration.
+"""
+
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql.functions import udf
+from pyspark.sql.pandas.functions import pandas_udf
+from pyspark.sql.types import StringType
+
+from . import worker
+
+
+def _optional(values: "pd.Series[str]") -> list[str | None]:
+    return [None if value is None or value != value else str(value) for value in values]
+
+
+def register(spark: SparkSession, root: str) -> None:
+    def answer(
+        handles: pd.Series, keys: pd.Series, texts: pd.Series, cached: pd.Series, placement: pd.Series
+    ) -> pd.Series:
+        # `placement` is a window over the text: it only puts equal texts in one partition (one process).
+        results = worker.answer_batch(root, _optional(handles), _optional(keys), _optional(texts), _optional(cached))
+        return pd.Series(results, dtype=object)
+
+    def prepare(payload: str) -> str:
+        return worker.prepare(payload, root)
+
+    def finish(payload: str) -> str:
+        return worker.finish(payload, root)
+
+    spark.udf.register("dbt_llm_answer", pandas_udf(answer, StringType()).asNondeterministic())  # type: ignore[call-overload]
+    # Each has effects (files), so Spark must neither skip nor repeat it.
+    for name, function in (
+        ("dbt_llm_prepare", prepare),
+        ("dbt_llm_finish", finish),
+        ("dbt_llm_discard", worker.discard),
+    ):
+        spark.udf.register(name, udf(function, StringType(), useArrow=False).asNondeterministic())

@@ -1,0 +1,143 @@
+"""The macros on Apache Spark: `dbt-llm spark` runs real dbt-spark (`method: session`) on a local
+Hive-enabled session in a child process, against the fake OpenAI server on 127.0.0.1. Each test starts
+a JVM per dbt command (about 30 s each on 2 cores), so every test checks several things per run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyspark", reason="pip install 'dbt-llm[spark]'")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import API_KEY, is_classify
+from openai_server import FakeOpenAI
+from spark_project import SparkProject, show_json
+
+pytestmark = [pytest.mark.dbt, pytest.mark.spark]
+
+LABELS = ["billing", "bug", "other"]
+TICKETS = """
+select id, concat('ticket about ', case id % 3 when 0 then 'billing' when 1 then 'bug' else 'other' end,
+                  ' number ', cast(id % {distinct} as string),
+                  case when id < 5 and {edited} then ' (edited)' else '' end) as body
+from range({rows}) t(id)
+union all select {rows}, null union all select {rows} + 1, ' \t '
+"""
+ENRICHED = """
+select id, body,
+  {{ dbt_llm.llm_classify('body', ['billing', 'bug', 'other']) }} as category,
+  {{ dbt_llm.llm_extract('body', {'topic': 'string', 'number': 'integer'}) }} as fields
+from {{ ref('tickets') }}
+"""
+
+
+def _project(root: Path, server: FakeOpenAI, rows: int, distinct: int, **config: object) -> SparkProject:
+    project = SparkProject(root, server.base_url, API_KEY, config=config)
+    edited = "{{ var('edited', false) }}"
+    project.write("models/tickets.sql", TICKETS.format(rows=rows, distinct=distinct, edited=edited))
+    project.write("models/enriched.sql", ENRICHED)
+    project.dbt("deps")
+    return project
+
+
+def _by_function(requests: list[object]) -> Counter[str]:
+    return Counter("classify" if is_classify(r) else "extract" for r in requests)
+
+
+def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) -> None:
+    with FakeOpenAI(api_key=API_KEY, hang_seconds=5.0) as server:
+        project = _project(tmp_path / "project", server, rows=300, distinct=60)
+
+        # Cold: 300 rows of 60 distinct texts (plus a NULL and a blank) -> 60 requests per function.
+        project.dbt("run")
+        sent = server.requests
+        assert _by_function(sent) == {"classify": 60, "extract": 60}
+        rows = project.model_rows("enriched")
+        assert len(rows) == 302
+        for _, body, category, fields in rows:
+            if body is None or not body.strip():
+                assert (category, fields) == (None, None)  # no text: NULL, no call
+            else:
+                assert category == body.split()[2]  # the fake answers the label the text names
+                assert fields is not None
+        audit = project.query(
+            "select function, rows, cache_hits, api_calls, failed_rows, prompt_tokens, completion_tokens, cost_usd, "
+            "status from {dbt_llm.llm_audit} order by function"
+        )
+        for function, rows_, hits, calls, failed, prompt, completion, cost, status in audit:
+            mine = [r for r in sent if is_classify(r) == (function == "classify")]
+            assert (rows_, hits, calls, failed, status) == (300, 240, 60, 0, "success")
+            assert (prompt, completion) == (sum(r.prompt_tokens for r in mine), sum(r.completion_tokens for r in mine))
+            assert cost == pytest.approx((prompt * 0.15 + completion * 0.60) / 1e6)
+        assert project.query("select count(*), count(distinct key) from {dbt_llm.llm_cache}") == [(120, 120)]
+        assert not list((project.state / "staging" / "dbt_llm").glob("*/*")), "staging is merged and dropped"
+
+        # Warm: nothing is sent; the audit of the new invocation says so.
+        server.reset()
+        project.dbt("run", "--select", "enriched")
+        assert server.requests == []
+        warm = project.query(
+            "select function, rows, cache_hits, api_calls, status from {dbt_llm.llm_audit} where invocation_id not in "
+            "(select invocation_id from {dbt_llm.llm_audit} where api_calls > 0) order by 1"
+        )
+        assert warm == [("classify", 300, 300, 0, "success"), ("extract", 300, 300, 0, "success")]
+
+        # 5 edited rows: 5 new texts -> 5 requests per function; the edited rows get their own answers.
+        project.dbt("run", "--vars", "{edited: true}")
+        assert _by_function(server.requests) == {"classify": 5, "extract": 5}
+        assert {r.text for r in server.requests} == {
+            f"ticket about {LABELS[i % 3]} number {i} (edited)" for i in range(5)
+        }
+
+        # dbt show reads the model back through the same command.
+        shown = show_json(
+            project.dbt(
+                "show", "--inline", "select category, count(*) as n from {{ ref('enriched') }} group by 1 order by 1",
+                "--output", "json",
+            )
+        )  # fmt: skip
+        assert {row["category"]: row["n"] for row in shown} == {None: 2, "billing": 100, "bug": 100, "other": 100}
+
+
+def test_spark_kill_mid_run_rerun_pays_only_for_what_was_in_flight(tmp_path: Path) -> None:
+    distinct, concurrency, partitions = 400, 4, 2
+    with FakeOpenAI(api_key=API_KEY, latency=0.15, hang_seconds=5.0) as server:
+        project = _project(tmp_path / "project", server, rows=800, distinct=distinct, max_concurrency=concurrency)
+        project.dbt("run", "--select", "tickets")
+        running = project.start("run", "--select", "enriched")
+        deadline = time.monotonic() + 300
+        while len(server.requests) < 150:
+            assert running.poll() is None, running.stdout.read() if running.stdout else ""
+            assert time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.2)
+        os.killpg(running.pid, signal.SIGKILL)  # the driver, the JVM and its Python workers
+        running.wait()
+        time.sleep(1.0)  # requests in flight at the kill finish on the server's side
+        before = len(server.requests)
+        assert before < 2 * distinct, "the kill came too late to test anything"
+
+        project.dbt("run", "--select", "enriched")
+        after = len(server.requests) - before
+        # Every answer the killed run received was kept: the rerun sends the rest, plus at most the
+        # requests that were in flight (answered by the server, never received).
+        assert 2 * distinct - before <= after <= 2 * distinct - before + concurrency * partitions * 2
+        rows = project.model_rows("enriched")
+        assert sum(category is not None for _, _, category, _ in rows) == 800
+        audit = project.query(
+            "select status, sum(api_calls), sum(prompt_tokens) from {dbt_llm.llm_audit} group by status order by 1"
+        )
+        statuses = {status: (calls, prompt) for status, calls, prompt in audit}
+        assert set(statuses) == {"error", "success"}  # the killed run's answers are audited, as an error
+        lost = before - statuses["error"][0]  # answered by the server while the run died
+        assert 0 <= lost <= concurrency * partitions * 2
+        assert statuses["success"][0] == after
+        received = sum(r.prompt_tokens for r in server.requests)
+        assert received - lost * max(r.prompt_tokens for r in server.requests) <= sum(p for _, p in statuses.values())
+        assert sum(p for _, p in statuses.values()) <= received
