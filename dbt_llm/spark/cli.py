@@ -86,8 +86,9 @@ def run(argv: Sequence[str]) -> int:
         root = session.staging_root(spark)
         udfs.register(spark, root)
         merge_leftovers(spark, root)
-        if held is not None:  # this process holds the project: every call file left is a dead run's
+        if held is not None:  # this process holds the project: what is left is a dead run's
             forget_calls(Path(root), since=0)
+            session.drop_orphan_tables(spark, state)
         result = dbtRunner().invoke(list(argv))
         merge_leftovers(spark, root)
         forget_calls(Path(root), since=started)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import IO
@@ -60,14 +61,23 @@ def start(state: Path) -> SparkSession:
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config(STAGING_CONF, str(state / "staging"))
-        # A killed run leaves a half-written table directory with no catalog entry; the rerun's
-        # `create table ... as` must replace it rather than fail with LOCATION_ALREADY_EXISTS.
-        .config("spark.sql.legacy.allowNonEmptyLocationInCTAS", "true")
         .enableHiveSupport()
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def drop_orphan_tables(spark: SparkSession, state: Path) -> list[Path]:
+    """A run killed inside `create table ... as` leaves the table's directory in the local warehouse with
+    no catalog entry, and the rerun's create then fails with LOCATION_ALREADY_EXISTS: remove those."""
+    removed: list[Path] = []
+    for database in sorted((state / "warehouse").glob("*.db")):
+        for table in sorted(p for p in database.iterdir() if p.is_dir()):
+            if not spark.catalog.tableExists(f"`{database.stem}`.`{table.name}`"):
+                shutil.rmtree(table, ignore_errors=True)
+                removed.append(table)
+    return removed
 
 
 def join() -> SparkSession:
