@@ -214,6 +214,7 @@ DEFAULT_RETRY_AFTER = 0.05
 CACHE_MIN_TOKENS = 1024  # OpenAI caches prompt prefixes from 1024 tokens on,
 CACHE_INCREMENT = 128  # in steps of 128 tokens
 
+TEXT_PREFIX = "Text: "  # a user message that starts so holds its text up to the last blank line
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PACKED_INPUT_RE = re.compile(r'<input id="([^"]+)">\n(.*?)\n</input>', re.DOTALL)
 _TRUE_WORDS = frozenset({"yes", "true", "1"})
@@ -248,13 +249,19 @@ class RecordedRequest:
 
 
 def extract_input_text(messages: list[Any]) -> str:
-    """The input text of a request: the last user message, narrowed to ``<input>``.
+    """The input text of a request: the last user message, narrowed to ``<input>`` or ``Text:``.
 
     If the last ``user`` message contains ``<input>`` ... ``</input>``, the text
     between the first ``<input>`` and the last ``</input>`` is returned, with one
-    leading and one trailing newline removed; otherwise the whole content.
+    leading and one trailing newline removed.  If it starts with ``Text: `` (the form of
+    the extraction prompt, ``extract/4``), the text runs from there to the last blank line
+    (``\n\n``), after which the question follows (to the end when there is none).
+    Otherwise the whole content.
     """
     content = _last_user_content(messages)
+    if content.startswith(TEXT_PREFIX):
+        end = content.rfind("\n\n")
+        return content[len(TEXT_PREFIX) : end if end >= len(TEXT_PREFIX) else len(content)]
     start = content.find("<input>")
     end = content.rfind("</input>")
     if start == -1 or end == -1 or end < start + len("<input>"):

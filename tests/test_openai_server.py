@@ -15,6 +15,8 @@ import httpx
 import pytest
 from openai_server import FakeOpenAI, build_answer, is_valid
 
+from dbt_llm import prompts
+
 CLASSIFY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"label": {"type": "string", "enum": ["positive", "negative", "neutral"]}},
@@ -146,6 +148,20 @@ def test_extract_fields_and_nulls(client: httpx.Client) -> None:
     }
     assert is_valid(EXTRACT_SCHEMA, empty)
     assert _answer(_chat(client, "founded: last year", EXTRACT_SCHEMA))["founded"] is None
+
+
+@pytest.mark.parametrize(
+    "text", ["city: Oslo", "city: Oslo\n\nsecond paragraph, zip code = 0150", "", "Text: city: Bergen"]
+)
+def test_extraction_prompt_text_is_read_back(fake: FakeOpenAI, client: httpx.Client, text: str) -> None:
+    """The extraction prompt's `Text: ...` form (extract/4): the server reads the text back exactly, blank
+    lines included, so its answer is the answer for the text alone, not for the question after it."""
+    messages = prompts.extract_messages(text, ["city", "zip_code"], None, [])
+    assert messages[-1]["content"].startswith(prompts.TEXT_PREFIX)
+    body = {"model": "gpt-test", "messages": messages, "response_format": _body("", EXTRACT_SCHEMA)["response_format"]}
+    answer = _answer(client.post("/chat/completions", json=body))
+    assert fake.requests[-1].text == text
+    assert answer == build_answer(EXTRACT_SCHEMA, text)
 
 
 def test_plain_text_usage_and_models(fake: FakeOpenAI, client: httpx.Client) -> None:
