@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("pyspark", reason="pip install 'dbt-llm[spark]'")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import API_KEY, is_classify
-from openai_server import FakeOpenAI
+from conftest import API_KEY
+from openai_server import FakeOpenAI, RecordedRequest
 from spark_project import SparkProject, show_json
 
 pytestmark = [pytest.mark.dbt, pytest.mark.spark]
@@ -38,6 +38,13 @@ from {{ ref('tickets') }}
 """
 
 
+# Runs beside `enriched` (dbt threads: 2), on texts of its own.
+FLAGS = """
+select id, {{ dbt_llm.llm_filter("concat('flag: ', body)", 'Is this about billing?') }} as is_billing
+from {{ ref('tickets') }} where id < 30
+"""
+
+
 def _project(root: Path, server: FakeOpenAI, rows: int, distinct: int, **config: object) -> SparkProject:
     project = SparkProject(root, server.base_url, API_KEY, config=config)
     edited = "{{ var('edited', false) }}"
@@ -47,18 +54,35 @@ def _project(root: Path, server: FakeOpenAI, rows: int, distinct: int, **config:
     return project
 
 
-def _by_function(requests: list[object]) -> Counter[str]:
-    return Counter("classify" if is_classify(r) else "extract" for r in requests)
+def _function(request: RecordedRequest) -> str:
+    properties = (request.schema or {}).get("properties", {})
+    return "classify" if "label" in properties else "filter" if "answer" in properties else "extract"
+
+
+def _by_function(requests: list[RecordedRequest]) -> Counter[str]:
+    return Counter(_function(r) for r in requests)
 
 
 def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) -> None:
     with FakeOpenAI(api_key=API_KEY, hang_seconds=5.0) as server:
         project = _project(tmp_path / "project", server, rows=300, distinct=60)
+        project.write("models/flags.sql", FLAGS)
+        failing = "flag: ticket about bug number 7"
+        server.inject("invalid", times=4, match=failing)  # every attempt of one row (max_attempts: 4)
 
-        # Cold: 300 rows of 60 distinct texts (plus a NULL and a blank) -> 60 requests per function.
-        project.dbt("run")
+        # Cold: 300 rows of 60 distinct texts (plus a NULL and a blank) -> 60 requests per function;
+        # `flags` fails on its one row with no valid answer, which is recorded and not cached.
+        failed_run = project.dbt("run", ok=False)
+        assert failed_run.returncode == 1, failed_run.stdout[-4000:]
+        assert "1 row(s) of model.spark_llm.flags got no valid answer" in failed_run.stdout
         sent = server.requests
-        assert _by_function(sent) == {"classify": 60, "extract": 60}
+        assert _by_function(sent) == {"classify": 60, "extract": 60, "filter": 30 + 3}, failed_run.stdout[-5000:]
+        assert project.query("select node_id, error_kind, attempts from {dbt_llm.llm_errors}") == [
+            ("model.spark_llm.flags", "invalid_answer", 4)
+        ]
+        assert project.query(
+            "select status, rows, failed_rows, api_calls from {dbt_llm.llm_audit} where function = 'filter'"
+        ) == [("failed_rows", 30, 1, 33)]
         rows = project.model_rows("enriched")
         assert len(rows) == 302
         for _, body, category, fields in rows:
@@ -69,14 +93,14 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
                 assert fields is not None
         audit = project.query(
             "select function, rows, cache_hits, api_calls, failed_rows, prompt_tokens, completion_tokens, cost_usd, "
-            "status from {dbt_llm.llm_audit} order by function"
+            "status from {dbt_llm.llm_audit} where function != 'filter' order by function"
         )
         for function, rows_, hits, calls, failed, prompt, completion, cost, status in audit:
-            mine = [r for r in sent if is_classify(r) == (function == "classify")]
+            mine = [r for r in sent if _function(r) == function]
             assert (rows_, hits, calls, failed, status) == (300, 240, 60, 0, "success")
             assert (prompt, completion) == (sum(r.prompt_tokens for r in mine), sum(r.completion_tokens for r in mine))
             assert cost == pytest.approx((prompt * 0.15 + completion * 0.60) / 1e6)
-        assert project.query("select count(*), count(distinct key) from {dbt_llm.llm_cache}") == [(120, 120)]
+        assert project.query("select count(*), count(distinct key) from {dbt_llm.llm_cache}") == [(149, 149)]
         assert not list((project.state / "staging" / "dbt_llm").glob("*/*")), "staging is merged and dropped"
 
         # Warm: nothing is sent; the audit of the new invocation says so.
@@ -89,12 +113,13 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
         )
         assert warm == [("classify", 300, 300, 0, "success"), ("extract", 300, 300, 0, "success")]
 
-        # 5 edited rows: 5 new texts -> 5 requests per function; the edited rows get their own answers.
+        # 5 edited rows: 5 new texts -> 5 requests per function; `flags` also retries its failed row.
         project.dbt("run", "--vars", "{edited: true}")
-        assert _by_function(server.requests) == {"classify": 5, "extract": 5}
-        assert {r.text for r in server.requests} == {
-            f"ticket about {LABELS[i % 3]} number {i} (edited)" for i in range(5)
-        }
+        assert _by_function(server.requests) == {"classify": 5, "extract": 5, "filter": 6}
+        edits = {f"ticket about {LABELS[i % 3]} number {i} (edited)" for i in range(5)}
+        assert {r.text for r in server.requests if _function(r) == "classify"} == edits
+        assert failing in {r.text for r in server.requests}
+        assert sorted(project.model_rows("flags"))[7] == (7, False)
 
         # dbt show reads the model back through the same command.
         shown = show_json(

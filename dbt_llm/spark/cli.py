@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from ..errors import DbtLlmError
 from . import session, udfs
-from .staging import discard, forget_calls, node_dirs
+from .staging import MERGE_LOCK, discard, forget_calls, node_dirs
 from .tables import MIGRATIONS_TABLE, merge, migrations, quote
 
 
@@ -88,6 +88,7 @@ def run(argv: Sequence[str]) -> int:
         merge_leftovers(spark, root)
         if held is not None:  # this process holds the project: what is left is a dead run's
             forget_calls(Path(root), since=0)
+            (Path(root) / MERGE_LOCK).unlink(missing_ok=True)
             session.drop_orphan_tables(spark, state)
         result = dbtRunner().invoke(list(argv))
         merge_leftovers(spark, root)

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -160,3 +161,42 @@ def forget_calls(root: Path, *, since: float) -> None:
                 path.unlink()
         except OSError:
             pass
+
+
+MERGE_LOCK = "merge.lock"
+
+
+def acquire_merge_lock(root: Path, owner: str, stale_after: float = 120.0) -> None:
+    """Spark's file committer must not append to one table from two jobs at once (the first to finish
+    deletes the other's temporary files), and dbt runs models on several threads: one merge at a time.
+    A merge takes seconds; a lock older than `stale_after` was left by a merge that failed midway (Jinja
+    has no `finally`) and is taken over: merges are idempotent, so that is safe."""
+    path = root / MERGE_LOCK
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                if time.time() - path.stat().st_mtime > stale_after:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass
+            time.sleep(0.05)
+            continue
+        with os.fdopen(fd, "w") as held:
+            held.write(owner)
+        return
+
+
+def release_merge_lock(root: Path, owner: str) -> None:
+    path = root / MERGE_LOCK
+    if _holder(path) == owner:
+        path.unlink(missing_ok=True)
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

@@ -33,11 +33,19 @@ def register(spark: SparkSession, root: str) -> None:
     def finish(payload: str) -> str:
         return worker.finish(payload, root)
 
+    def lock(owner: str) -> str:
+        return worker.lock(owner, root)
+
+    def unlock(owner: str) -> str:
+        return worker.unlock(owner, root)
+
     spark.udf.register("dbt_llm_answer", pandas_udf(answer, StringType()).asNondeterministic())  # type: ignore[call-overload]
     # Each has effects (files), so Spark must neither skip nor repeat it.
     for name, function in (
         ("dbt_llm_prepare", prepare),
         ("dbt_llm_finish", finish),
         ("dbt_llm_discard", worker.discard),
+        ("dbt_llm_lock", lock),
+        ("dbt_llm_unlock", unlock),
     ):
         spark.udf.register(name, udf(function, StringType(), useArrow=False).asNondeterministic())

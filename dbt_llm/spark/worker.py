@@ -25,7 +25,16 @@ from ..pricing import PriceTable
 from ..providers.factory import build_provider
 from ..rows import now
 from .sql_types import spark_type
-from .staging import LineWriter, NodeDir, node_dirs, read_call, staged_lines, write_call
+from .staging import (
+    LineWriter,
+    NodeDir,
+    acquire_merge_lock,
+    node_dirs,
+    read_call,
+    release_merge_lock,
+    staged_lines,
+    write_call,
+)
 from .staging import discard as remove_staged
 from .tables import MIGRATIONS_TABLE, migrations, quote
 from .tables import merge as merge_sql
@@ -284,3 +293,14 @@ def finish(payload_json: str, root: str) -> str:
             "staging": str(node.path),
         }
     )
+
+
+def lock(owner: str, root: str) -> str:
+    """dbt_llm_lock(owner): wait for the merge lock (see staging.acquire_merge_lock)."""
+    acquire_merge_lock(Path(root), owner)
+    return owner
+
+
+def unlock(owner: str, root: str) -> str:
+    release_merge_lock(Path(root), owner)
+    return owner

@@ -25,9 +25,13 @@
     {%- set payload = {'invocation_id': invocation_id, 'node_id': model.unique_id} -%}
     {%- set plan = fromjson(run_query('select dbt_llm_finish(' ~ dbt_llm._llm_spark_literal(payload) ~ ')').columns[0].values()[0]) -%}
     {%- if plan.statements is defined -%}
+      {#- One merge at a time: two Spark jobs appending to one table at once can lose files. -#}
+      {%- set owner = dbt_llm._llm_spark_literal(invocation_id ~ ' ' ~ model.unique_id) -%}
+      {%- do run_query('select dbt_llm_lock(' ~ owner ~ ')') -%}
       {%- for statement in plan.statements -%}
         {%- do run_query(statement) -%}
       {%- endfor -%}
+      {%- do run_query('select dbt_llm_unlock(' ~ owner ~ ')') -%}
       {%- set failed = run_query(plan.failures_query).columns[0].values()[0] -%}
       {%- do run_query(plan.drop_view) -%}
       {%- do run_query('select dbt_llm_discard(' ~ dbt_llm._llm_spark_literal(plan.staging) ~ ')') -%}

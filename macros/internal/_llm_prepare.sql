@@ -55,6 +55,9 @@
   {%- if call.error -%}
     {{ exceptions.raise_compiler_error(call.error) }}
   {%- endif -%}
+  {#- Under the merge lock: models compile on several threads, and two jobs appending to one table at once can lose files. -#}
+  {%- set owner = dbt_llm._llm_spark_literal(invocation_id ~ ' ' ~ model.unique_id) -%}
+  {%- do run_query('select dbt_llm_lock(' ~ owner ~ ')') -%}
   {%- for statement in call.create_schema -%}
     {%- do run_query(statement) -%}
   {%- endfor -%}
@@ -64,5 +67,6 @@
       {%- do run_query(statement) -%}
     {%- endfor -%}
   {%- endfor -%}
+  {%- do run_query('select dbt_llm_unlock(' ~ owner ~ ')') -%}
   {{- return(call) -}}
 {%- endmacro %}
