@@ -5,7 +5,7 @@ Run from the repo root::
     .venv/bin/python benchmarks/quality.py [--provider local|openai] [--model qwen2.5-0.5b]
         [--base-url URL --api-key-env VAR] [--sets banking77,snips,sp500,snips_slots]
         [--limit 60] [--concurrency N] [--descriptions] [--examples N] [--rows-per-request 1,4,8,16]
-        [--baseline naive] [--per-field] [--answers PATH]
+        [--baseline naive] [--per-field] [--answers PATH] [--candidate-spans N]
 
 The rows go through dbt-llm's own engine (``build_task`` + ``Engine``), so what is measured is
 what a dbt model gets: the same prompts, the JSON-schema-constrained answer, validation and
@@ -38,8 +38,12 @@ shows what dbt-llm's templates add: for classification a single user message "Cl
 one of these labels: a, b, c.\nText: ...", for extraction "Extract the fields a, b from the text. Use
 null when absent.\nText: ..." (no system message; ``--descriptions`` and ``--examples`` are not shown
 to it).  ``--per-field`` adds, for extraction, a table per field name of each run's right cells and
-its wrong ones by kind.  ``--answers PATH`` writes every row's text, expected and given answer (JSON
-lines).
+its wrong ones by kind.  ``--candidate-spans N`` (a prototype, not in the product: measured and
+rejected, README "Answer quality") constrains each free-text string field of dbt-llm's extraction
+requests to an ``enum`` of the text's candidate spans (every run of whole words, ends stripped of
+punctuation) plus null, for texts of at most N words, so every value is grounded by construction;
+the naive baseline and packed requests (K > 1) keep the plain schema.  ``--answers PATH`` writes every
+row's text, expected and given answer (JSON lines).
 
 ``--rows-per-request K1,K2,...`` (default 1): each K is a run of every set, with the rows'
 requests built with ``rows_per_request=K``, so the engine packs up to K texts of one task into a
@@ -157,6 +161,44 @@ class NaiveTask(Task):
         return cls(**values)
 
 
+_SPAN_ENDS = ' \t\n.,!?;:"()[]{}'
+
+
+def candidate_spans(text: str, max_words: int) -> list[str] | None:
+    """Every run of whole words of `text`, ends stripped of punctuation, each once; None past `max_words`."""
+    words = text.split()
+    if not words or len(words) > max_words:
+        return None
+    spans = (" ".join(words[i:j]).strip(_SPAN_ENDS) for i in range(len(words)) for j in range(i + 1, len(words) + 1))
+    return list(dict.fromkeys(s for s in spans if s))
+
+
+def span_schema(schema: dict[str, Any], spans: list[str]) -> dict[str, Any]:
+    """`schema` (an extraction's wire schema) with each free-text string field an enum of `spans` or null."""
+    properties = {
+        name: {**sub, "enum": [*spans, None]}
+        if sub.get("type") == ["string", "null"] and "enum" not in sub and "format" not in sub
+        else sub
+        for name, sub in schema["properties"].items()
+    }
+    return {**schema, "properties": properties}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpanRequest(Request):
+    """A Request whose answer schema holds the candidate spans of its text (--candidate-spans)."""
+
+    max_words: int = 0
+
+    def response_format(self) -> dict[str, Any] | None:
+        asked = super().response_format()
+        spans = candidate_spans(self.text, self.max_words)
+        if asked is None or spans is None:
+            return asked
+        inner = asked["json_schema"]
+        return {**asked, "json_schema": {**inner, "schema": span_schema(inner["schema"], spans)}}
+
+
 class Bench:
     def __init__(
         self, args: argparse.Namespace, engine: Engine, rows_per_request: int, prompt: str = "dbt-llm"
@@ -174,7 +216,13 @@ class Bench:
         budget = Budget(None)  # one for all, so rows of one task may share a pack
         keys = [cache_key(task.spec_hash, text) for task, text in pairs]
         k_rows = self.rows_per_request
-        requests = {k: Request(k, task, text, budget, k_rows) for k, (task, text) in zip(keys, pairs, strict=True)}
+        spans = self.args.candidate_spans if self.prompt == "dbt-llm" else 0
+        requests = {
+            k: SpanRequest(k, task, text, budget, k_rows, spans)
+            if spans and task.function == "extract"
+            else Request(k, task, text, budget, k_rows)
+            for k, (task, text) in zip(keys, pairs, strict=True)
+        }
         done = 0
 
         def progress(_outcome: Outcome) -> None:
@@ -410,6 +458,13 @@ def main() -> None:
         help="also run the naive one-line prompt on the same sample, model and answer schema (one row per request)",
     )
     p.add_argument("--per-field", action="store_true", help="extraction: a table of right and wrong cells per field")
+    p.add_argument(
+        "--candidate-spans",
+        type=int,
+        default=0,
+        metavar="N",
+        help="extraction (prototype): string fields constrained to the text's word spans, for texts of <= N words",
+    )
     p.add_argument("--answers", metavar="PATH", help="write every row's text, expected and given answer as JSON lines")
     args = p.parse_args()
     local = args.provider == "local"
@@ -448,7 +503,9 @@ def main() -> None:
     wall = ", ".join(f"{run} {s:.0f} s" for run, s in seconds.items())
     print(
         f"{args.provider} {args.model}: limit {args.limit}, examples {args.examples}, "
-        f"descriptions {'on' if args.descriptions else 'off'}, concurrency {args.concurrency}; "
+        f"descriptions {'on' if args.descriptions else 'off'}, concurrency {args.concurrency}"
+        + (f", candidate spans up to {args.candidate_spans} words" if args.candidate_spans else "")
+        + "; "
         f"{wall}" + ("" if local else f", ${cost:.4f} (models with a known price)")
     )
     print(table(ordered))
