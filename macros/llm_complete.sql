@@ -7,7 +7,7 @@
 {%- endmacro %}
 
 {% macro default__llm_complete(prompt, instructions, model, max_tokens) -%}
-  {{- exceptions.raise_compiler_error("llm_complete: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml.") -}}
+  {{- exceptions.raise_compiler_error("llm_complete: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml, or dbt-spark through `dbt-llm spark`.") -}}
 {%- endmacro %}
 
 {% macro duckdb__llm_complete(prompt, instructions, model, max_tokens) -%}

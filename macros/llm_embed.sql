@@ -8,7 +8,7 @@
 {%- endmacro %}
 
 {% macro default__llm_embed(text, model, dimensions) -%}
-  {{- exceptions.raise_compiler_error("llm_embed: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml.") -}}
+  {{- exceptions.raise_compiler_error("llm_embed: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml, or dbt-spark through `dbt-llm spark`.") -}}
 {%- endmacro %}
 
 {% macro duckdb__llm_embed(text, model, dimensions) -%}

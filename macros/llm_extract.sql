@@ -7,7 +7,7 @@
 {%- endmacro %}
 
 {% macro default__llm_extract(text, fields, model, instructions, examples, rows_per_request) -%}
-  {{- exceptions.raise_compiler_error("llm_extract: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml.") -}}
+  {{- exceptions.raise_compiler_error("llm_extract: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml, or dbt-spark through `dbt-llm spark`.") -}}
 {%- endmacro %}
 
 {% macro duckdb__llm_extract(text, fields, model, instructions, examples, rows_per_request) -%}

@@ -6,7 +6,7 @@
 {%- endmacro %}
 
 {% macro default__llm_filter(text, question, model, instructions, examples, rows_per_request) -%}
-  {{- exceptions.raise_compiler_error("llm_filter: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml.") -}}
+  {{- exceptions.raise_compiler_error("llm_filter: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml, or dbt-spark through `dbt-llm spark`.") -}}
 {%- endmacro %}
 
 {% macro duckdb__llm_filter(text, question, model, instructions, examples, rows_per_request) -%}

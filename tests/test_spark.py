@@ -38,6 +38,18 @@ from {{ ref('tickets') }}
 """
 
 
+GUARDS = """
+models:
+  - name: enriched
+    data_tests:
+      - dbt_llm.llm_cost_below: {max_usd: 0.01}
+      - dbt_llm.llm_error_rate
+    columns:
+      - name: category
+        data_tests:
+          - dbt_llm.llm_label_valid: {labels: ['billing', 'bug', 'other']}
+"""
+
 # Runs beside `enriched` (dbt threads: 2), on texts of its own.
 FLAGS = """
 select id, {{ dbt_llm.llm_filter("concat('flag: ', body)", 'Is this about billing?') }} as is_billing
@@ -103,10 +115,12 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
         assert project.query("select count(*), count(distinct key) from {dbt_llm.llm_cache}") == [(149, 149)]
         assert not list((project.state / "staging" / "dbt_llm").glob("*/*")), "staging is merged and dropped"
 
-        # Warm: nothing is sent; the audit of the new invocation says so.
+        # Warm, with the package's tests on the model: nothing is sent; the audit of the new invocation says so.
         server.reset()
-        project.dbt("run", "--select", "enriched")
+        project.write("models/schema.yml", GUARDS)
+        built = project.dbt("build", "--select", "enriched")
         assert server.requests == []
+        assert "PASS=4 WARN=0 ERROR=0" in built.stdout, built.stdout[-3000:]
         warm = project.query(
             "select function, rows, cache_hits, api_calls, status from {dbt_llm.llm_audit} where invocation_id not in "
             "(select invocation_id from {dbt_llm.llm_audit} where api_calls > 0) order by 1"

@@ -6,7 +6,7 @@
 select sum(cost_usd) as cost_usd, {{ max_usd }} as max_usd, sum(api_calls) as api_calls,
        any_value(invocation_id) as invocation_id,
        case when sum(cost_usd) is null then 'no price is known for a model of this run: add it to `prices`'
-            else printf('the last run cost $%.6f, more than max_usd $%.6f', sum(cost_usd), {{ max_usd }}) end as problem
+            else printf('the last run cost $%.6f, more than max_usd $%.6f', sum(cost_usd), cast({{ max_usd }} as double)) end as problem
 from last_run
 having sum(cost_usd) is null or sum(cost_usd) > {{ max_usd }}
 {% endtest %}

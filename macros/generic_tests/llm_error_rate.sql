@@ -6,7 +6,7 @@
 select sum(failed_rows) as failed_rows, sum(rows) as rows, sum(failed_rows) / greatest(sum(rows), 1) as error_rate,
        {{ max_rate }} as max_rate, any_value(invocation_id) as invocation_id,
        printf('the last run left %d of %d rows without an answer (%.4f), more than max_rate %.4f; see %s.llm_errors',
-              sum(failed_rows), sum(rows), sum(failed_rows) / greatest(sum(rows), 1), {{ max_rate }},
+              sum(failed_rows), sum(rows), sum(failed_rows) / greatest(sum(rows), 1), cast({{ max_rate }} as double),
               {{ dbt_llm._llm_literal(dbt_llm._llm_schema()) }}) as problem
 from last_run
 having sum(failed_rows) > {{ max_rate }} * greatest(sum(rows), 1)
