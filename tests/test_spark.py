@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -19,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import API_KEY
 from openai_server import FakeOpenAI, RecordedRequest
 from spark_project import SparkProject, show_json
+
+from dbt_llm.spark import worker as worker_module
 
 pytestmark = [pytest.mark.dbt, pytest.mark.spark]
 
@@ -182,3 +185,38 @@ def test_spark_kill_mid_run_rerun_pays_only_for_what_was_in_flight(tmp_path: Pat
         received = sum(r.prompt_tokens for r in server.requests)
         assert received - lost * max(r.prompt_tokens for r in server.requests) <= sum(p for _, p in statuses.values())
         assert sum(p for _, p in statuses.values()) <= received
+
+
+def test_spark_submit_owns_the_session_and_the_key_reaches_only_the_executors(tmp_path: Path) -> None:
+    """Under spark-submit (the way to a cluster), dbt-llm joins the session the flags configure; the
+    key is given to the executors (spark.executorEnv), not to the driver."""
+    with FakeOpenAI(api_key=API_KEY, hang_seconds=5.0) as server:
+        project = _project(tmp_path / "project", server, rows=90, distinct=30)
+        project.write(
+            "models/enriched.sql",
+            "select id, {{ dbt_llm.llm_classify('body', ['billing', 'bug', 'other']) }} as category "
+            "from {{ ref('tickets') }}",
+        )
+        state = tmp_path / "cluster"
+        confs = {
+            "spark.dbt_llm.staging": f"{state}/staging",
+            "spark.sql.warehouse.dir": f"{state}/warehouse",
+            "spark.sql.catalogImplementation": "hive",
+            "spark.driver.extraJavaOptions": f"-Dderby.system.home={state}",
+            "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={state}/metastore_db;create=true",
+            "spark.executorEnv.DBT_LLM_TEST_KEY": API_KEY,
+        }
+        env = project.env()
+        env.pop("DBT_LLM_TEST_KEY")
+        env["PYSPARK_PYTHON"] = sys.executable
+        submit = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]"]
+        for key, value in confs.items():
+            submit += ["--conf", f"{key}={value}"]
+        main = Path(worker_module.__file__).with_name("__main__.py")
+        args = ["run", "--project-dir", str(project.root), "--profiles-dir", str(project.root)]
+        done = subprocess.run([*submit, str(main), *args], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        assert len(server.requests) == 30
+        assert all(r.authorization == f"Bearer {API_KEY}" for r in server.requests)
+        assert not (project.state).exists(), "spark-submit's warehouse is used, not a local one"
+        assert list((state / "warehouse" / "dbt_llm.db" / "llm_cache").glob("*.parquet"))
