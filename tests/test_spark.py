@@ -60,6 +60,13 @@ from {{ ref('tickets') }} where id < 30
 """
 
 
+# Free text and vectors, on one text so the window puts equal texts together for both.
+NOTES = """
+select id, body, {{ dbt_llm.llm_complete('body') }} as reply, {{ dbt_llm.llm_embed('body') }} as vector
+from {{ ref('tickets') }} where id < 12
+"""
+
+
 def _project(root: Path, server: FakeOpenAI, rows: int, distinct: int, **config: object) -> SparkProject:
     project = SparkProject(root, server.base_url, API_KEY, config=config)
     edited = "{{ var('edited', false) }}"
@@ -70,7 +77,9 @@ def _project(root: Path, server: FakeOpenAI, rows: int, distinct: int, **config:
 
 
 def _function(request: RecordedRequest) -> str:
-    properties = (request.schema or {}).get("properties", {})
+    if request.schema is None:
+        return "complete"  # free text: no response_format
+    properties = request.schema.get("properties", {})
     return "classify" if "label" in properties else "filter" if "answer" in properties else "extract"
 
 
@@ -82,6 +91,7 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
     with FakeOpenAI(api_key=API_KEY, hang_seconds=5.0) as server:
         project = _project(tmp_path / "project", server, rows=300, distinct=60)
         project.write("models/flags.sql", FLAGS)
+        project.write("models/notes.sql", NOTES)
         failing = "flag: ticket about bug number 7"
         server.inject("invalid", times=4, match=failing)  # every attempt of one row (max_attempts: 4)
 
@@ -91,7 +101,8 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
         assert failed_run.returncode == 1, failed_run.stdout[-4000:]
         assert "1 row(s) of model.spark_llm.flags got no valid answer" in failed_run.stdout
         sent = server.requests
-        assert _by_function(sent) == {"classify": 60, "extract": 60, "filter": 30 + 3}, failed_run.stdout[-5000:]
+        assert _by_function(sent) == {"classify": 60, "extract": 60, "filter": 30 + 3, "complete": 12}
+        assert [len(r.texts) for r in server.embedding_requests] == [12]
         assert project.query("select node_id, error_kind, attempts from {dbt_llm.llm_errors}") == [
             ("model.spark_llm.flags", "invalid_answer", 4)
         ]
@@ -108,14 +119,21 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
                 assert fields is not None
         audit = project.query(
             "select function, rows, cache_hits, api_calls, failed_rows, prompt_tokens, completion_tokens, cost_usd, "
-            "status from {dbt_llm.llm_audit} where function != 'filter' order by function"
+            "status from {dbt_llm.llm_audit} where function in ('classify', 'extract') order by function"
         )
         for function, rows_, hits, calls, failed, prompt, completion, cost, status in audit:
             mine = [r for r in sent if _function(r) == function]
             assert (rows_, hits, calls, failed, status) == (300, 240, 60, 0, "success")
             assert (prompt, completion) == (sum(r.prompt_tokens for r in mine), sum(r.completion_tokens for r in mine))
             assert cost == pytest.approx((prompt * 0.15 + completion * 0.60) / 1e6)
-        assert project.query("select count(*), count(distinct key) from {dbt_llm.llm_cache}") == [(149, 149)]
+        assert project.query("select count(*), count(distinct key) from {dbt_llm.llm_cache}") == [(173, 173)]
+        notes = project.model_rows("notes")
+        assert [reply for _, _, reply, _ in notes] == [f"Reply to: {body}" for _, body, _, _ in notes]
+        assert {len(vector) for _, _, _, vector in notes} == {32}
+        assert project.query(
+            "select function, api_calls, rows from {dbt_llm.llm_audit} "
+            "where function in ('complete', 'embed') order by 1"
+        ) == [("complete", 12, 12), ("embed", 1, 12)]
         assert not list((project.state / "staging" / "dbt_llm").glob("*/*")), "staging is merged and dropped"
 
         # Warm, with the package's tests on the model: nothing is sent; the audit of the new invocation says so.
@@ -132,7 +150,8 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
 
         # 5 edited rows: 5 new texts -> 5 requests per function; `flags` also retries its failed row.
         project.dbt("run", "--vars", "{edited: true}")
-        assert _by_function(server.requests) == {"classify": 5, "extract": 5, "filter": 6}
+        assert _by_function(server.requests) == {"classify": 5, "extract": 5, "filter": 6, "complete": 5}
+        assert [len(r.texts) for r in server.embedding_requests] == [5]
         edits = {f"ticket about {LABELS[i % 3]} number {i} (edited)" for i in range(5)}
         assert {r.text for r in server.requests if _function(r) == "classify"} == edits
         assert failing in {r.text for r in server.requests}

@@ -165,3 +165,13 @@ def test_spark_types_of_answers() -> None:
         "struct<`city`: string, `founded`: date, `n`: bigint, `score`: double, `tags`: array<string>, "
         "`odd``name`: boolean>"
     )
+
+
+def test_rows_per_request_packs_a_batch_s_texts(server: FakeOpenAI, tmp_path: Path) -> None:
+    call = json.loads(worker.prepare(_payload(server, rows_per_request=4), str(tmp_path)))
+    texts = [f"a billing question {i}" for i in range(8)]
+    results = worker.answer_batch(
+        str(tmp_path), [call["handle"]] * 8, _keys(call["spec_hash"], texts), texts, [None] * 8
+    )
+    assert [len(r.ids) for r in server.requests] == [4, 4]
+    assert all(json.loads(r or "{}").get("label") == "billing" for r in results)

@@ -129,6 +129,8 @@ class _CallState:
     answers: dict[str, str] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # One for the call (no cap on Spark): requests of one budget may share a pack (packing.signature).
+    budget: Budget = field(default_factory=lambda: Budget(None))
 
 
 class _Worker:
@@ -207,7 +209,7 @@ def answer_batch(
             )
             _stage(state, writer, Outcome(key, error_kind="input_too_long", error=message), text)
         else:
-            requests.append(Request(key, call.task, text, Budget(None), call.rows_per_request))
+            requests.append(Request(key, call.task, text, state.budget, call.rows_per_request))
     if requests:
         engine, _ = _WORKER.engine(config)
         engine.run(requests, lambda outcome: _stage(state, writer, outcome, misses.get(outcome.key, "")))
