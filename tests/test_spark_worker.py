@@ -175,3 +175,16 @@ def test_rows_per_request_packs_a_batch_s_texts(server: FakeOpenAI, tmp_path: Pa
     )
     assert [len(r.ids) for r in server.requests] == [4, 4]
     assert all(json.loads(r or "{}").get("label") == "billing" for r in results)
+
+
+def test_a_preview_sends_at_most_its_limit_and_skips_the_rest(server: FakeOpenAI, tmp_path: Path) -> None:
+    """Spark runs a whole partition through the UDF even under a LIMIT: `dbt show --limit 2` pays for 2."""
+    call = json.loads(worker.prepare(_payload(server, command="show", preview_limit=2), str(tmp_path)))
+    texts = [f"a bug report {i}" for i in range(5)]
+    results = worker.answer_batch(
+        str(tmp_path), [call["handle"]] * 5, _keys(call["spec_hash"], texts), texts, [None] * 5
+    )
+    assert len(server.requests) == 2
+    assert sum(r is not None for r in results) == 2
+    tally = next(line for line in staged_lines(Path(call["staging"])) if line["kind"] == "tally")
+    assert (tally["rows"], tally["failed"], tally["skipped"]) == (5, 0, 3)

@@ -51,6 +51,7 @@ LINE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rows", "bigint"),
     ("hits", "bigint"),
     ("failed", "bigint"),
+    ("skipped", "bigint"),
     ("created_at", "timestamp"),
 )
 

@@ -131,6 +131,10 @@ class _CallState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # One for the call (no cap on Spark): requests of one budget may share a pack (packing.signature).
     budget: Budget = field(default_factory=lambda: Budget(None))
+    # `dbt show --limit N`: Spark runs a whole partition through the UDF even for a LIMIT, so a preview
+    # sends at most N texts per worker process; the other rows show NULL and count as skipped.
+    preview_limit: int | None = None
+    sent: int = 0
 
 
 class _Worker:
@@ -159,6 +163,9 @@ class _Worker:
         args = stored["args"]
         call = plan_call(args, str(args.get("invocation_id")), config, PriceTable(config.prices))
         state = _CallState(call, config, NodeDir(root, config.schema, call.invocation_id, call.node_id))
+        limit = args.get("preview_limit")
+        if call.command == "show" and isinstance(limit, int) and limit >= 0:
+            state.preview_limit = limit
         # A task Spark runs again (its executor was lost) finds what the first attempt paid for.
         for line in staged_lines(state.node.path):
             if line.get("kind") == "answer" and line.get("handle") == handle and line.get("result") is not None:
@@ -200,6 +207,10 @@ def answer_batch(
                 waiting.append(i)
             else:
                 waiting.append(i)
+        if state.preview_limit is not None:
+            room = max(0, state.preview_limit - state.sent)
+            misses = dict(list(misses.items())[:room])
+            state.sent += len(misses)
     requests: list[Request] = []
     for key, text in misses.items():
         if len(text) > config.max_input_chars:  # on_long_input: fail (truncation happens in SQL)
@@ -213,7 +224,7 @@ def answer_batch(
     if requests:
         engine, _ = _WORKER.engine(config)
         engine.run(requests, lambda outcome: _stage(state, writer, outcome, misses.get(outcome.key, "")))
-    failed = 0
+    failed = skipped = 0
     sent: set[str] = set()
     with state.lock:
         for i in waiting:
@@ -225,11 +236,13 @@ def answer_batch(
                     sent.add(key)  # the row its request was sent for is no hit
                 else:
                     hits += 1
-            else:
+            elif key in state.failed:
                 failed += 1
+            else:
+                skipped += 1  # a preview's row past its limit: not sent
     writer.write(
         {"kind": "tally", "handle": handle, "function": call.task.function, "model": call.task.model,
-         "rows": rows, "hits": hits, "failed": failed, "created_at": now()}
+         "rows": rows, "hits": hits, "failed": failed, "skipped": skipped, "created_at": now()}
     )  # fmt: skip
     writer.close()
     return results

@@ -50,6 +50,9 @@
     {{ exceptions.raise_compiler_error(where ~ ": dbt-llm's functions are not registered on this Spark session. Run dbt through dbt-llm: `dbt-llm spark " ~ flags.WHICH ~ " ...` (pip install 'dbt-llm[spark]'; see the README).") }}
   {%- endif -%}
   {%- do payload.update({'config': var('dbt_llm', {})}) -%}
+  {%- if flags.WHICH == 'show' -%}
+    {%- do payload.update({'preview_limit': invocation_args_dict.get('limit')}) -%}
+  {%- endif -%}
   {%- set result = run_query('select dbt_llm_prepare(' ~ dbt_llm._llm_spark_literal(payload) ~ ')') -%}
   {%- set call = fromjson(result.columns[0].values()[0]) -%}
   {%- if call.error -%}
