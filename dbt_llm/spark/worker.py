@@ -295,7 +295,9 @@ def finish(payload_json: str, root: str) -> str:
     tables, or {} when there is nothing to merge (dbt adds one post-hook per macro call: the first merges)."""
     payload = json.loads(payload_json)
     invocation_id, node_id = str(payload["invocation_id"]), str(payload["node_id"])
-    node = next((n for n in node_dirs(Path(root)) if (n.invocation_id, n.node_id) == (invocation_id, node_id)), None)
+    schemas = {n.schema for n in node_dirs(Path(root))}
+    candidates = (NodeDir(Path(root), schema, invocation_id, node_id) for schema in sorted(schemas))
+    node = next((n for n in candidates if n.path.is_dir()), None)
     if node is None:
         return "{}"
     merge = merge_sql(node, "success")
