@@ -2,7 +2,7 @@
 
 Run from the repo root::
 
-    .venv/bin/python benchmarks/quality.py [--provider local|openai] [--model qwen2.5-0.5b]
+    .venv/bin/python benchmarks/quality.py [--provider local|openai] [--model qwen2.5-1.5b]
         [--base-url URL --api-key-env VAR] [--sets banking77,snips,sp500,snips_slots]
         [--limit 60] [--concurrency N] [--descriptions] [--examples N] [--rows-per-request 1,4,8,16]
         [--baseline naive] [--per-field] [--answers PATH] [--candidate-spans N]
@@ -92,6 +92,7 @@ from pathlib import Path
 from typing import Any
 
 from dbt_llm.engine import Budget, Engine, Outcome, Request
+from dbt_llm.local.registry import DEFAULT_MODEL as LOCAL_DEFAULT_MODEL
 from dbt_llm.packing import MAX_ROWS_PER_REQUEST
 from dbt_llm.pricing import PriceTable
 from dbt_llm.prompts import Message
@@ -436,7 +437,7 @@ def k_list(value: str) -> list[int]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--provider", choices=["local", "openai"], default="local")
-    p.add_argument("--model", help="default: qwen2.5-0.5b (local), gpt-4o-mini (openai)")
+    p.add_argument("--model", help=f"default: {LOCAL_DEFAULT_MODEL} (local), gpt-4o-mini (openai)")
     p.add_argument("--base-url", default="https://api.openai.com/v1")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")
     p.add_argument("--sets", default=",".join(SETS))
@@ -468,7 +469,7 @@ def main() -> None:
     p.add_argument("--answers", metavar="PATH", help="write every row's text, expected and given answer as JSON lines")
     args = p.parse_args()
     local = args.provider == "local"
-    args.model = args.model or ("qwen2.5-0.5b" if local else "gpt-4o-mini")
+    args.model = args.model or (LOCAL_DEFAULT_MODEL if local else "gpt-4o-mini")
     args.concurrency = args.concurrency or (2 if local else 8)
     names = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = sorted(set(names) - set(SETS))

@@ -29,7 +29,7 @@ from pydantic_core import ErrorDetails
 from .errors import ConfigError
 from .pricing import Price
 
-LOCAL_DEFAULT_MODEL = "qwen2.5-0.5b"  # mirrors dbt_llm.local.registry, which needs no import here
+LOCAL_DEFAULT_MODEL = "qwen2.5-1.5b"  # mirrors dbt_llm.local.registry, which needs no import here
 OnError = Literal["fail", "null"]
 
 

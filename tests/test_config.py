@@ -15,6 +15,7 @@ from conftest import DbtProject
 from pydantic import TypeAdapter
 
 from dbt_llm import ConfigError, LlmConfig, parse_config
+from dbt_llm.local.registry import DEFAULT_MODEL as LOCAL_DEFAULT_MODEL
 from dbt_llm.pricing import Price
 
 SCHEMA = TypeAdapter(LlmConfig).json_schema()
@@ -248,7 +249,8 @@ def test_duckdb_settings_do_not_break_the_plugin(project: DbtProject) -> None:
 
 
 def test_local_provider_takes_a_registry_name_or_a_gguf_path() -> None:
-    assert parse_config({"provider": "local"}).model == "qwen2.5-0.5b"
+    # The default mirrors the registry's (what `dbt-llm pull` fetches without a name).
+    assert parse_config({"provider": "local"}).model == LOCAL_DEFAULT_MODEL == "qwen2.5-1.5b"
     assert parse_config({"provider": "local", "model_path": "/models/my.gguf"}).model == "/models/my.gguf"
     assert parse_config({"provider": "local", "model": "gpt-4o-mini"}).model == "gpt-4o-mini"
     with pytest.raises(ConfigError, match="`model_path` is set"):

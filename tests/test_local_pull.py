@@ -287,7 +287,7 @@ def test_model_path_uses_verified_cache(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_registry() -> None:
-    assert DEFAULT_MODEL == "qwen2.5-0.5b"
+    assert DEFAULT_MODEL == "qwen2.5-1.5b"
     assert set(MODELS) >= {"qwen2.5-0.5b", "qwen2.5-1.5b", "smollm2-135m"}
     for name, model in MODELS.items():
         assert model.name == name and get_model(name) is model

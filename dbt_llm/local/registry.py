@@ -85,7 +85,7 @@ MODELS: dict[str, LocalModel] = {
     )
 }
 
-DEFAULT_MODEL = "qwen2.5-0.5b"
+DEFAULT_MODEL = "qwen2.5-1.5b"  # the better answers for ~2/3 the speed: README "Benchmarks" (quality.py)
 
 
 def get_model(name: str) -> LocalModel:
