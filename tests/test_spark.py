@@ -51,6 +51,11 @@ models:
       - name: category
         data_tests:
           - dbt_llm.llm_label_valid: {labels: ['billing', 'bug', 'other']}
+  - name: notes
+    columns:
+      - name: tags
+        data_tests:
+          - dbt_llm.llm_label_valid: {labels: ['billing', 'bug', 'other'], multi_label: true}
 """
 
 # Runs beside `enriched` (dbt threads: 2), on texts of its own.
@@ -62,7 +67,8 @@ from {{ ref('tickets') }} where id < 30
 
 # Free text and vectors, on one text so the window puts equal texts together for both.
 NOTES = """
-select id, body, {{ dbt_llm.llm_complete('body') }} as reply, {{ dbt_llm.llm_embed('body') }} as vector
+select id, body, {{ dbt_llm.llm_complete('body') }} as reply, {{ dbt_llm.llm_embed('body') }} as vector,
+       {{ dbt_llm.llm_classify('body', ['billing', 'bug', 'other'], multi_label=true) }} as tags
 from {{ ref('tickets') }} where id < 12
 """
 
@@ -80,6 +86,8 @@ def _function(request: RecordedRequest) -> str:
     if request.schema is None:
         return "complete"  # free text: no response_format
     properties = request.schema.get("properties", {})
+    if "labels" in properties:
+        return "classify_multi"
     return "classify" if "label" in properties else "filter" if "answer" in properties else "extract"
 
 
@@ -101,7 +109,13 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
         assert failed_run.returncode == 1, failed_run.stdout[-4000:]
         assert "1 row(s) of model.spark_llm.flags got no valid answer" in failed_run.stdout
         sent = server.requests
-        assert _by_function(sent) == {"classify": 60, "extract": 60, "filter": 30 + 3, "complete": 12}
+        assert _by_function(sent) == {
+            "classify": 60,
+            "extract": 60,
+            "filter": 30 + 3,
+            "complete": 12,
+            "classify_multi": 12,
+        }
         assert [len(r.texts) for r in server.embedding_requests] == [12]
         assert project.query("select node_id, error_kind, attempts from {dbt_llm.llm_errors}") == [
             ("model.spark_llm.flags", "invalid_answer", 4)
@@ -119,17 +133,18 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
                 assert fields is not None
         audit = project.query(
             "select function, rows, cache_hits, api_calls, failed_rows, prompt_tokens, completion_tokens, cost_usd, "
-            "status from {dbt_llm.llm_audit} where function in ('classify', 'extract') order by function"
+            "status from {dbt_llm.llm_audit} where node_id like '%enriched' order by function"
         )
         for function, rows_, hits, calls, failed, prompt, completion, cost, status in audit:
             mine = [r for r in sent if _function(r) == function]
             assert (rows_, hits, calls, failed, status) == (300, 240, 60, 0, "success")
             assert (prompt, completion) == (sum(r.prompt_tokens for r in mine), sum(r.completion_tokens for r in mine))
             assert cost == pytest.approx((prompt * 0.15 + completion * 0.60) / 1e6)
-        assert project.query("select count(*), count(distinct key) from {dbt_llm.llm_cache}") == [(173, 173)]
+        assert project.query("select count(*), count(distinct key) from {dbt_llm.llm_cache}") == [(185, 185)]
         notes = project.model_rows("notes")
-        assert [reply for _, _, reply, _ in notes] == [f"Reply to: {body}" for _, body, _, _ in notes]
-        assert {len(vector) for _, _, _, vector in notes} == {32}
+        assert [reply for _, _, reply, _, _ in notes] == [f"Reply to: {body}" for _, body, _, _, _ in notes]
+        assert {len(vector) for _, _, _, vector, _ in notes} == {32}
+        assert [list(tags) for _, body, _, _, tags in notes] == [[body.split()[2]] for _, body, _, _, _ in notes]
         assert project.query(
             "select function, api_calls, rows from {dbt_llm.llm_audit} "
             "where function in ('complete', 'embed') order by 1"
@@ -139,18 +154,25 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
         # Warm, with the package's tests on the model: nothing is sent; the audit of the new invocation says so.
         server.reset()
         project.write("models/schema.yml", GUARDS)
-        built = project.dbt("build", "--select", "enriched")
+        built = project.dbt("build", "--select", "enriched", "notes")
         assert server.requests == []
-        assert "PASS=4 WARN=0 ERROR=0" in built.stdout, built.stdout[-3000:]
+        assert "PASS=6 WARN=0 ERROR=0" in built.stdout, built.stdout[-3000:]
         warm = project.query(
             "select function, rows, cache_hits, api_calls, status from {dbt_llm.llm_audit} where invocation_id not in "
-            "(select invocation_id from {dbt_llm.llm_audit} where api_calls > 0) order by 1"
+            "(select invocation_id from {dbt_llm.llm_audit} where api_calls > 0) and node_id like '%enriched' "
+            "order by 1"
         )
         assert warm == [("classify", 300, 300, 0, "success"), ("extract", 300, 300, 0, "success")]
 
         # 5 edited rows: 5 new texts -> 5 requests per function; `flags` also retries its failed row.
         project.dbt("run", "--vars", "{edited: true}")
-        assert _by_function(server.requests) == {"classify": 5, "extract": 5, "filter": 6, "complete": 5}
+        assert _by_function(server.requests) == {
+            "classify": 5,
+            "extract": 5,
+            "filter": 6,
+            "complete": 5,
+            "classify_multi": 5,
+        }
         assert [len(r.texts) for r in server.embedding_requests] == [5]
         edits = {f"ticket about {LABELS[i % 3]} number {i} (edited)" for i in range(5)}
         assert {r.text for r in server.requests if _function(r) == "classify"} == edits

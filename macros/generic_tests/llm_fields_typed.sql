@@ -1,5 +1,8 @@
 {#- Fails unless the column is a STRUCT with exactly the `fields` given to llm_extract, typed as promised. -#}
 {% test llm_fields_typed(model, column_name, fields) %}
+{%- if adapter.type() != 'duckdb' -%}
+  {{ exceptions.raise_compiler_error("llm_fields_typed reads DuckDB's information_schema and runs on dbt-duckdb only; on " ~ adapter.type() ~ ", check the column with a test of your own (or drop this one).") }}
+{%- endif -%}
 {%- set types = {'string': 'VARCHAR', 'integer': 'BIGINT', 'number': 'DOUBLE', 'boolean': 'BOOLEAN', 'date': 'DATE'} -%}
 {%- set parts = [] -%}
 {%- for name, kind in fields.items() -%}

@@ -5,7 +5,7 @@
 {%- set allowed -%}({% for name in names %}{{ dbt_llm._llm_literal(name) }}{{ ", " if not loop.last }}{% endfor %}){%- endset -%}
 {%- if multi_label %}
 select _llm_label as label, count(*) as n
-from (select unnest({{ column_name }}) as _llm_label from {{ model }} where {{ column_name }} is not null)
+from (select {{ dbt_llm._llm_unnest(column_name) }} as _llm_label from {{ model }} where {{ column_name }} is not null)
 where _llm_label is null or _llm_label not in {{ allowed }}
 group by 1
 {%- else %}
