@@ -58,10 +58,13 @@ models:
           - dbt_llm.llm_label_valid: {labels: ['billing', 'bug', 'other'], multi_label: true}
 """
 
-# Runs beside `enriched` (dbt threads: 2), on texts of its own.
+# Runs beside `enriched` (dbt threads: 2), on texts of its own; incremental, so a failed row must keep
+# the whole insert out (Spark has no rollback).
 FLAGS = """
+{{ config(materialized='incremental') }}
 select id, {{ dbt_llm.llm_filter("concat('flag: ', body)", 'Is this about billing?') }} as is_billing
 from {{ ref('tickets') }} where id < 30
+{% if is_incremental() %} and id not in (select id from {{ this }}) {% endif %}
 """
 
 
@@ -104,7 +107,7 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
         server.inject("invalid", times=4, match=failing)  # every attempt of one row (max_attempts: 4)
 
         # Cold: 300 rows of 60 distinct texts (plus a NULL and a blank) -> 60 requests per function;
-        # `flags` fails on its one row with no valid answer, which is recorded and not cached.
+        # `flags` fails on its one row with no valid answer, which is recorded and not cached, and writes nothing.
         failed_run = project.dbt("run", ok=False)
         assert failed_run.returncode == 1, failed_run.stdout[-4000:]
         assert "1 row(s) of model.spark_llm.flags got no valid answer" in failed_run.stdout
@@ -117,6 +120,7 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
             "classify_multi": 12,
         }
         assert [len(r.texts) for r in server.embedding_requests] == [12]
+        assert not list((project.state / "warehouse" / "analytics.db").glob("flags/*.parquet")), "nothing committed"
         assert project.query("select node_id, error_kind, attempts from {dbt_llm.llm_errors}") == [
             ("model.spark_llm.flags", "invalid_answer", 4)
         ]

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import API_KEY
 from openai_server import FakeOpenAI
 
+from dbt_llm.errors import RowFailuresError
 from dbt_llm.spark import worker
 from dbt_llm.spark.sql_types import spark_type
 from dbt_llm.spark.staging import (
@@ -51,7 +52,7 @@ def _payload(server: FakeOpenAI, **changes: Any) -> str:
         "config": config,
     }
     for key, value in changes.items():
-        if key in ("provider", "mode", "max_cost_usd", "nonsense"):
+        if key in ("provider", "mode", "max_cost_usd", "nonsense", "on_error"):
             config[key] = value
         else:
             payload[key] = value
@@ -188,3 +189,23 @@ def test_a_preview_sends_at_most_its_limit_and_skips_the_rest(server: FakeOpenAI
     assert sum(r is not None for r in results) == 2
     tally = next(line for line in staged_lines(Path(call["staging"])) if line["kind"] == "tally")
     assert (tally["rows"], tally["failed"], tally["skipped"]) == (5, 0, 3)
+
+
+def test_an_incremental_model_fails_its_batch_on_a_failed_row_and_a_retry_pays_nothing_again(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    """No rollback on Spark: the batch fails, so the insert appends nothing; the task Spark retries (here
+    in a new process) finds the failure and the paid answers staged, and sends nothing again."""
+    call = json.loads(worker.prepare(_payload(server, materialized="incremental"), str(tmp_path)))
+    server.inject("invalid", times=5, match="broken")
+    texts = ["broken text", "a bug report"]
+    keys = _keys(call["spec_hash"], texts)
+    with pytest.raises(RowFailuresError, match=r"1 row\(s\) of model.p.m got no valid answer.*Nothing was appended"):
+        worker.answer_batch(str(tmp_path), [call["handle"]] * 2, keys, texts, [None] * 2)
+    assert len(server.requests) == 6  # 5 invalid answers, 1 valid
+    worker._WORKER = worker._Worker()
+    with pytest.raises(RowFailuresError):
+        worker.answer_batch(str(tmp_path), [call["handle"]] * 2, keys, texts, [None] * 2)
+    assert len(server.requests) == 6
+    tallies = [line for line in staged_lines(Path(call["staging"])) if line["kind"] == "tally"]
+    assert len(tallies) == 2 and tallies[0]["batch"] == tallies[1]["batch"]  # the merge counts it once

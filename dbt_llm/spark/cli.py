@@ -39,7 +39,8 @@ def merge_leftovers(spark: SparkSession, root: str) -> int:
         plan = merge(node, "error")
         for statement in plan.statements:
             spark.sql(statement)
-        spark.sql(plan.drop_view)
+        for statement in plan.drop_views:
+            spark.sql(statement)
         discard(node.path)
         merged += 1
     return merged

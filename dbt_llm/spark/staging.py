@@ -52,6 +52,7 @@ LINE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("hits", "bigint"),
     ("failed", "bigint"),
     ("skipped", "bigint"),
+    ("batch", "string"),  # a tally's batch: its handle and keys, hashed
     ("created_at", "timestamp"),
 )
 

@@ -75,20 +75,29 @@ class Merge:
     statements: list[str]
     failures_query: str  # one row: failed rows of calls with on_error = fail
     failed_message: str  # with {failed} for the count
-    drop_view: str
+    drop_views: list[str]
 
 
 def merge(node: NodeDir, status: str) -> Merge:
     """`status`: what the audit says of this model's run (success, or error for a run that never finished);
-    success becomes failed_rows when rows failed, and a `dbt show` is always a preview."""
+    it becomes failed_rows when rows failed, and a `dbt show` is always a preview."""
     s = quote(node.schema)
     view = "_dbt_llm_staged_" + hashlib.sha256(str(node.path).encode()).hexdigest()[:16]
     columns = ", ".join(f"{quote(name)} {kind}" for name, kind in LINE_COLUMNS)
     inv, nid = literal(node.invocation_id), literal(node.node_id)
-    create_view = (
-        f"create or replace temporary view {view} ({columns}) using json "
+    names = ", ".join(quote(name) for name, _ in LINE_COLUMNS)
+    create_raw = (
+        f"create or replace temporary view {view}_raw ({columns}) using json "
         f"options (path {literal(str(node.path))}, pathGlobFilter '*.jsonl')"
     )
+    # A batch Spark ran twice (a retried task) counts its rows once.
+    create_view = f"""create or replace temporary view {view} as
+        select {names} from {view}_raw where `kind` != 'tally'
+        union all
+        select {names} from (
+            select *, row_number() over (partition by `batch` order by `created_at`) as _n
+            from {view}_raw where `kind` = 'tally'
+        ) where _n = 1"""
     cache = f"""insert into {s}.llm_cache
         select n.* from (
             select `key`, first(`function`), first(`model`), first(`result`), first(`prompt_tokens`),
@@ -106,7 +115,7 @@ def merge(node: NodeDir, status: str) -> Merge:
     paid = "`kind` in ('answer', 'error')"
     final = (
         f"case when first(`command`, true) = 'show' then 'preview' "
-        f"when {literal(status)} = 'success' and coalesce(sum(`failed`), 0) > 0 then 'failed_rows' "
+        f"when coalesce(sum(`failed`), 0) > 0 then 'failed_rows' "
         f"else {literal(status)} end"
     )
     audit = f"""insert into {s}.llm_audit
@@ -132,4 +141,5 @@ def merge(node: NodeDir, status: str) -> Merge:
     )
     query = errors_query(node.schema, node.invocation_id, node.node_id)
     message = str(rows_failed(node.node_id, "{failed}", query))  # the count is known after the merge
-    return Merge([create_view, cache, errors, audit], failures, message, f"drop view if exists {view}")
+    drops = [f"drop view if exists {view}", f"drop view if exists {view}_raw"]
+    return Merge([create_raw, create_view, cache, errors, audit], failures, message, drops)

@@ -19,11 +19,13 @@ from ..calls import plan_call
 from ..config import LlmConfig, parse_config
 from ..engine import Engine, Outcome, Request
 from ..engine_factory import engine_for
-from ..errors import ConfigError, SpecError
+from ..errors import ConfigError, RowFailuresError, SpecError
 from ..invocation import Call
 from ..pricing import PriceTable
 from ..providers.factory import build_provider
 from ..rows import now
+from ..tasks import sha256_hex
+from ..verdict import errors_query, rows_failed
 from .sql_types import spark_type
 from .staging import (
     LineWriter,
@@ -135,6 +137,9 @@ class _CallState:
     # sends at most N texts per worker process; the other rows show NULL and count as skipped.
     preview_limit: int | None = None
     sent: int = 0
+    # An incremental model has no rollback on Spark: a batch with failed rows fails the query, so no
+    # NULL is appended that a later run would never revisit (a table is rebuilt whole next run anyway).
+    fail_fast: bool = False
 
 
 class _Worker:
@@ -163,13 +168,19 @@ class _Worker:
         args = stored["args"]
         call = plan_call(args, str(args.get("invocation_id")), config, PriceTable(config.prices))
         state = _CallState(call, config, NodeDir(root, config.schema, call.invocation_id, call.node_id))
+        state.fail_fast = args.get("materialized") == "incremental" and call.on_error == "fail"
         limit = args.get("preview_limit")
         if call.command == "show" and isinstance(limit, int) and limit >= 0:
             state.preview_limit = limit
-        # A task Spark runs again (its executor was lost) finds what the first attempt paid for.
+        # A task Spark runs again (its executor was lost, or a row failed) finds what the first attempt
+        # paid for, and does not pay again for a row that failed.
         for line in staged_lines(state.node.path):
-            if line.get("kind") == "answer" and line.get("handle") == handle and line.get("result") is not None:
+            if line.get("handle") != handle or line.get("key") is None:
+                continue
+            if line.get("kind") == "answer" and line.get("result") is not None:
                 state.answers[str(line["key"])] = str(line["result"])
+            elif line.get("kind") == "error":
+                state.failed.add(str(line["key"]))
         with self._lock:
             return self._calls.setdefault(handle, state)
 
@@ -242,10 +253,21 @@ def answer_batch(
                 skipped += 1  # a preview's row past its limit: not sent
     writer.write(
         {"kind": "tally", "handle": handle, "function": call.task.function, "model": call.task.model,
-         "rows": rows, "hits": hits, "failed": failed, "skipped": skipped, "created_at": now()}
+         "rows": rows, "hits": hits, "failed": failed, "skipped": skipped, "batch": _batch_id(handle, keys),
+         "created_at": now()}
     )  # fmt: skip
     writer.close()
+    if failed and state.fail_fast and state.preview_limit is None:
+        query = errors_query(config.schema, call.invocation_id, call.node_id)
+        raise RowFailuresError(
+            f"{rows_failed(call.node_id, failed, query)} Nothing was appended to the incremental model; its "
+            "paid answers are kept for the next run."
+        )
     return results
+
+
+def _batch_id(handle: str, keys: list[str | None]) -> str:
+    return sha256_hex(handle + "\n" + "\n".join(k or "" for k in keys))
 
 
 def _stage(state: _CallState, writer: LineWriter, outcome: Outcome, text: str) -> None:
@@ -306,7 +328,7 @@ def finish(payload_json: str, root: str) -> str:
             "statements": merge.statements,
             "failures_query": merge.failures_query,
             "failed_message": merge.failed_message,
-            "drop_view": merge.drop_view,
+            "drop_views": merge.drop_views,
             "staging": str(node.path),
         }
     )

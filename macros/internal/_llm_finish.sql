@@ -33,7 +33,9 @@
       {%- endfor -%}
       {%- do run_query('select dbt_llm_unlock(' ~ owner ~ ')') -%}
       {%- set failed = run_query(plan.failures_query).columns[0].values()[0] -%}
-      {%- do run_query(plan.drop_view) -%}
+      {%- for statement in plan.drop_views -%}
+        {%- do run_query(statement) -%}
+      {%- endfor -%}
       {%- do run_query('select dbt_llm_discard(' ~ dbt_llm._llm_spark_literal(plan.staging) ~ ')') -%}
       {%- if failed > 0 -%}
         {{ exceptions.raise_compiler_error(plan.failed_message | replace('{failed}', failed | string)) }}

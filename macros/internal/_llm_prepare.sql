@@ -50,6 +50,7 @@
     {{ exceptions.raise_compiler_error(where ~ ": dbt-llm's functions are not registered on this Spark session. Run dbt through dbt-llm: `dbt-llm spark " ~ flags.WHICH ~ " ...` (pip install 'dbt-llm[spark]'; see the README).") }}
   {%- endif -%}
   {%- do payload.update({'config': var('dbt_llm', {})}) -%}
+  {%- do payload.update({'materialized': config.get('materialized')}) -%}
   {%- if flags.WHICH == 'show' -%}
     {%- do payload.update({'preview_limit': invocation_args_dict.get('limit')}) -%}
   {%- endif -%}
