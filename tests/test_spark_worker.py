@@ -17,7 +17,7 @@ from conftest import API_KEY
 from openai_server import FakeOpenAI
 
 from dbt_llm.errors import RowFailuresError
-from dbt_llm.spark import worker
+from dbt_llm.spark import planning, worker
 from dbt_llm.spark.sql_types import spark_type
 from dbt_llm.spark.staging import (
     LineWriter,
@@ -64,7 +64,7 @@ def _keys(spec_hash: str, texts: list[str | None]) -> list[str | None]:
 
 
 def test_a_batch_sends_each_distinct_uncached_text_once_and_stages_it(server: FakeOpenAI, tmp_path: Path) -> None:
-    call = json.loads(worker.prepare(_payload(server), str(tmp_path)))
+    call = json.loads(planning.prepare(_payload(server), str(tmp_path)))
     assert "error" not in call and call["type"] == "struct<`label`: string>"
     texts = ["a billing question", "a bug report", "a billing question", None, "cached one", "a bug report"]
     keys = _keys(call["spec_hash"], texts)
@@ -91,7 +91,7 @@ def test_a_batch_sends_each_distinct_uncached_text_once_and_stages_it(server: Fa
 
 
 def test_a_row_without_a_valid_answer_is_staged_as_an_error_and_counted(server: FakeOpenAI, tmp_path: Path) -> None:
-    call = json.loads(worker.prepare(_payload(server), str(tmp_path)))
+    call = json.loads(planning.prepare(_payload(server), str(tmp_path)))
     server.inject("invalid", times=5, match="broken")
     texts = ["broken text", "broken text", "a bug report"]
     results = worker.answer_batch(
@@ -120,7 +120,7 @@ def test_a_row_without_a_valid_answer_is_staged_as_an_error_and_counted(server: 
 def test_prepare_refuses_what_spark_cannot_do_naming_the_key(
     server: FakeOpenAI, tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
-    answer = json.loads(worker.prepare(_payload(server, **change), str(tmp_path)))
+    answer = json.loads(planning.prepare(_payload(server, **change), str(tmp_path)))
     assert message in answer["error"]
     assert API_KEY not in answer["error"]
 
@@ -169,7 +169,7 @@ def test_spark_types_of_answers() -> None:
 
 
 def test_rows_per_request_packs_a_batch_s_texts(server: FakeOpenAI, tmp_path: Path) -> None:
-    call = json.loads(worker.prepare(_payload(server, rows_per_request=4), str(tmp_path)))
+    call = json.loads(planning.prepare(_payload(server, rows_per_request=4), str(tmp_path)))
     texts = [f"a billing question {i}" for i in range(8)]
     results = worker.answer_batch(
         str(tmp_path), [call["handle"]] * 8, _keys(call["spec_hash"], texts), texts, [None] * 8
@@ -180,7 +180,7 @@ def test_rows_per_request_packs_a_batch_s_texts(server: FakeOpenAI, tmp_path: Pa
 
 def test_a_preview_sends_at_most_its_limit_and_skips_the_rest(server: FakeOpenAI, tmp_path: Path) -> None:
     """Spark runs a whole partition through the UDF even under a LIMIT: `dbt show --limit 2` pays for 2."""
-    call = json.loads(worker.prepare(_payload(server, command="show", preview_limit=2), str(tmp_path)))
+    call = json.loads(planning.prepare(_payload(server, command="show", preview_limit=2), str(tmp_path)))
     texts = [f"a bug report {i}" for i in range(5)]
     results = worker.answer_batch(
         str(tmp_path), [call["handle"]] * 5, _keys(call["spec_hash"], texts), texts, [None] * 5
@@ -196,7 +196,7 @@ def test_an_incremental_model_fails_its_batch_on_a_failed_row_and_a_retry_pays_n
 ) -> None:
     """No rollback on Spark: the batch fails, so the insert appends nothing; the task Spark retries (here
     in a new process) finds the failure and the paid answers staged, and sends nothing again."""
-    call = json.loads(worker.prepare(_payload(server, materialized="incremental"), str(tmp_path)))
+    call = json.loads(planning.prepare(_payload(server, materialized="incremental"), str(tmp_path)))
     server.inject("invalid", times=5, match="broken")
     texts = ["broken text", "a bug report"]
     keys = _keys(call["spec_hash"], texts)

@@ -1,7 +1,8 @@
 """The SQL functions `dbt-llm spark` registers on the session before dbt starts.
 
 Each runs in Spark's Python worker processes, never in the driver: the closures hold only the staging
-root (a string) and call module-level functions of worker.py, which cloudpickle ships by reference.
+root (a string) and call module-level functions of worker.py and planning.py, which cloudpickle ships
+by reference.
 pandas is imported at module level, without `from __future__ import annotations`: pyspark reads the
 type hints of a pandas UDF at registration.
 """
@@ -12,7 +13,7 @@ from pyspark.sql.functions import udf
 from pyspark.sql.pandas.functions import pandas_udf
 from pyspark.sql.types import StringType
 
-from . import worker
+from . import planning, worker
 
 
 def _optional(values: "pd.Series[str]") -> list[str | None]:
@@ -28,23 +29,23 @@ def register(spark: SparkSession, root: str) -> None:
         return pd.Series(results, dtype=object)
 
     def prepare(payload: str) -> str:
-        return worker.prepare(payload, root)
+        return planning.prepare(payload, root)
 
     def finish(payload: str) -> str:
-        return worker.finish(payload, root)
+        return planning.finish(payload, root)
 
     def lock(owner: str) -> str:
-        return worker.lock(owner, root)
+        return planning.lock(owner, root)
 
     def unlock(owner: str) -> str:
-        return worker.unlock(owner, root)
+        return planning.unlock(owner, root)
 
     spark.udf.register("dbt_llm_answer", pandas_udf(answer, StringType()).asNondeterministic())  # type: ignore[call-overload]
     # Each has effects (files), so Spark must neither skip nor repeat it.
     for name, function in (
         ("dbt_llm_prepare", prepare),
         ("dbt_llm_finish", finish),
-        ("dbt_llm_discard", worker.discard),
+        ("dbt_llm_discard", planning.discard),
         ("dbt_llm_lock", lock),
         ("dbt_llm_unlock", unlock),
     ):
