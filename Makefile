@@ -21,6 +21,7 @@ install: $(VENV)/.installed
 lint: install
 	$(VENV)/bin/ruff check dbt_llm tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 pytest: install
 	$(VENV)/bin/dbt-llm pull smollm2-135m

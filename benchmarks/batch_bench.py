@@ -76,8 +76,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _fake_http import FakeHandler
 from openai_server import FakeOpenAI
 
+from dbt_llm.functions.tasks import build_task
 from dbt_llm.pricing import Price
-from dbt_llm.tasks import build_task
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key-not-a-secret"

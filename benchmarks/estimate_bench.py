@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import DATASETS, SETS, stratified
 
 from dbt_llm.engine import Budget, Engine, Request
+from dbt_llm.functions.tasks import Task, build_task, cache_key
 from dbt_llm.pricing import PriceTable
 from dbt_llm.providers import OpenAIProvider, Provider
-from dbt_llm.tasks import Task, build_task, cache_key
 
 
 def tasks_for(name: str, rows: list[dict[str, str]], model: str) -> list[tuple[Task, str]]:

@@ -56,7 +56,7 @@ import duckdb
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from openai_server import FakeOpenAI  # type: ignore[import-not-found]
 
-from dbt_llm.tasks import build_task
+from dbt_llm.functions.tasks import build_task
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key-not-a-secret"

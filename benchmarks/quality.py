@@ -48,7 +48,7 @@ row's text, expected and given answer (JSON lines).
 ``--rows-per-request K1,K2,...`` (default 1): each K is a run of every set, with the rows'
 requests built with ``rows_per_request=K``, so the engine packs up to K texts of one task into a
 request (the fixed prompt, labels and examples, is paid once per request; the answer is an object of
-one answer per row, see ``dbt_llm/packing.py``).  Every K run has the same sample and the same tasks,
+one answer per row, see ``dbt_llm/engine/packing.py``).  Every K run has the same sample and the same tasks,
 and its own fresh Engine (nothing carries over between runs: every run sends all of its requests);
 the local server is started once and shared by the runs.  The table has one line per (set, K).
 
@@ -92,12 +92,12 @@ from pathlib import Path
 from typing import Any
 
 from dbt_llm.engine import Budget, Engine, Outcome, Request
+from dbt_llm.engine.packing import MAX_ROWS_PER_REQUEST
+from dbt_llm.functions.prompts import Message
+from dbt_llm.functions.tasks import Task, build_task, cache_key, sha256_hex
 from dbt_llm.local.registry import DEFAULT_MODEL as LOCAL_DEFAULT_MODEL
-from dbt_llm.packing import MAX_ROWS_PER_REQUEST
 from dbt_llm.pricing import PriceTable
-from dbt_llm.prompts import Message
 from dbt_llm.providers import OpenAIProvider, Provider
-from dbt_llm.tasks import Task, build_task, cache_key, sha256_hex
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 SETS = {

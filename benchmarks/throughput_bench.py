@@ -317,7 +317,7 @@ TOKEN_COST_SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from ratelimited_server import token_cost
-from dbt_llm.tasks import build_task
+from dbt_llm.functions.tasks import build_task
 labels, texts = json.load(sys.stdin)
 task = build_task({"function": "classify", "labels": labels}, provider="openai", default_model="gpt-4o-mini",
                   temperature=0.0)

@@ -11,8 +11,8 @@ from .errors import (
     RowFailuresError,
     SpecError,
 )
+from .functions.tasks import Task, build_task, cache_key, canonical_json
 from .pricing import Price, PriceTable
-from .tasks import Task, build_task, cache_key, canonical_json
 
 __version__ = "0.1.0"
 

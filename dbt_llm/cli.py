@@ -11,8 +11,8 @@ from typing import Any
 
 import duckdb
 
+from .duckdb.migrations import quote
 from .errors import DbtLlmError
-from .migrations import quote
 
 COSTS_SQL = """
 select node_id, function, model, sum(rows) as rows, sum(cache_hits) as cache_hits, sum(api_calls) as api_calls,

@@ -18,14 +18,14 @@ from typing import Any
 import httpx
 import pytest
 
-from dbt_llm.batch import BatchRunner, batch_prices
-from dbt_llm.batch_lines import BatchOutcome, BatchRecord, CollectResult, settle_lines
+from dbt_llm.batch.lines import BatchOutcome, BatchRecord, CollectResult, settle_lines
+from dbt_llm.batch.runner import BatchRunner, batch_prices
 from dbt_llm.engine import Budget, Request
+from dbt_llm.functions.tasks import build_task, cache_key
 from dbt_llm.pricing import Price, PriceTable
 from dbt_llm.providers.base import FatalProviderError, TransientError
-from dbt_llm.providers.openai import OpenAIProvider
+from dbt_llm.providers.openai import OpenAIProvider, chat_body
 from dbt_llm.providers.openai_batch import BatchStatus, OpenAIBatchClient, request_line
-from dbt_llm.tasks import build_task, cache_key
 
 BASE_URL = "https://batch.test/v1"
 KEY = "sk-batch-0123456789-SECRET"
@@ -488,7 +488,9 @@ def test_a_batch_line_is_the_request_the_realtime_provider_sends() -> None:
         "url": "/v1/chat/completions",
         "body": realtime[0],
     }
-    assert request_line(line["custom_id"], request(text), TASK.max_tokens) == line
+    asked = request(text)
+    body = chat_body(asked.model, asked.messages(), asked.response_format(), TASK.max_tokens, asked.temperature)
+    assert request_line(line["custom_id"], body) == line
 
 
 def test_a_packed_line_settles_each_row_on_its_own_and_shares_its_usage() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_llm.budget import Budget
+from dbt_llm.engine.budget import Budget
 
 
 def test_a_request_waits_while_reservations_in_flight_fill_the_cap_and_is_refused_once_it_cannot_fit() -> None:

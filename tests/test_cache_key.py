@@ -85,7 +85,7 @@ def test_sql_and_python_compute_the_same_key() -> None:
 
 
 def test_a_new_prompt_template_version_changes_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dbt_llm import prompts
+    from dbt_llm.functions import prompts
 
     before = key({"labels": ["a", "b"]}, "some text")
     monkeypatch.setitem(prompts.TEMPLATE_VERSIONS, "classify", "classify/2")

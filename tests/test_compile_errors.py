@@ -6,7 +6,7 @@ import pytest
 from conftest import DbtProject
 
 from dbt_llm.errors import SpecError
-from dbt_llm.tasks import InvalidAnswer, build_task
+from dbt_llm.functions.tasks import InvalidAnswer, build_task
 
 CASES = [
     ("llm_classify('body', [])", "llm_classify(body) in model.dbt_llm_example.bad: `labels` is empty"),

@@ -16,9 +16,9 @@ import pytest
 
 from dbt_llm.engine import Budget, Engine, Outcome, Pending, Request
 from dbt_llm.errors import ConfigError, ProviderError
+from dbt_llm.functions.tasks import build_task, cache_key
 from dbt_llm.pricing import Price, PriceTable
 from dbt_llm.providers.base import Completion, FatalProviderError, RowError, TransientError, Usage
-from dbt_llm.tasks import build_task, cache_key
 
 MODEL = "m"
 TASK = build_task(

@@ -9,9 +9,9 @@ import pytest
 from conftest import DbtProject
 
 from dbt_llm.errors import SpecError
-from dbt_llm.grounding import ground
-from dbt_llm.schemas import fields_to_schema, normalize_schema
-from dbt_llm.tasks import build_task
+from dbt_llm.functions.grounding import ground
+from dbt_llm.functions.schemas import fields_to_schema, normalize_schema
+from dbt_llm.functions.tasks import build_task
 
 TEXT = "Ship to  ACME gmbh,\nHauptstrasse 5, Berlin. Ordered on 3 March 2024, 12 units, paid."
 FIELDS = fields_to_schema(

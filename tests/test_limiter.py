@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from dbt_llm.limiter import Limiter, RateHeaders
+from dbt_llm.engine.limiter import Limiter
+from dbt_llm.providers.rate_headers import RateHeaders
 
 
 def test_rate_headers() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dbt_llm import migrations
-from dbt_llm.migrations import MIGRATIONS, migrate
-from dbt_llm.rows import AUDIT_COLUMNS, AUDIT_KEY, CACHE_COLUMNS, ERROR_COLUMNS
+from dbt_llm.calls.rows import AUDIT_COLUMNS, AUDIT_KEY, CACHE_COLUMNS, ERROR_COLUMNS
+from dbt_llm.duckdb import migrations
+from dbt_llm.duckdb.migrations import MIGRATIONS, migrate
 
 PREVIOUS_RELEASE = Path(__file__).parent / "data" / "previous_release.ddl"
 

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from dbt_llm.limiter import RateHeaders
 from dbt_llm.providers import OpenAIProvider
 from dbt_llm.providers.base import Completion, FatalProviderError, RowError, TransientError, Usage
+from dbt_llm.providers.rate_headers import RateHeaders
 
 KEY = "sk-test-SECRET"
 MESSAGES = [{"role": "system", "content": "classify"}, {"role": "user", "content": "<input>\nhi\n</input>"}]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from openai_server import FakeOpenAI, build_answer, is_valid
 
-from dbt_llm import prompts
+from dbt_llm.functions import prompts
 
 CLASSIFY_SCHEMA: dict[str, Any] = {
     "type": "object",

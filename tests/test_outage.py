@@ -14,10 +14,10 @@ import httpx
 from conftest import DbtProject
 
 from dbt_llm.engine import Budget, Engine, Outcome, Request
-from dbt_llm.outage import Outage
+from dbt_llm.engine.outage import Outage
+from dbt_llm.functions.tasks import build_task, cache_key
 from dbt_llm.pricing import PriceTable
 from dbt_llm.providers import OpenAIProvider
-from dbt_llm.tasks import build_task, cache_key
 
 TASK = build_task(
     {"function": "classify", "labels": ["billing", "bug"]}, provider="openai", default_model="m", temperature=0.0

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from dbt_llm.engine import Budget, Engine, Outcome, Request
+from dbt_llm.engine.packing import Pack, packs_of, shares
 from dbt_llm.errors import ProviderError
-from dbt_llm.packing import Pack, packs_of, shares
+from dbt_llm.functions.tasks import build_task, cache_key
 from dbt_llm.pricing import Price, PriceTable
 from dbt_llm.providers.base import Completion, FatalProviderError, TransientError, Usage
-from dbt_llm.tasks import build_task, cache_key
 
 MODEL = "m"
 TASK = build_task(

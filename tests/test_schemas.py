@@ -9,7 +9,7 @@ from conftest import DbtProject
 from pydantic import ValidationError
 
 from dbt_llm.errors import SpecError
-from dbt_llm.schemas import answer_model, normalize_schema, sql_structure
+from dbt_llm.functions.schemas import answer_model, normalize_schema, sql_structure
 
 
 def _extract_schema(prop: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from conftest import API_KEY
 from openai_server import FakeOpenAI
 
 from dbt_llm.errors import RowFailuresError
+from dbt_llm.functions.tasks import cache_key
 from dbt_llm.spark import planning, worker
 from dbt_llm.spark.sql_types import spark_type
 from dbt_llm.spark.staging import (
@@ -28,7 +29,6 @@ from dbt_llm.spark.staging import (
     release_merge_lock,
     staged_lines,
 )
-from dbt_llm.tasks import cache_key
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from typing import Any
 from conftest import API_KEY
 from openai_server import FakeOpenAI
 
-from dbt_llm import tokens
 from dbt_llm.engine import Budget, Engine, Request
+from dbt_llm.functions import tokens
+from dbt_llm.functions.tasks import Task, build_task, cache_key
 from dbt_llm.pricing import PriceTable
 from dbt_llm.providers import OpenAIProvider
-from dbt_llm.tasks import Task, build_task, cache_key
 
 
 def template(n_messages: int) -> int:

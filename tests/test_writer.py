@@ -18,10 +18,10 @@ from typing import Any
 import duckdb
 import pytest
 
+from dbt_llm.calls.rows import AuditRow, CacheRow, ErrorRow, now
+from dbt_llm.duckdb.migrations import migrate
+from dbt_llm.duckdb.writer import Writer
 from dbt_llm.errors import DbtLlmError
-from dbt_llm.migrations import migrate
-from dbt_llm.rows import AuditRow, CacheRow, ErrorRow, now
-from dbt_llm.writer import Writer
 
 SCHEMA = "dbt_llm"
 
@@ -188,9 +188,9 @@ def test_rows_flushed_before_the_process_dies_are_in_the_file(tmp_path: Path) ->
     script = textwrap.dedent(
         f"""
         import os, duckdb
-        from dbt_llm.migrations import migrate
-        from dbt_llm.rows import CacheRow, now
-        from dbt_llm.writer import Writer
+        from dbt_llm.duckdb.migrations import migrate
+        from dbt_llm.calls.rows import CacheRow, now
+        from dbt_llm.duckdb.writer import Writer
 
         conn = duckdb.connect({str(path)!r})
         writer = Writer()

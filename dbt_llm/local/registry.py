@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dbt_llm.errors import DbtLlmError
+from ..errors import DbtLlmError
 
 
 class LocalModelError(DbtLlmError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ..limiter import RateHeaders
+from .rate_headers import RateHeaders
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from ..limiter import RateHeaders
 from .base import Completion, Embeddings, FatalProviderError, RowError, TransientError, Usage
+from .rate_headers import RateHeaders
 
 
 def parse_retry_after(headers: httpx.Headers) -> float | None:
@@ -69,6 +69,21 @@ def _not_a(response: httpx.Response, what: str, key: str) -> TransientError:
     return TransientError("bad_response", f"HTTP {response.status_code} with a body that is not a {what}: {text!r}")
 
 
+def chat_body(
+    model: str,
+    messages: list[dict[str, str]],
+    response_format: dict[str, Any] | None,
+    max_tokens: int,
+    temperature: float,
+) -> dict[str, Any]:
+    """The body of one chat completion: posted in real time, and the `body` of a batch line."""
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if response_format is not None:
+        body["response_format"] = response_format
+    body.update(max_tokens=max_tokens, temperature=temperature)
+    return body
+
+
 _SHARD_CONNECTIONS = 16
 
 
@@ -112,10 +127,7 @@ class OpenAIProvider:
         max_tokens: int,
         temperature: float,
     ) -> Completion:
-        body: dict[str, Any] = {"model": model, "messages": messages}
-        if response_format is not None:
-            body["response_format"] = response_format
-        body.update(max_tokens=max_tokens, temperature=temperature)
+        body = chat_body(model, messages, response_format, max_tokens, temperature)
         response, key = await self._post(self._url, body, model)
         try:
             data = response.json()

@@ -8,12 +8,10 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-if TYPE_CHECKING:
-    from ..outcome import Askable
 from .base import Completion, FatalProviderError, TransientError
 from .openai import _error_message, parse_retry_after, usage_of
 
@@ -21,14 +19,9 @@ BATCH_ENDPOINT = "/v1/chat/completions"
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
-def request_line(custom_id: str, asked: Askable, max_tokens: int) -> dict[str, Any]:
-    """One line of a batch input file, for one row or a pack of rows; `body` is the body
-    OpenAIProvider.complete posts for it."""
-    body: dict[str, Any] = {"model": asked.model, "messages": asked.messages()}
-    response_format = asked.response_format()
-    if response_format is not None:
-        body["response_format"] = response_format
-    body.update(max_tokens=max_tokens, temperature=asked.temperature)
+def request_line(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One line of a batch input file, for one row or a pack of rows; `body` is what
+    OpenAIProvider.complete posts for it (chat_body)."""
     return {"custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT, "body": body}
 
 

@@ -3,7 +3,7 @@ spark-submit --conf spark.dbt_llm.staging=<shared dir> .../dbt_llm/spark/__main_
 
 import sys
 
-from dbt_llm.spark.cli import run
+from .cli import run
 
 if __name__ == "__main__":
     raise SystemExit(run(sys.argv[1:]))

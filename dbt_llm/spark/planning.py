@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..calls import plan_call
+from ..calls.call import Call
+from ..calls.plan import plan_call
+from ..calls.rows import now
 from ..config import LlmConfig, parse_config
 from ..errors import ConfigError, SpecError
-from ..invocation import Call
 from ..pricing import PriceTable
-from ..rows import now
 from .sql_types import spark_type
 from .staging import LineWriter, NodeDir, acquire_merge_lock, node_dirs, release_merge_lock, write_call
 from .staging import discard as remove_staged

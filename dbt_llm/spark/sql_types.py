@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..schemas import JsonSchema
+from ..functions.schemas import JsonSchema
 
 _SCALARS = {"integer": "bigint", "number": "double", "boolean": "boolean"}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from ..verdict import errors_query, rows_failed
+from ..calls.verdict import errors_query, rows_failed
 from .staging import LINE_COLUMNS, NodeDir
 
 # Append only: a released migration is never edited; a change is a new entry (see migrations.py).

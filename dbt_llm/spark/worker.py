@@ -13,18 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..budget import Budget
-from ..calls import plan_call
+from ..calls.call import Call
+from ..calls.plan import plan_call
+from ..calls.rows import now
+from ..calls.verdict import errors_query, rows_failed
 from ..config import LlmConfig
 from ..engine import Engine, Outcome, Request
-from ..engine_factory import engine_for
+from ..engine.budget import Budget
+from ..engine.factory import engine_for
 from ..errors import RowFailuresError
-from ..invocation import Call
+from ..functions.tasks import sha256_hex
 from ..pricing import PriceTable
 from ..providers.factory import build_provider
-from ..rows import now
-from ..tasks import sha256_hex
-from ..verdict import errors_query, rows_failed
 from .planning import spark_config
 from .staging import LineWriter, NodeDir, read_call, staged_lines
 

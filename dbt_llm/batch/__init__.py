@@ -1,0 +1,1 @@
+"""Batch APIs, provider-neutral: the lines of a job, waiting for it, matching results by custom_id, retries."""

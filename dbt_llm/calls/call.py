@@ -1,0 +1,28 @@
+"""One macro call as planned at compile time: what the DuckDB runtime and Spark's workers both answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..functions.tasks import Task
+
+
+@dataclass(frozen=True)
+class Call:
+    """One macro call in one model (one microbatch batch, for those) of one invocation."""
+
+    handle: str
+    task: Task
+    invocation_id: str
+    node_id: str
+    batch_id: str = ""
+    command: str = "run"
+    on_error: str = "fail"
+    dry_run: bool = False
+    max_cost_usd: float | None = None  # the model's own cap, under the invocation's
+    mode: str = "realtime"  # or "batch": the provider's Batch API
+    rows_per_request: int = 1  # texts packed in one request (packing.py)
+
+    @property
+    def where(self) -> str:
+        return f"batch {self.batch_id} of {self.node_id}" if self.batch_id else self.node_id

@@ -1,0 +1,82 @@
+"""A macro call's arguments, as the model rendered them, turned into a Call: the task, and the
+settings that apply to it (the dbt var, the model's meta, the profile, in that order)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import LlmConfig
+from ..engine.packing import EMBED_ROWS_PER_REQUEST, MAX_ROWS_PER_REQUEST
+from ..errors import SpecError
+from ..functions.tasks import Task, build_task, sha256_hex
+from ..pricing import PriceTable
+from .call import Call
+from .settings import call_mode, parse_model_settings
+
+
+def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, prices: PriceTable) -> Call:
+    """Bad arguments or settings raise SpecError, which fails the model when it compiles."""
+    where = str(args.get("where") or "llm_" + str(args.get("function")))
+    settings = parse_model_settings(args.get("model_settings"), where)
+    embed = args.get("function") == "embed"
+    if embed and config.provider == "local":
+        raise SpecError(
+            f"{where}: the embedded model (provider: local) does not serve embeddings. Point the plugin at an "
+            "OpenAI-compatible endpoint with an /embeddings route (provider: openai, base_url: ...)."
+        )
+    task = build_task(
+        args,
+        provider=config.provider,
+        default_model=config.embedding_model if embed else settings.model or config.model,
+        temperature=config.temperature,
+    )
+    command = str(args.get("command") or "run")
+    # Embeddings are cheap and fast: they are always sent at once, never as batch jobs.
+    mode = (
+        "realtime"
+        if embed
+        else call_mode(
+            args.get("mode") or settings.mode or config.mode, command=command, provider=config.provider, where=where
+        )
+    )
+    capped = config.max_cost_usd is not None or settings.max_cost_usd is not None
+    if capped and prices.price(task.model) is None:
+        raise SpecError(
+            f"{where}: no price is known for model {task.model!r}, so `max_cost_usd` cannot be enforced. "
+            f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: "
+            "<USD per 1M>}}, or remove max_cost_usd."
+        )
+    node_id, batch_id = str(args.get("node_id")), str(args.get("batch_id") or "")
+    return Call(
+        sha256_hex(f"{invocation_id}\n{node_id}\n{batch_id}\n{task.spec_hash}")[:32],
+        task,
+        invocation_id,
+        node_id,
+        batch_id=batch_id,
+        command=command,
+        on_error=settings.on_error or config.on_error,
+        dry_run=bool(args.get("dry_run")),
+        max_cost_usd=settings.max_cost_usd,
+        mode=mode,
+        rows_per_request=_rows_per_call(args, task, config, where),
+    )
+
+
+def _rows_per_call(args: dict[str, Any], task: Task, config: LlmConfig, where: str) -> int:
+    if task.function == "embed":
+        return EMBED_ROWS_PER_REQUEST
+    if not task.packable:
+        return 1
+    return _rows_per_request(args.get("rows_per_request"), config.rows_per_request, where)
+
+
+def _rows_per_request(value: Any, default: int, where: str) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ROWS_PER_REQUEST:
+        raise SpecError(
+            f"{where}: `rows_per_request` must be a whole number from 1 to {MAX_ROWS_PER_REQUEST}; got {value!r}. "
+            "1 (the default) sends each text alone; measure larger values on your model with "
+            "benchmarks/quality.py --rows-per-request."
+        )
+    return int(value)

@@ -1,0 +1,116 @@
+"""The rows of the llm_* tables as typed records: each dataclass gives its table's columns."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+Status = Literal["running", "preview", "success", "failed_rows", "budget_exceeded", "dry_run", "error"]
+
+
+def now() -> datetime:
+    """UTC wall clock as a naive timestamp (DuckDB TIMESTAMP)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class CacheRow:
+    key: str
+    function: str
+    model: str
+    result: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    created_at: datetime
+    invocation_id: str
+    node_id: str
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    invocation_id: str
+    node_id: str
+    key: str
+    function: str
+    model: str
+    error_kind: str
+    message: str
+    attempts: int
+    input_preview: str
+    created_at: datetime
+
+
+@dataclass
+class AuditRow:
+    """One llm_audit row: (invocation, node, batch, function, model) and its counters."""
+
+    invocation_id: str
+    node_id: str
+    batch_id: str
+    function: str
+    model: str
+    provider: str
+    command: str
+    started_at: datetime = dataclasses.field(default_factory=now)
+    finished_at: datetime | None = None
+    rows: int = 0
+    cache_hits: int = 0
+    api_calls: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    failed_rows: int = 0
+    skipped_rows: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+    status: Status = "running"
+    est_requests: int = 0
+    est_prompt_tokens: int = 0
+    est_completion_tokens: int = 0
+    est_cost_usd: float | None = 0.0
+    cached_prompt_tokens: int = 0
+    batch_answers: int = 0
+    rows_per_call: float | None = None  # rows sent / api_calls: above 1 when rows are packed
+    ungrounded_values: int = 0  # extracted strings the input text does not contain: nulled
+
+
+@dataclass(frozen=True)
+class BatchJobRow:
+    """One job of the provider's Batch API: recorded as soon as it is created, so a run that dies
+    while it waits loses nothing; the next run collects it (`collected_at` is NULL until then)."""
+
+    job_id: str
+    provider: str
+    model: str
+    function: str
+    invocation_id: str
+    node_id: str
+    requests: int
+    status: str
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    completed: int | None
+    failed: int | None
+    created_at: datetime
+    finished_at: datetime | None
+    collected_at: datetime | None
+
+
+def _columns(cls: type[Any]) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+CACHE_COLUMNS = _columns(CacheRow)
+ERROR_COLUMNS = _columns(ErrorRow)
+AUDIT_COLUMNS = _columns(AuditRow)
+AUDIT_KEY = AUDIT_COLUMNS[:5]
+BATCH_JOB_COLUMNS = _columns(BatchJobRow)
+
+
+def row_dict(row: CacheRow | ErrorRow | AuditRow | BatchJobRow, columns: list[str]) -> dict[str, Any]:
+    """The table's columns of a row (a Ledger is an AuditRow with more fields that are not columns)."""
+    return {c: getattr(row, c) for c in columns}

@@ -1,0 +1,67 @@
+"""Whether a model (or one microbatch batch) fails once its rows ran, and the message that says
+why and what to do. Pure functions of the ledgers: nothing is sent or written here."""
+
+from __future__ import annotations
+
+from ..engine.budget import Budget
+from ..errors import BudgetExceededError, DbtLlmError, DryRunError, RowFailuresError
+from .ledger import EstimateTotal, Ledger, estimate_text
+
+
+def errors_query(schema: str | None, invocation_id: str, node_id: str) -> str:
+    return f"select * from {schema}.llm_errors where invocation_id = '{invocation_id}' and node_id = '{node_id}'"
+
+
+def budget_error(where: str, budget: Budget, skipped: int, *, batch: bool = False) -> DbtLlmError:
+    """`budget` is the one the model's requests drew on: its own cap (if any), then the invocation's."""
+    spent = []
+    level: Budget | None = budget
+    while level is not None:
+        owner = "this invocation" if level.parent is None else "this model (meta dbt_llm.max_cost_usd)"
+        if level.cap_usd is not None:
+            spent.append(f"{owner} spent ${level.spent_usd:.4f} of max_cost_usd ${level.cap_usd:g}")
+        level = level.parent
+    rerun = "run `dbt retry` to finish only this batch's rows" if batch else "run again to finish only the rows left"
+    return BudgetExceededError(
+        f"dbt_llm: budget reached in {where}: {'; '.join(spent)}; {skipped} row(s) are left without an answer. "
+        f"Paid answers are cached: raise `max_cost_usd` (or remove it) and {rerun}."
+    )
+
+
+def rows_failed(node_id: str, failed: int | str, query: str) -> DbtLlmError:
+    return RowFailuresError(
+        f"dbt_llm: {failed} row(s) of {node_id} got no valid answer. They are not cached, so the next run retries "
+        f"them. See why: {query}. To keep NULLs instead of failing, set on_error: null."
+    )
+
+
+def batch_failed(where: str, texts: int, query: str) -> DbtLlmError:
+    return RowFailuresError(
+        f"dbt_llm: {texts} text(s) of {where} got no valid answer, so this batch was not written (each microbatch "
+        "batch fails on its own rows). They are not cached: `dbt retry` reruns this batch and retries only them. "
+        f"See why: {query}. To keep NULLs instead of failing, set on_error: null."
+    )
+
+
+def batch_dry_run(where: str, ledger: Ledger) -> DbtLlmError:
+    # dbt commits each batch on its own, so a dry run stops the batch once it is priced.
+    return DryRunError(
+        f"dbt_llm dry run: {where} would send {estimate_text(ledger)}. Nothing was sent and the batch was not "
+        "written; run without dbt_llm_dry_run to build it."
+    )
+
+
+def dry_run_note(node_id: str, ledgers: list[Ledger], materialized: str, total: EstimateTotal) -> str:
+    """A dry run does not fail its model, so the models downstream are estimated in the same pass."""
+    estimated = sum(lg.est_requests for lg in ledgers)
+    built = (
+        "built from cached answers, with NULL where a call would be needed (the next run rebuilds the table)"
+        if materialized == "table"
+        else f"not built: its {materialized} build was rolled back, since NULLs committed to it would never be "
+        "revisited; models downstream read its previous state"
+    )
+    return (
+        f"dry run: {node_id} would send {estimated} request(s): "
+        + "; ".join(estimate_text(lg) for lg in ledgers if lg.est_requests)
+        + f". Nothing was sent; the model was {built}. Dry run so far: {total.text()}."
+    )

@@ -1,0 +1,70 @@
+"""The dbt-duckdb plugin (`- module: dbt_llm.plugin` in profiles.yml): registers the UDFs on each connection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+from dbt.adapters.duckdb.plugins import BasePlugin
+from dbt.adapters.events.logging import AdapterLogger
+from duckdb.sqltypes import BIGINT, BOOLEAN, VARCHAR
+
+from ..config import parse_config
+from ..errors import ConfigError
+from .runtime import Runtime
+
+
+class ConnectionConfigError(ConfigError, RuntimeError):
+    """A ConfigError as dbt-duckdb expects a failed connection to fail.
+
+    dbt-duckdb turns a RuntimeError from a plugin into dbt's FailedToConnectError, which dbt
+    prints as its message alone and does not retry; any other exception makes dbt open the
+    connection again while it cleans up, and print every attempt's traceback.
+    """
+
+
+class Plugin(BasePlugin):
+    def initialize(self, plugin_config: dict[str, Any]) -> None:
+        settings = getattr(self.creds, "settings", None) or {}
+        try:
+            config = parse_config(plugin_config, settings)
+        except ConfigError as exc:
+            raise ConnectionConfigError(str(exc)) from None
+        self.runtime = Runtime(config, log=AdapterLogger("dbt_llm").info)
+
+    def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
+        runtime = self.runtime
+        runtime.attach(conn)
+
+        conn.create_function("dbt_llm_prepare", runtime.prepare, [VARCHAR], VARCHAR, side_effects=True)
+        _arrow_function(conn, "dbt_llm_tally", runtime.tally, [BOOLEAN, VARCHAR], BOOLEAN, side_effects=True)
+        _arrow_function(conn, "dbt_llm_resolve", runtime.resolve, [VARCHAR] * 3, VARCHAR, side_effects=True)
+        # Not marked side_effects: DuckDB then evaluates it once per distinct text inside the cache
+        # subquery (it returns NULL and only starts requests, so that is all it needs).
+        _arrow_function(conn, "dbt_llm_submit", runtime.submit, [VARCHAR] * 3, VARCHAR, side_effects=False)
+        conn.create_function("dbt_llm_schema", runtime.schema, [], VARCHAR)
+        conn.create_function("dbt_llm_estimated", runtime.estimated, [VARCHAR, VARCHAR], BIGINT, side_effects=True)
+        conn.create_function("dbt_llm_finish", runtime.finish, [VARCHAR] * 3, VARCHAR, side_effects=True)
+
+
+def _arrow_function(
+    conn: duckdb.DuckDBPyConnection,
+    name: str,
+    function: Callable[..., Any],
+    parameters: list[Any],
+    return_type: Any,
+    *,
+    side_effects: bool,
+) -> None:
+    """A vectorised UDF that sees NULLs itself (`special`): it gets whole Arrow chunks."""
+    # Strings, not enums: the enums moved between DuckDB 1.x and 2.x.
+    conn.create_function(  # type: ignore[call-overload]
+        name,
+        function,
+        parameters,
+        return_type,
+        type="arrow",
+        null_handling="special",
+        side_effects=side_effects,
+    )

@@ -1,0 +1,198 @@
+"""The engine: takes requests, returns validated answers with their usage and cost.
+
+It knows nothing of dbt or DuckDB. Requests from every thread share one event loop, one limiter
+per model and one in-flight table, so a text asked for twice at the same time is sent once. When
+each request starts is prefetch.py's job, a row's retries retries.py's, and one request's wait for
+the provider, a limiter slot and the budget attempt.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ..errors import DbtLlmError
+from ..pricing import PriceTable
+from ..providers.base import Provider
+from .attempt import Attempts
+from .budget import Budget
+from .limiter import Limiter
+from .outage import Outage
+from .outcome import Outcome, Pending, Request
+from .pack_retries import PackRetries
+from .packing import packs_of
+from .prefetch import Prefetch, Queued
+from .retries import Retries
+
+T = TypeVar("T")
+
+
+class Engine:
+    def __init__(
+        self,
+        provider_factory: Callable[[], Provider],
+        *,
+        prices: PriceTable,
+        max_concurrency: int,
+        max_attempts: int,
+        request_timeout: float = 60.0,
+        row_timeout: float = 600.0,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        outage: Outage | None = None,
+        pack_chars: int = 20_000,
+    ) -> None:
+        self._provider_factory = provider_factory
+        self._provider: Provider | None = None
+        self._max_concurrency = max_concurrency
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._ceilings = (requests_per_minute, tokens_per_minute)
+        self._limiters: dict[str, Limiter] = {}
+        self.outage = outage or Outage()  # one provider: when it is down, every model waits for it
+        attempts = Attempts(self._get_provider, self.limiter, self.outage, prices, request_timeout)
+        self._retries = Retries(attempts, max_attempts=max_attempts, row_timeout=row_timeout)
+        self._packs = PackRetries(attempts, self._retries, max_attempts=max_attempts, row_timeout=row_timeout)
+        self._pack_chars = pack_chars  # the most text characters one packed request carries
+        # On the loop only: the future of each key in flight, and when each request starts.
+        self._inflight: dict[str, asyncio.Future[Outcome]] = {}
+        self._prefetch = Prefetch(self._answer, lambda model: int(self.limiter(model).limit), pack_chars)
+
+    # -- the event loop, on its own thread so any caller thread can block on it --
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=loop.run_forever, name="dbt-llm-engine", daemon=True)
+                self._thread.start()
+                self._loop = loop
+            return self._loop
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop()).result()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        if self._provider is not None:
+            asyncio.run_coroutine_threadsafe(self._provider.aclose(), loop).result(timeout=10)
+            self._provider = None
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # -- public API --
+    def run(self, requests: list[Request], on_outcome: Callable[[Outcome], None]) -> list[Outcome]:
+        """Answer each request (keys must be distinct); `on_outcome` gets each new outcome
+        as soon as it is known, on the engine's thread. Blocks until all are done."""
+        return self.wait(self.submit(requests, on_outcome))
+
+    def submit(
+        self, requests: list[Request], on_outcome: Callable[[Outcome], None], *, prefetch_for: str | None = None
+    ) -> list[Pending]:
+        """Hand the requests over and return at once; `wait` collects the outcomes. A key already
+        in flight (from any caller) is not sent again.
+
+        Without `prefetch_for` the requests start now. With it, they are a prefetch for that owner:
+        one starts only while a caller waits in `wait(..., owner)` and a slot of the model is free,
+        in the order submitted; the keys a caller waits for start first. A query that stops early
+        (a LIMIT) then pays for about one round of slots more than it used, not for every row."""
+        if not requests:
+            return []
+        return self._call(self._start(requests, on_outcome, prefetch_for))
+
+    def wait(self, pending: list[Pending], owner: str | None = None) -> list[Outcome]:
+        """Block until every pending request is settled, meanwhile letting `owner`'s prefetch use
+        free slots. An outcome answered by a request another caller had in flight comes back
+        marked `shared` (its cost is counted there)."""
+        if not pending:
+            return []
+        results = self._call(self._wait(pending, owner))
+        return [outcome if p.owned else outcome.as_shared() for outcome, p in zip(results, pending, strict=True)]
+
+    def drop_prefetch(self) -> int:
+        """Forget every prefetched request not started yet (a query that stopped early queued them).
+        Called when a new dbt invocation starts: a key the new run asks for is then its own request,
+        paid and recorded by the new run, not answered for a call of the old one. Returns how many."""
+        with self._lock:
+            if self._loop is None:
+                return 0
+        return self._call(self._drop_prefetch())
+
+    async def _drop_prefetch(self) -> int:
+        dropped = self._prefetch.drop()
+        for item in dropped:
+            item.future.cancel()  # nobody waits on it: _forget takes the key out of the in-flight table
+        return len(dropped)
+
+    def limiter(self, model: str) -> Limiter:
+        """One limiter per model: every dbt thread and model of the process shares it."""
+        if model not in self._limiters:
+            rpm, tpm = self._ceilings
+            self._limiters[model] = Limiter(self._max_concurrency, requests_per_minute=rpm, tokens_per_minute=tpm)
+        return self._limiters[model]
+
+    # -- on the loop --
+    async def _start(
+        self, requests: list[Request], on_outcome: Callable[[Outcome], None], prefetch_for: str | None
+    ) -> list[Pending]:
+        loop = asyncio.get_running_loop()
+        pending: list[Pending] = []
+        now: list[Queued] = []
+        for request in requests:
+            existing = self._inflight.get(request.key)
+            if existing is not None:
+                pending.append(Pending(request.key, existing, owned=False))
+                continue
+            future: asyncio.Future[Outcome] = loop.create_future()
+            self._inflight[request.key] = future
+            future.add_done_callback(functools.partial(self._forget, request.key))
+            pending.append(Pending(request.key, future, owned=True))
+            item = Queued(request, on_outcome, future)
+            if prefetch_for is None:
+                now.append(item)
+            else:
+                self._prefetch.queue(prefetch_for, item)
+        for pack in packs_of(now, lambda queued: queued.request, self._pack_chars):
+            self._prefetch.start(pack)
+        self._prefetch.feed()
+        return pending
+
+    async def _wait(self, pending: list[Pending], owner: str | None) -> list[Outcome]:
+        self._prefetch.want(p.key for p in pending)
+        with self._prefetch.waiting(owner):
+            return list(await asyncio.gather(*(p.future for p in pending)))
+
+    async def _answer(self, items: list[Queued]) -> None:
+        """Answer one request, or a pack of them; each item's future is settled as soon as its row is."""
+
+        def done(index: int, outcome: Outcome) -> None:
+            item = items[index]
+            item.on_outcome(outcome)
+            if not item.future.done():
+                item.future.set_result(outcome)
+
+        if len(items) == 1:
+            done(0, await self._retries.answer(items[0].request))
+        else:
+            await self._packs.answer([item.request for item in items], done)
+
+    def _forget(self, key: str, done: asyncio.Future[Outcome]) -> None:
+        self._inflight.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here: a caller that never waits must not log "never retrieved"
+
+    def _get_provider(self) -> Provider:
+        """Built on the first request sent, so a fully cached run needs no key."""
+        if self._provider is None:
+            self._provider = self._provider_factory()
+        return self._provider
+
+
+__all__ = ["Budget", "DbtLlmError", "Engine", "Outcome", "Pending", "Request"]
