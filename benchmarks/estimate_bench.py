@@ -91,9 +91,9 @@ def provider(args: argparse.Namespace) -> tuple[Callable[[], Provider], Callable
             base_url=fake.base_url, api_key=lambda: "x", timeout=30, max_connections=8, trust_env=False
         )
         return factory, fake.stop
-    from dbt_llm.local.server import shared_server
+    from dbt_llm.local.server import Slots, shared_server
 
-    server = shared_server(args.model, n_parallel=2)
+    server = shared_server(args.model, Slots(n_parallel=2))
     factory = lambda: OpenAIProvider(  # noqa: E731
         base_url=server.base_url, api_key=lambda: server.api_key, timeout=120, max_connections=2, trust_env=False
     )

@@ -361,10 +361,10 @@ def provider_factory(args: argparse.Namespace) -> Callable[[], Provider]:
             max_connections=args.concurrency,
         )
     # As the plugin's local provider (runtime._local_provider): one slot per concurrent request.
-    from dbt_llm.local.server import shared_server
+    from dbt_llm.local.server import Slots, shared_server
 
     started = time.monotonic()
-    server = shared_server(args.model, n_parallel=args.concurrency)
+    server = shared_server(args.model, Slots(n_parallel=args.concurrency))
     print(f"local server for {args.model} up in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return lambda: OpenAIProvider(
         base_url=server.base_url,

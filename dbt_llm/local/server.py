@@ -19,6 +19,7 @@ import secrets
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,7 +29,7 @@ import httpx
 from .pull import model_path as resolve_model_path
 from .registry import LocalModelError
 
-__all__ = ["LocalServer", "default_threads", "shared_server", "stop_shared_servers"]
+__all__ = ["LocalServer", "Slots", "default_threads", "shared_server", "stop_shared_servers"]
 
 DEFAULT_CTX_PER_SLOT = 4096
 DEFAULT_PARALLEL = 2
@@ -56,36 +57,48 @@ def _import_xllamacpp() -> Any:
         ) from exc
 
 
-class LocalServer:
-    """One llama.cpp server for one model file. `start()` and `stop()` are idempotent and thread-safe.
+@dataclass(frozen=True)
+class Slots:
+    """How llama.cpp serves: `n_parallel` slots of `ctx_per_slot` tokens (prompt + answer) each, on
+    `n_threads` compute threads (default: half the CPUs), with a prompt cache of `cache_ram_mib`.
+    llama.cpp gets n_ctx = ctx_per_slot * n_parallel and splits it evenly between the slots."""
 
-    `ctx_per_slot` is the context (prompt + answer tokens) of each of the `n_parallel` slots; llama.cpp
-    gets n_ctx = ctx_per_slot * n_parallel and splits it evenly between the slots.
-    """
+    ctx_per_slot: int = DEFAULT_CTX_PER_SLOT
+    n_parallel: int = DEFAULT_PARALLEL
+    n_threads: int | None = None
+    cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB
+
+    @property
+    def threads(self) -> int:
+        assert self.n_threads is not None  # set in __post_init__
+        return self.n_threads
+
+    def __post_init__(self) -> None:
+        if self.n_threads is None:  # resolved now, so equal settings make equal keys of shared_server
+            object.__setattr__(self, "n_threads", default_threads())
+        if self.ctx_per_slot < 256:
+            raise LocalModelError(f"ctx_per_slot must be at least 256, got {self.ctx_per_slot}")
+        if self.n_parallel < 1:
+            raise LocalModelError(f"n_parallel must be at least 1, got {self.n_parallel}")
+        if self.threads < 1:
+            raise LocalModelError(f"n_threads must be at least 1, got {self.n_threads}")
+
+
+class LocalServer:
+    """One llama.cpp server for one model file, served as `slots` says. `start()` and `stop()` are
+    idempotent and thread-safe."""
 
     def __init__(
         self,
         model: str | os.PathLike[str],
+        slots: Slots | None = None,
         *,
-        ctx_per_slot: int = DEFAULT_CTX_PER_SLOT,
-        n_parallel: int = DEFAULT_PARALLEL,
-        n_threads: int | None = None,
-        cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB,
         startup_timeout: float = 120.0,
         api_key: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        if ctx_per_slot < 256:
-            raise LocalModelError(f"ctx_per_slot must be at least 256, got {ctx_per_slot}")
-        if n_parallel < 1:
-            raise LocalModelError(f"n_parallel must be at least 1, got {n_parallel}")
-        if n_threads is not None and n_threads < 1:
-            raise LocalModelError(f"n_threads must be at least 1, got {n_threads}")
+        self.slots = slots or Slots()
         self.model_path: Path = resolve_model_path(model, cache_dir)
-        self.ctx_per_slot = ctx_per_slot
-        self.n_parallel = n_parallel
-        self.n_threads = n_threads or default_threads()
-        self.cache_ram_mib = cache_ram_mib
         self.startup_timeout = startup_timeout
         self.api_key = api_key or f"dbt-llm-local-{secrets.token_urlsafe(24)}"
         self._lock = threading.Lock()
@@ -113,10 +126,11 @@ class LocalServer:
     def _make_params(self, xllamacpp: Any) -> Any:
         params = xllamacpp.CommonParams()
         params.model.path = str(self.model_path)
-        params.n_parallel = self.n_parallel
-        params.n_ctx = self.ctx_per_slot * self.n_parallel
-        params.cpuparams.n_threads = self.n_threads
-        params.cpuparams_batch.n_threads = self.n_threads
+        slots = self.slots
+        params.n_parallel = slots.n_parallel
+        params.n_ctx = slots.ctx_per_slot * slots.n_parallel
+        params.cpuparams.n_threads = slots.threads
+        params.cpuparams_batch.n_threads = slots.threads
         params.verbosity = -1
         params.hostnames = ["127.0.0.1"]
         params.port = 0
@@ -125,7 +139,7 @@ class LocalServer:
         params.offline = True
         params.endpoint_slots = False
         params.endpoint_metrics = True  # stop() reads requests_processing / requests_deferred
-        params.cache_ram_mib = self.cache_ram_mib
+        params.cache_ram_mib = slots.cache_ram_mib
         return params
 
     def start(self) -> str:
@@ -229,7 +243,7 @@ class LocalServer:
 
     def __repr__(self) -> str:
         state = self._base_url or "stopped"
-        return f"LocalServer({str(self.model_path)!r}, n_parallel={self.n_parallel}, {state})"
+        return f"LocalServer({str(self.model_path)!r}, n_parallel={self.slots.n_parallel}, {state})"
 
 
 def _busy_requests(metrics: str) -> int | None:
@@ -255,30 +269,20 @@ _atexit_registered = False
 
 def shared_server(
     model: str | os.PathLike[str],
+    slots: Slots | None = None,
     *,
-    ctx_per_slot: int = DEFAULT_CTX_PER_SLOT,
-    n_parallel: int = DEFAULT_PARALLEL,
-    n_threads: int | None = None,
-    cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB,
     startup_timeout: float = 120.0,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> LocalServer:
-    """The one running server of this process for (model file, parameters); started on first use."""
+    """The one running server of this process for (model file, slots); started on first use."""
     global _atexit_registered
     path = resolve_model_path(model, cache_dir)
-    threads = n_threads or default_threads()
-    key = (str(path), ctx_per_slot, n_parallel, threads, cache_ram_mib)
+    slots = slots or Slots()
+    key = (str(path), slots)
     with _shared_lock:
         server = _shared.get(key)
         if server is None:
-            server = LocalServer(
-                path,
-                ctx_per_slot=ctx_per_slot,
-                n_parallel=n_parallel,
-                n_threads=threads,
-                cache_ram_mib=cache_ram_mib,
-                startup_timeout=startup_timeout,
-            )
+            server = LocalServer(path, slots, startup_timeout=startup_timeout)
             _shared[key] = server
             if not _atexit_registered:
                 atexit.register(stop_shared_servers)

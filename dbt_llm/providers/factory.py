@@ -38,9 +38,9 @@ def build_batch_client(config: LlmConfig) -> OpenAIBatchClient:
 def _local_provider(config: LlmConfig, on_exit: Callable[[], None]) -> Provider:
     """llama.cpp's OpenAI-compatible server in this process: the same code path (retries,
     validation, cache, audit) as any remote endpoint."""
-    from ..local.server import shared_server
+    from ..local.server import Slots, shared_server
 
-    server = shared_server(config.model, n_parallel=config.local_parallel, n_threads=config.local_threads)
+    server = shared_server(config.model, Slots(n_parallel=config.local_parallel, n_threads=config.local_threads))
     # Registered after the server's own exit hook, so it runs first: close connections, then stop it.
     atexit.register(on_exit)
     return OpenAIProvider(

@@ -78,19 +78,14 @@ class Merge:
     drop_views: list[str]
 
 
-def merge(node: NodeDir, status: str) -> Merge:
-    """`status`: what the audit says of this model's run (success, or error for a run that never finished);
-    it becomes failed_rows when rows failed, and a `dbt show` is always a preview."""
-    s = quote(node.schema)
-    view = "_dbt_llm_staged_" + hashlib.sha256(str(node.path).encode()).hexdigest()[:16]
+def _staged_views(node: NodeDir, view: str) -> tuple[str, str]:
+    """The staged JSONL lines of a node as a view; a batch Spark ran twice (a retried task) counts its rows once."""
     columns = ", ".join(f"{quote(name)} {kind}" for name, kind in LINE_COLUMNS)
-    inv, nid = literal(node.invocation_id), literal(node.node_id)
     names = ", ".join(quote(name) for name, _ in LINE_COLUMNS)
     create_raw = (
         f"create or replace temporary view {view}_raw ({columns}) using json "
         f"options (path {literal(str(node.path))}, pathGlobFilter '*.jsonl')"
     )
-    # A batch Spark ran twice (a retried task) counts its rows once.
     create_view = f"""create or replace temporary view {view} as
         select {names} from {view}_raw where `kind` != 'tally'
         union all
@@ -98,27 +93,19 @@ def merge(node: NodeDir, status: str) -> Merge:
             select *, row_number() over (partition by `batch` order by `created_at`) as _n
             from {view}_raw where `kind` = 'tally'
         ) where _n = 1"""
-    cache = f"""insert into {s}.llm_cache
-        select n.* from (
-            select `key`, first(`function`), first(`model`), first(`result`), first(`prompt_tokens`),
-                   first(`completion_tokens`), first(`cost_usd`), current_timestamp(), {inv}, {nid}
-            from {view} where `kind` = 'answer' and `key` is not null and `result` is not null group by `key`
-        ) n left anti join {s}.llm_cache c on n.`key` = c.`key`"""
-    errors = f"""insert into {s}.llm_errors
-        select n.* from (
-            select {inv} as invocation_id, {nid} as node_id, `key`, first(`function`), first(`model`),
-                   first(`error_kind`), first(`message`), cast(first(`attempts`) as int), first(`input_preview`),
-                   first(`created_at`)
-            from {view} where `kind` = 'error' and `key` is not null group by `key`
-        ) n left anti join {s}.llm_errors e
-            on e.invocation_id = n.invocation_id and e.node_id = n.node_id and e.`key` = n.`key`"""
+    return create_raw, create_view
+
+
+def _audit_insert(s: str, view: str, ids: tuple[str, str], status: str) -> str:
+    """One llm_audit row per function and model of the node (`ids`: its invocation and node literals)."""
+    inv, nid = ids
     paid = "`kind` in ('answer', 'error')"
     final = (
         f"case when first(`command`, true) = 'show' then 'preview' "
         f"when coalesce(sum(`failed`), 0) > 0 then 'failed_rows' "
         f"else {literal(status)} end"
     )
-    audit = f"""insert into {s}.llm_audit
+    return f"""insert into {s}.llm_audit
         select n.* from (
             select {inv} as invocation_id, {nid} as node_id, '' as batch_id, `function`, `model`,
                 first(`provider`, true), first(`command`, true), min(`created_at`), current_timestamp(),
@@ -134,6 +121,30 @@ def merge(node: NodeDir, status: str) -> Merge:
         ) n left anti join {s}.llm_audit a
             on a.invocation_id = n.invocation_id and a.node_id = n.node_id and a.batch_id = n.batch_id
             and a.`function` = n.`function` and a.`model` = n.`model`"""
+
+
+def merge(node: NodeDir, status: str) -> Merge:
+    """`status`: what the audit says of this model's run (success, or error for a run that never finished);
+    it becomes failed_rows when rows failed, and a `dbt show` is always a preview."""
+    s = quote(node.schema)
+    view = "_dbt_llm_staged_" + hashlib.sha256(str(node.path).encode()).hexdigest()[:16]
+    inv, nid = literal(node.invocation_id), literal(node.node_id)
+    create_raw, create_view = _staged_views(node, view)
+    cache = f"""insert into {s}.llm_cache
+        select n.* from (
+            select `key`, first(`function`), first(`model`), first(`result`), first(`prompt_tokens`),
+                   first(`completion_tokens`), first(`cost_usd`), current_timestamp(), {inv}, {nid}
+            from {view} where `kind` = 'answer' and `key` is not null and `result` is not null group by `key`
+        ) n left anti join {s}.llm_cache c on n.`key` = c.`key`"""
+    errors = f"""insert into {s}.llm_errors
+        select n.* from (
+            select {inv} as invocation_id, {nid} as node_id, `key`, first(`function`), first(`model`),
+                   first(`error_kind`), first(`message`), cast(first(`attempts`) as int), first(`input_preview`),
+                   first(`created_at`)
+            from {view} where `kind` = 'error' and `key` is not null group by `key`
+        ) n left anti join {s}.llm_errors e
+            on e.invocation_id = n.invocation_id and e.node_id = n.node_id and e.`key` = n.`key`"""
+    audit = _audit_insert(s, view, (inv, nid), status)
     failures = (
         f"select coalesce(sum(`failed`), 0) from {view} "
         f"where `kind` = 'tally' and `handle` in "
