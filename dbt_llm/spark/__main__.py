@@ -3,7 +3,7 @@ spark-submit --conf spark.dbt_llm.staging=<shared dir> .../dbt_llm/spark/__main_
 
 import sys
 
-from .cli import run
+from dbt_llm.spark.cli import run  # absolute: spark-submit runs this file as a script
 
 if __name__ == "__main__":
     raise SystemExit(run(sys.argv[1:]))
