@@ -179,11 +179,9 @@ def _batch_id(handle: str, keys: list[str | None]) -> str:
 
 
 def _stage(state: _CallState, writer: LineWriter, outcome: Outcome, text: str) -> None:
-    """On the engine's thread: ground the answer, stage it (or the failure), remember it."""
+    """On the engine's thread: stage the answer (grounded where the engine checked it) or the failure,
+    and remember it."""
     call = state.call
-    ungrounded = 0
-    if outcome.result is not None:
-        outcome.result, ungrounded = call.task.ground(outcome.result, text)
     line: dict[str, Any] = {
         "kind": "answer" if outcome.result is not None else "error",
         "handle": call.handle,
@@ -199,7 +197,7 @@ def _stage(state: _CallState, writer: LineWriter, outcome: Outcome, text: str) -
         "requests": outcome.requests,
         "retries": outcome.retry_requests,
         "rate_limited": outcome.rate_limited,
-        "ungrounded": ungrounded,
+        "ungrounded": outcome.ungrounded,
         "attempts": outcome.attempts,
         "created_at": now(),
     }
