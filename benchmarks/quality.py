@@ -91,7 +91,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dbt_llm.engine import Budget, Engine, Outcome, Request
+from dbt_llm.engine import Budget, Engine, EngineSettings, Outcome, Request
 from dbt_llm.engine.packing import MAX_ROWS_PER_REQUEST
 from dbt_llm.functions.prompts import Message
 from dbt_llm.functions.tasks import Task, build_task, cache_key, sha256_hex
@@ -486,9 +486,7 @@ def main() -> None:
         engine = Engine(
             factory,
             prices=PriceTable(free=local),
-            max_concurrency=args.concurrency,
-            max_attempts=5,
-            request_timeout=args.timeout,
+            settings=EngineSettings(max_concurrency=args.concurrency, max_attempts=5, request_timeout=args.timeout),
         )
         started = time.monotonic()
         try:
