@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import DATASETS, SETS, stratified
 
-from dbt_llm.engine import Budget, Engine, Request
+from dbt_llm.engine import Budget, Engine, EngineSettings, Request
 from dbt_llm.functions.tasks import Task, build_task, cache_key
 from dbt_llm.pricing import PriceTable
 from dbt_llm.providers import OpenAIProvider, Provider
@@ -112,9 +112,9 @@ def main() -> None:
     engine = Engine(
         factory,
         prices=PriceTable(free=True),
-        max_concurrency=8 if args.provider == "fake" else 2,
-        max_attempts=3,
-        request_timeout=120,
+        settings=EngineSettings(
+            max_concurrency=8 if args.provider == "fake" else 2, max_attempts=3, request_timeout=120
+        ),
     )
     results: dict[str, dict[str, Any]] = {}
     dump: list[dict[str, Any]] = []

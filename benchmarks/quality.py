@@ -91,7 +91,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dbt_llm.engine import Budget, Engine, Outcome, Request
+from dbt_llm.engine import Budget, Engine, EngineSettings, Outcome, Request
 from dbt_llm.engine.packing import MAX_ROWS_PER_REQUEST
 from dbt_llm.functions.prompts import Message
 from dbt_llm.functions.tasks import Task, build_task, cache_key, sha256_hex
@@ -160,6 +160,13 @@ class NaiveTask(Task):
         values = {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
         values["spec_hash"] = sha256_hex(task.spec_json + "\nnaive")
         return cls(**values)
+
+
+def exempt(task: Task) -> Task:
+    """`task` with every field exempt from grounding (`grounded: false` is never sent, so the requests are
+    the same): the engine hands back the model's raw answer, which the bench grounds itself."""
+    properties = {name: {**sub, "grounded": False} for name, sub in task.schema["properties"].items()}
+    return dataclasses.replace(task, schema={**task.schema, "properties": properties})
 
 
 _SPAN_ENDS = ' \t\n.,!?;:"()[]{}'
@@ -276,7 +283,8 @@ class Bench:
                     for r in shots
                 ]
             tasks[intent] = self.task(spec)
-        outcomes, seconds = self.ask([(tasks[r["intent"]], r["text"]) for r in sample])
+        raw = {intent: exempt(task) for intent, task in tasks.items()}  # the engine grounds; scored both ways
+        outcomes, seconds = self.ask([(raw[r["intent"]], r["text"]) for r in sample])
         n_cells = sum(len(fields[r["intent"]]) for r in sample)
         scores: dict[str, Any] = {}
         # What a dbt model gets: the answer grounded (values the text does not contain nulled), and the raw one.
@@ -486,9 +494,7 @@ def main() -> None:
         engine = Engine(
             factory,
             prices=PriceTable(free=local),
-            max_concurrency=args.concurrency,
-            max_attempts=5,
-            request_timeout=args.timeout,
+            settings=EngineSettings(max_concurrency=args.concurrency, max_attempts=5, request_timeout=args.timeout),
         )
         started = time.monotonic()
         try:

@@ -1,4 +1,4 @@
-"""Prices in USD per 1M tokens, and the cost of one call."""
+"""Prices in USD per 1M tokens (list, cached-input and batch), and the cost of one call."""
 
 from __future__ import annotations
 
@@ -62,7 +62,13 @@ class PriceTable:
         self._prices = {**BUILTIN_PRICES, **(overrides or {})}
         self._free = free
 
-    def price(self, model: str) -> Price | None:
+    def price(self, model: str, *, batch: bool = False) -> Price | None:
+        """The model's list price, or with `batch` its price through the provider's Batch API: the one
+        place every path (realtime, batch lines, a dry run's estimate, a job's reservation) asks."""
+        price = self._list_price(model)
+        return price.for_batch() if price is not None and batch else price
+
+    def _list_price(self, model: str) -> Price | None:
         if self._free:
             return Price(0.0, 0.0)
         if model in self._prices:

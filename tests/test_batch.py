@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from dbt_llm.batch.lines import BatchOutcome, BatchRecord, CollectResult, settle_lines
-from dbt_llm.batch.runner import BatchRunner, batch_prices
+from dbt_llm.batch.lines import BatchOutcome, BatchRecord, CollectResult, EndedBatch, Settling, settle_lines
+from dbt_llm.batch.runner import BatchRunner, BatchSettings
 from dbt_llm.engine import Budget, Request
 from dbt_llm.functions.tasks import build_task, cache_key
 from dbt_llm.pricing import Price, PriceTable
@@ -221,9 +221,9 @@ def client(fake: FakeBatchAPI, key: str = KEY) -> OpenAIBatchClient:
     return OpenAIBatchClient(base_url=BASE_URL, api_key=lambda: key, api_key_env=KEY_ENV, transport=fake.transport())
 
 
-def runner(fake: FakeBatchAPI, clock: Clock, **kwargs: Any) -> BatchRunner:
-    kwargs.setdefault("price_of", batch_prices(PriceTable()))
-    return BatchRunner(client(fake), sleep=clock.sleep, clock=clock, **kwargs)
+def runner(fake: FakeBatchAPI, clock: Clock, prices: PriceTable | None = None, **settings: Any) -> BatchRunner:
+    settings_ = BatchSettings(**settings)
+    return BatchRunner(client(fake), prices=prices or PriceTable(), settings=settings_, sleep=clock.sleep, clock=clock)
 
 
 def request(text: str) -> Request:
@@ -270,15 +270,16 @@ def test_answers_are_matched_by_custom_id_not_by_position() -> None:
 
 
 def test_batch_price_is_half_the_list_price_unless_given() -> None:
-    assert batch_prices(PriceTable())("gpt-4o-mini-2024-07-18") == BATCH_PRICE
-    assert batch_prices(PriceTable())("no-such-model") is None
+    assert PriceTable().price("gpt-4o-mini-2024-07-18", batch=True) == BATCH_PRICE
+    assert PriceTable().price("no-such-model", batch=True) is None
     text = "ticket 01 bug"
     prompt, completion, cached = usage_of(text)
     (outcome,) = run(FakeBatchAPI(), [request(text)])[0].outcomes
     assert outcome.cost_usd == pytest.approx(BATCH_PRICE.cost(prompt, completion, cached))
     assert outcome.cost_usd == pytest.approx(PriceTable().price("gpt-4o-mini").cost(prompt, completion, cached) / 2)  # type: ignore[union-attr]
     clock = Clock()
-    own = runner(FakeBatchAPI(), clock, price_of=lambda model: Price(1.0, 2.0))
+    given = Price(4.0, 8.0, batch_input=1.0, batch_output=2.0)  # a batch price of its own
+    own = runner(FakeBatchAPI(), clock, prices=PriceTable({"gpt-4o-mini": given}))
     outcomes: list[BatchOutcome] = []
     own.run([request(text)], deadline=3600, max_attempts=1, on_created=lambda r: None, on_outcome=outcomes.append)
     assert outcomes[0].cost_usd == pytest.approx(Price(1.0, 2.0).cost(prompt, completion, cached))
@@ -512,9 +513,8 @@ def test_a_packed_line_settles_each_row_on_its_own_and_shares_its_usage() -> Non
     lines.append(json.dumps({"custom_id": line["custom_id"], "response": {"status_code": 200, "body": body}}).encode())
     result = CollectResult()
     by_key = {r.key: r for r in rows}
-    settle_lines(
-        record, BatchStatus("batch_1", "completed"), lines, by_key, {}, lambda o: None, result, lambda m: BATCH_PRICE
-    )
+    ended = EndedBatch(record, BatchStatus("batch_1", "completed"), lines)
+    settle_lines(ended, Settling(by_key, {}, lambda o: None, PriceTable()), result)
     assert [label(o) for o in result.outcomes] == ["bug", "bug"]
     [retry] = result.retry
     assert retry.request.key == rows[1].key and retry.kind == "invalid_answer"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dbt_llm.engine import Budget, Engine, Outcome, Pending, Request
+from dbt_llm.engine import Budget, Engine, EngineSettings, Outcome, Pending, Request
 from dbt_llm.errors import ConfigError, ProviderError
 from dbt_llm.functions.tasks import build_task, cache_key
 from dbt_llm.pricing import Price, PriceTable
@@ -87,7 +87,7 @@ def engines() -> Iterator[Callable[..., Engine]]:
 
     def make(provider: FakeProvider, *, prices: PriceTable | None = None, **settings: Any) -> Engine:
         settings = {"max_concurrency": 8, "max_attempts": 3, **settings}
-        engine = Engine(lambda: provider, prices=prices or PriceTable(free=True), **settings)
+        engine = Engine(lambda: provider, prices=prices or PriceTable(free=True), settings=EngineSettings(**settings))
         made.append(engine)
         return engine
 

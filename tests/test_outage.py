@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 from conftest import DbtProject
 
-from dbt_llm.engine import Budget, Engine, Outcome, Request
+from dbt_llm.engine import Budget, Engine, EngineSettings, Outcome, Request
 from dbt_llm.engine.outage import Outage
 from dbt_llm.functions.tasks import build_task, cache_key
 from dbt_llm.pricing import PriceTable
@@ -80,9 +80,7 @@ def run(flaky: Flaky, *, max_attempts: int, row_timeout: float = 60.0) -> tuple[
             transport=httpx.MockTransport(flaky),
         ),
         prices=PriceTable(free=True),
-        max_concurrency=8,
-        max_attempts=max_attempts,
-        row_timeout=row_timeout,
+        settings=EngineSettings(max_concurrency=8, max_attempts=max_attempts, row_timeout=row_timeout),
         outage=Outage(first_delay=0.01, max_delay=0.04, jitter=lambda: 1.0),
     )
     budget = Budget(None)

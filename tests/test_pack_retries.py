@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dbt_llm.engine import Budget, Engine, Outcome, Request
+from dbt_llm.engine import Budget, Engine, EngineSettings, Outcome, Request
 from dbt_llm.engine.packing import Pack, packs_of, shares
 from dbt_llm.errors import ProviderError
 from dbt_llm.functions.tasks import build_task, cache_key
@@ -65,9 +65,9 @@ class PackedProvider:
 def engines() -> Iterator[Callable[..., Engine]]:
     made: list[Engine] = []
 
-    def make(provider: PackedProvider, **settings: Any) -> Engine:
-        settings = {"max_concurrency": 1, "max_attempts": 4, "prices": PriceTable(free=True), **settings}
-        engine = Engine(lambda: provider, **settings)
+    def make(provider: PackedProvider, *, prices: PriceTable | None = None, **settings: Any) -> Engine:
+        settings = {"max_concurrency": 1, "max_attempts": 4, **settings}
+        engine = Engine(lambda: provider, prices=prices or PriceTable(free=True), settings=EngineSettings(**settings))
         made.append(engine)
         return engine
 

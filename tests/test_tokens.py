@@ -10,7 +10,7 @@ from typing import Any
 from conftest import API_KEY
 from openai_server import FakeOpenAI
 
-from dbt_llm.engine import Budget, Engine, Request
+from dbt_llm.engine import Budget, Engine, EngineSettings, Request
 from dbt_llm.functions import tokens
 from dbt_llm.functions.tasks import Task, build_task, cache_key
 from dbt_llm.pricing import PriceTable
@@ -56,8 +56,7 @@ def billed(server: FakeOpenAI, pairs: list[tuple[Task, str]]) -> list[tuple[Task
     engine = Engine(
         lambda: OpenAIProvider(base_url=server.base_url, api_key=lambda: API_KEY, timeout=10, max_connections=8),
         prices=PriceTable(free=True),
-        max_concurrency=8,
-        max_attempts=1,
+        settings=EngineSettings(max_concurrency=8, max_attempts=1),
     )
     budget = Budget(None)
     requests = {cache_key(t.spec_hash, text): (t, text) for t, text in pairs}

@@ -1,19 +1,18 @@
 """The lines of an ended batch job, settled: each key matched by custom_id (never by position) to
-its answer, charged at the batch price, validated as a realtime answer is, and turned into a final
-outcome or a retry. Also the records the runner and its caller pass around."""
+its answer, charged at the batch price, checked (validated and grounded) by the realtime path's own
+code, and turned into a final outcome or a retry. Also the records the runner and its caller pass around."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from ..engine import Outcome, Request
-from ..engine.packing import shares
+from ..engine.outcome import answer_of
+from ..engine.packing import Pack, envelope, row_answers, shares
 from ..functions.tasks import InvalidAnswer
-from ..pricing import Price
-from ..providers.base import Completion
+from ..pricing import PriceTable
 from ..providers.openai_batch import BatchStatus, ResultLine, parse_result_line, split_jsonl
 
 
@@ -78,24 +77,33 @@ class RunResult:
     unknown: list[tuple[str, str]] = field(default_factory=list)
 
 
-def settle_lines(
-    record: BatchRecord,
-    status: BatchStatus,
-    files: list[bytes],
-    requests_by_key: Mapping[str, Request],
-    earlier: Mapping[str, Retry],
-    on_outcome: Callable[[BatchOutcome], None],
-    result: CollectResult,
-    price_of: Callable[[str], Price | None],
-) -> None:
+@dataclass(frozen=True)
+class EndedBatch:
+    """A batch that has ended: its record, its final status and the content of its output and error files."""
+
+    record: BatchRecord
+    status: BatchStatus
+    files: list[bytes]
+
+
+@dataclass(frozen=True)
+class Settling:
+    """What the lines of one collect are settled against: the requests by key, the failed tries of keys
+    sent again (their attempts and spend carry over), who gets each final outcome, and the prices."""
+
+    requests_by_key: Mapping[str, Request]
+    earlier: Mapping[str, Retry]
+    on_outcome: Callable[[BatchOutcome], None]
+    prices: PriceTable
+
+
+Verdict = tuple[str | None, str]  # (None, "") for a valid answer, else (kind, message) of why not
+
+
+def settle_lines(ended: EndedBatch, settling: Settling, result: CollectResult) -> None:
     """Turn each key of an ended batch into a final outcome or a retry, by custom_id only."""
-    lines: dict[str, ResultLine] = {}
-    for data in files:
-        for obj in split_jsonl(data):
-            line = parse_result_line(obj)
-            known = lines.get(line.custom_id)
-            if known is None or (known.completion is None and line.completion is not None):
-                lines[line.custom_id] = line
+    lines = _result_lines(ended.files)
+    record, requests_by_key = ended.record, settling.requests_by_key
     record_lines = record.lines()
     result.unknown.extend(
         (record.batch_id, cid)
@@ -106,115 +114,103 @@ def settle_lines(
         wanted = [(key, row_id, requests_by_key[key]) for key, row_id in rows if key in requests_by_key]
         if not wanted:
             continue
-        outcomes: list[BatchOutcome] = []
-        for key, _, _ in wanted:
-            prior = earlier.get(key)
-            outcome = BatchOutcome(key=key) if prior is None else replace(prior.so_far, error=None)
-            outcome.batch_id = record.batch_id
-            outcome.attempts += 1
-            outcomes.append(outcome)
+        outcomes = [_next_try(record, settling.earlier.get(key), key) for key, _, _ in wanted]
         leader = outcomes[0]  # the line is one request: charged to its first row
         leader.requests += 1
         leader.retry_requests += any(o.attempts > 1 for o in outcomes)
         found = lines.get(custom_id)
-        verdicts: list[tuple[str | None, str]]
+        verdicts: list[Verdict]
         if found is None:
-            verdicts = [_missing(status)] * len(wanted)
+            verdicts = [_missing(ended.status)] * len(wanted)
         elif len(rows) == 1 and not rows[0][1]:
-            verdicts = [_answer(wanted[0][2], found, leader, price_of)]
+            verdicts = [_answer(wanted[0][2], found, leader, settling.prices)]
         else:
-            verdicts = _answer_pack([(row_id, request) for _, row_id, request in wanted], found, outcomes, price_of)
-        for (_, _, request), outcome, (kind, message) in zip(wanted, outcomes, verdicts, strict=True):
-            if kind is None:
-                result.outcomes.append(outcome)
-                on_outcome(outcome)
-            elif kind == "bad_request":
-                outcome.error_kind, outcome.error = "bad_request", message  # refused again if resent
-                result.outcomes.append(outcome)
-                on_outcome(outcome)
-            else:
-                outcome.error = message
-                result.retry.append(Retry(request, kind, outcome))
+            verdicts = _answer_pack([(row_id, request) for _, row_id, request in wanted], found, outcomes, settling)
+        for (_, _, request), outcome, verdict in zip(wanted, outcomes, verdicts, strict=True):
+            _settle(request, outcome, verdict, settling, result)
+
+
+def _result_lines(files: list[bytes]) -> dict[str, ResultLine]:
+    """custom_id -> its line; of two lines for one custom_id, one with an answer wins."""
+    lines: dict[str, ResultLine] = {}
+    for data in files:
+        for obj in split_jsonl(data):
+            line = parse_result_line(obj)
+            known = lines.get(line.custom_id)
+            if known is None or (known.completion is None and line.completion is not None):
+                lines[line.custom_id] = line
+    return lines
+
+
+def _next_try(record: BatchRecord, prior: Retry | None, key: str) -> BatchOutcome:
+    outcome = BatchOutcome(key=key) if prior is None else replace(prior.so_far, error=None)
+    outcome.batch_id = record.batch_id
+    outcome.attempts += 1
+    return outcome
+
+
+def _settle(
+    request: Request, outcome: BatchOutcome, verdict: Verdict, settling: Settling, result: CollectResult
+) -> None:
+    kind, message = verdict
+    if kind is None:
+        result.outcomes.append(outcome)
+        settling.on_outcome(outcome)
+    elif kind == "bad_request":
+        outcome.error_kind, outcome.error = "bad_request", message  # refused again if resent
+        result.outcomes.append(outcome)
+        settling.on_outcome(outcome)
+    else:
+        outcome.error = message
+        result.retry.append(Retry(request, kind, outcome))
+
+
+def _failed_line(line: ResultLine, leader: BatchOutcome) -> Verdict:
+    if line.error_kind == "rate_limited":
+        leader.rate_limited += 1
+    return line.error_kind or "failed", line.error or "no message"
 
 
 def _answer_pack(
-    rows: list[tuple[str, Request]],
-    line: ResultLine,
-    outcomes: list[BatchOutcome],
-    price_of: Callable[[str], Price | None],
-) -> list[tuple[str | None, str]]:
-    """A packed line: its usage shared out among the rows, each row's answer validated on its own."""
+    rows: list[tuple[str, Request]], line: ResultLine, outcomes: list[BatchOutcome], settling: Settling
+) -> list[Verdict]:
+    """A packed line: its usage shared out among the rows, the envelope checked as a realtime pack's
+    is, each row's answer checked (and grounded against its own text) on its own."""
     if line.completion is None:
-        if line.error_kind == "rate_limited":
-            outcomes[0].rate_limited += 1
-        return [(line.error_kind or "failed", line.error or "no message")] * len(rows)
+        return [_failed_line(line, outcomes[0])] * len(rows)
     completion = line.completion
-    for (_, request), outcome, usage in zip(rows, outcomes, shares(completion.usage, len(rows)), strict=True):
-        _charge(request, replace(completion, usage=usage), outcome, price_of)
-    if completion.finish_reason in ("length", "refusal"):
-        cut = completion.finish_reason == "length"
-        for outcome in outcomes:
-            outcome.truncated += cut
-        why = "the answer was cut at max_tokens" if cut else "the model refused to answer"
-        return [("invalid_answer", why)] * len(rows)
+    price = settling.prices.price(rows[0][1].model, batch=True)
+    for outcome, usage in zip(outcomes, shares(completion.usage, len(rows)), strict=True):
+        outcome.charge(usage, price)
+    pack = Pack(tuple(request for _, request in rows))
+    cut = Outcome(key=pack.key)  # the line's truncation, counted on every row: each is resent with more room
     try:
-        value = json.loads(completion.content or "")
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        why = f"the packed answer is not an object of row ids: {(completion.content or '')[:200]!r}"
-        return [("invalid_answer", why)] * len(rows)
-    verdicts: list[tuple[str | None, str]] = []
-    for (row_id, request), outcome in zip(rows, outcomes, strict=True):
-        try:
-            if row_id not in value:
-                raise InvalidAnswer(f"the packed answer has no entry for row {row_id}")
-            outcome.result = request.task.parse_answer(json.dumps(value[row_id], ensure_ascii=False))
+        content = answer_of(pack, completion, cut, pack.max_tokens * 2 ** max(o.truncated for o in outcomes))
+    except InvalidAnswer as exc:
+        for outcome in outcomes:
+            outcome.truncated += cut.truncated
+        return [("invalid_answer", str(exc))] * len(rows)
+    verdicts: list[Verdict] = []
+    for answer, outcome in zip(row_answers(envelope(content.result), rows), outcomes, strict=True):
+        if isinstance(answer, InvalidAnswer):
+            verdicts.append(("invalid_answer", str(answer)))
+        else:
+            outcome.took(answer)
             verdicts.append((None, ""))
-        except InvalidAnswer as exc:
-            verdicts.append(("invalid_answer", str(exc)))
     return verdicts
 
 
-def _answer(
-    request: Request, line: ResultLine, outcome: BatchOutcome, price_of: Callable[[str], Price | None]
-) -> tuple[str | None, str]:
-    """Charge the line and validate its answer into `outcome.result`; else (kind, message) of why not."""
+def _answer(request: Request, line: ResultLine, outcome: BatchOutcome, prices: PriceTable) -> Verdict:
+    """Every line answered is billed, valid or not, at the batch price; its answer is checked as a
+    realtime one is (answer_of): a cut one is resent with more room."""
     if line.completion is None:
-        if line.error_kind == "rate_limited":
-            outcome.rate_limited += 1
-        return line.error_kind or "failed", line.error or "no message"
-    _charge(request, line.completion, outcome, price_of)
+        return _failed_line(line, outcome)
+    outcome.charge(line.completion.usage, prices.price(request.model, batch=True))
     try:
-        outcome.result = _validate(request, line.completion, outcome)
+        outcome.took(answer_of(request, line.completion, outcome, request.max_tokens * 2**outcome.truncated))
     except InvalidAnswer as exc:
         return "invalid_answer", str(exc)
     return None, ""
-
-
-def _charge(
-    request: Request, completion: Completion, outcome: BatchOutcome, price_of: Callable[[str], Price | None]
-) -> None:
-    """Every line answered is billed, valid or not, at the batch price (cached prompt tokens at its
-    cached-input price)."""
-    usage = completion.usage
-    outcome.usage = outcome.usage + usage
-    price = price_of(request.task.model)
-    if price is None:
-        outcome.cost_usd = None
-    elif outcome.cost_usd is not None:
-        outcome.cost_usd += price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-
-
-def _validate(request: Request, completion: Completion, outcome: BatchOutcome) -> str:
-    """As the realtime path: a cut or refused answer is invalid; a cut one is resent with more room."""
-    if completion.finish_reason == "length" and not request.keeps_cut_answers:
-        max_tokens = request.task.max_tokens * 2**outcome.truncated
-        outcome.truncated += 1
-        raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")
-    if completion.finish_reason == "refusal":
-        raise InvalidAnswer("the model refused to answer")
-    return request.task.parse_answer(completion.content)
 
 
 def _missing(status: BatchStatus) -> tuple[str, str]:

@@ -14,17 +14,17 @@ import functools
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TypeVar
 
 from ..engine import Request
 from ..engine.packing import Pack, packs_of, row_ids
-from ..pricing import Price, PriceTable
+from ..pricing import PriceTable
 from ..providers.base import TransientError
 from ..providers.openai import chat_body
 from ..providers.openai_batch import BatchStatus, OpenAIBatchClient, request_line
-from .lines import BatchOutcome, BatchRecord, CollectResult, Retry, RunResult, settle_lines
+from .lines import BatchOutcome, BatchRecord, CollectResult, EndedBatch, Retry, RunResult, Settling, settle_lines
 
 T = TypeVar("T")
 
@@ -32,14 +32,18 @@ MAX_LINES = 50_000  # the Batch API's limits per input file
 MAX_BYTES = 200_000_000
 
 
-def batch_prices(table: PriceTable) -> Callable[[str], Price | None]:
-    """A model's batch price: its price in `table`, through the Batch API (Price.for_batch)."""
+@dataclass(frozen=True)
+class BatchSettings:
+    """How the runner sends and waits: the Batch API's file limits, the completion window, the polling
+    backoff, how often one API call is tried, and the most text characters one packed line carries."""
 
-    def price_of(model: str) -> Price | None:
-        price = table.price(model)
-        return None if price is None else price.for_batch()
-
-    return price_of
+    max_lines: int = MAX_LINES
+    max_bytes: int = MAX_BYTES
+    completion_window: str = "24h"
+    poll_initial: float = 5.0
+    poll_max: float = 60.0
+    call_attempts: int = 5
+    pack_chars: int = 20_000
 
 
 class BatchRunner:
@@ -47,26 +51,14 @@ class BatchRunner:
         self,
         client: OpenAIBatchClient,
         *,
-        price_of: Callable[[str], Price | None] | None = None,
-        max_lines: int = MAX_LINES,
-        max_bytes: int = MAX_BYTES,
-        completion_window: str = "24h",
-        poll_initial: float = 5.0,
-        poll_max: float = 60.0,
-        call_attempts: int = 5,
-        pack_chars: int = 20_000,
+        prices: PriceTable | None = None,
+        settings: BatchSettings = BatchSettings(),
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
-        self._price_of = price_of or batch_prices(PriceTable())
-        self._max_lines = max_lines
-        self._max_bytes = max_bytes
-        self._completion_window = completion_window
-        self._poll_initial = poll_initial
-        self._poll_max = poll_max
-        self._call_attempts = call_attempts
-        self._pack_chars = pack_chars  # the most text characters one packed line carries
+        self._prices = prices or PriceTable()  # lines are charged at its batch prices
+        self._settings = settings
         self._sleep = sleep
         self._clock = clock
 
@@ -87,15 +79,15 @@ class BatchRunner:
         lines: dict[str, bytes] = {}
         rows: dict[str, list[str]] = {}  # custom_id -> the keys of its line
         fresh = list({request.key: request for request in requests}.values())  # equal keys: sent and paid once
-        for pack in packs_of(fresh, lambda request: request, self._pack_chars):
+        for pack in packs_of(fresh, lambda request: request, self._settings.pack_chars):
             asked: Request | Pack = pack[0] if len(pack) == 1 else Pack(tuple(pack))
             cut = max((earlier[r.key].so_far.truncated for r in pack if earlier and r.key in earlier), default=0)
             max_tokens = asked.max_tokens * 2**cut  # a cut answer gets more room
             body = chat_body(asked.model, asked.messages(), asked.response_format(), max_tokens, asked.temperature)
             line = request_line(asked.key, body)
             data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-            if len(data) > self._max_bytes:
-                raise ValueError(f"the batch line {asked.key} has {len(data)} bytes, over {self._max_bytes}")
+            if len(data) > self._settings.max_bytes:
+                raise ValueError(f"the batch line {asked.key} has {len(data)} bytes, over {self._settings.max_bytes}")
             lines[asked.key] = data
             rows[asked.key] = [r.key for r in pack]
         records: list[BatchRecord] = []
@@ -125,7 +117,7 @@ class BatchRunner:
         chunks: list[list[str]] = []
         size = 0
         for key, data in lines.items():
-            if not chunks or len(chunks[-1]) >= self._max_lines or size + len(data) > self._max_bytes:
+            if not chunks or len(chunks[-1]) >= self._settings.max_lines or size + len(data) > self._settings.max_bytes:
                 chunks.append([])
                 size = 0
             chunks[-1].append(key)
@@ -141,12 +133,13 @@ class BatchRunner:
                     found = next((b for b in self._client.recent() if b.input_file_id == file_id), None)
                     if found is not None:
                         return found
-                return self._client.create(file_id, completion_window=self._completion_window, metadata=metadata)
+                window = self._settings.completion_window
+                return self._client.create(file_id, completion_window=window, metadata=metadata)
             except TransientError as exc:
                 # A lost answer (timeout, 5xx) may follow a batch the server did create: creating
                 # another would pay for every line twice, so look for it first.
                 maybe_created = maybe_created or exc.kind != "rate_limited"
-                if attempt >= self._call_attempts:
+                if attempt >= self._settings.call_attempts:
                     raise
                 self._sleep(self._backoff(exc, attempt))
                 attempt += 1
@@ -157,7 +150,7 @@ class BatchRunner:
             try:
                 return call()
             except TransientError as exc:
-                if attempt >= self._call_attempts:
+                if attempt >= self._settings.call_attempts:
                     raise
                 self._sleep(self._backoff(exc, attempt))
                 attempt += 1
@@ -165,7 +158,7 @@ class BatchRunner:
     def _backoff(self, error: TransientError, attempt: int) -> float:
         if error.retry_after is not None:
             return error.retry_after
-        return float(min(self._poll_initial * 2 ** (attempt - 1), self._poll_max))
+        return float(min(self._settings.poll_initial * 2 ** (attempt - 1), self._settings.poll_max))
 
     # -- collect --
     def collect(
@@ -182,8 +175,9 @@ class BatchRunner:
         outcome as soon as it is known. `earlier` holds the failed tries of keys these batches send
         again: their attempts and spend carry into the outcomes."""
         result = CollectResult()
+        settling = Settling(requests_by_key, earlier or {}, on_outcome, self._prices)
         open_ = {record.batch_id: record for record in records}
-        delay = self._poll_initial
+        delay = self._settings.poll_initial
         while True:
             wait = delay
             for batch_id, record in list(open_.items()):
@@ -204,13 +198,13 @@ class BatchRunner:
                     wait = max(wait, exc.retry_after or 0.0)
                     continue
                 del open_[batch_id]
-                settle_lines(record, status, files, requests_by_key, earlier or {}, on_outcome, result, self._price_of)
+                settle_lines(EndedBatch(record, status, files), settling, result)
                 result.finished.append(record)
             left = deadline - self._clock()
             if not open_ or left <= 0:
                 break
             self._sleep(min(wait, left))
-            delay = min(delay * 2, self._poll_max)
+            delay = min(delay * 2, self._settings.poll_max)
         result.pending = list(open_.values())
         return result
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from ..batch.lines import BatchOutcome, BatchRecord, Retry
-from ..batch.runner import BatchRunner, batch_prices, exhausted
+from ..batch.runner import BatchRunner, BatchSettings, exhausted
 from ..calls.call import Call
 from ..calls.ledger import Ledger
 from ..config import LlmConfig
@@ -57,8 +57,7 @@ class BatchMode:
         self._log = log
 
     def price(self, model: str) -> Price | None:
-        price = self._prices.price(model)
-        return None if price is None else price.for_batch()
+        return self._prices.price(model, batch=True)
 
     def _run(self) -> BatchRunner:
         with self._lock:
@@ -286,9 +285,8 @@ def build_batch_mode(
     def runner() -> BatchRunner:  # built on the first job: a realtime run needs no Batch API client
         return BatchRunner(
             build_batch_client(config),
-            price_of=batch_prices(prices),
-            poll_initial=config.batch_poll_interval,
-            pack_chars=config.max_input_chars,
+            prices=prices,
+            settings=BatchSettings(poll_initial=config.batch_poll_interval, pack_chars=config.max_input_chars),
         )
 
     return BatchMode(

@@ -22,14 +22,10 @@ class Recorder:
         self, call: Call, invocation: Invocation, ledger: Ledger, outcome: Outcome, texts: dict[str, str]
     ) -> None:
         """On the engine's thread: what the outcome cost, and what it leaves in the tables. An
-        extraction's invented values are nulled here, before anything reads the answer."""
+        extraction's invented values were nulled where the answer was checked (engine/outcome.py)."""
         self.spend(ledger, outcome)
-        text = texts.get(outcome.key)
-        if outcome.result is not None and text is not None:
-            outcome.result, ungrounded = call.task.ground(outcome.result, text)
-            with self._lock:
-                ledger.ungrounded_values += ungrounded
         with self._lock:
+            ledger.ungrounded_values += outcome.ungrounded
             if outcome.result is not None:
                 invocation.answers[outcome.key] = outcome.result
         if outcome.result is not None:

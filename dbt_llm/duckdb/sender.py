@@ -104,9 +104,7 @@ class Sender:
 
     def _estimate(self, call: Call, invocation: Invocation, ledger: Ledger, requests: list[Request]) -> None:
         """Dry run: what the requests would cost, sent nowhere."""
-        price = self._prices.price(call.task.model)
-        if price is not None and call.mode == "batch":
-            price = price.for_batch()
+        price = self._prices.price(call.task.model, batch=call.mode == "batch")
         prompt = completion = 0
         with self._lock:
             requests = [r for r in requests if r.key not in invocation.estimated]

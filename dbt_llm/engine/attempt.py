@@ -12,13 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..functions.tasks import InvalidAnswer
 from ..pricing import PriceTable
 from ..providers.base import Completion, FatalProviderError, Provider, RowError, TransientError, Usage
 from .budget import Budget
 from .limiter import Limiter
 from .outage import Outage, Streak
-from .outcome import Askable, Outcome
+from .outcome import Answer, Askable, Outcome, answer_of
 
 
 class BudgetReached(Exception):
@@ -109,9 +108,9 @@ class Attempts:
         self._calibration: dict[str, _Calibration] = {}  # per task spec_hash
         self._budget_settled = asyncio.Event()  # replaced each time a reservation settles
 
-    async def attempt(self, row: Row) -> str:
+    async def attempt(self, row: Row) -> Answer:
         """One request for the row, once the provider is up (or this is the probe), a slot is free
-        and the budget allows it; returns the validated answer or raises why there is none."""
+        and the budget allows it; returns the checked answer (outcome.answer_of) or raises why there is none."""
         request, outcome = row.request, row.outcome
         price = self._prices.price(request.model)
         if price is None and request.budget.capped:
@@ -136,13 +135,7 @@ class Attempts:
             await self._reserve(request.budget, reserve)
             held.reserved = reserve
             completion = await self._send(row, max_tokens, held)
-            outcome.usage = outcome.usage + completion.usage
-            if price is None:
-                outcome.cost_usd = None
-            else:
-                usage = completion.usage
-                cost = price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-                outcome.cost_usd = (outcome.cost_usd or 0.0) + cost
+            cost = outcome.charge(completion.usage, price)
         except BaseException as exc:
             error = exc
             raise
@@ -153,12 +146,7 @@ class Attempts:
             if held.probe:
                 self._outage.probe_done()
         calibration.learn(estimate, completion.usage)
-        if completion.finish_reason == "length" and not request.keeps_cut_answers:
-            outcome.truncated += 1
-            raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")
-        if completion.finish_reason == "refusal":
-            raise InvalidAnswer("the model refused to answer")
-        return request.parse_answer(completion.content)
+        return answer_of(request, completion, outcome, max_tokens)
 
     async def _admit(self, row: Row, held: _Held) -> None:
         """Wait while the provider is down (unless this is the probe), then for a limiter slot."""

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import threading
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import DbtLlmError
@@ -30,37 +31,45 @@ from .retries import Retries
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """How hard the engine may push one provider: per model `max_concurrency` requests at once (and the
+    per-minute ceilings), `max_attempts` per row within `row_timeout`, each request `request_timeout`;
+    `pack_chars` is the most text characters one packed request carries."""
+
+    max_concurrency: int
+    max_attempts: int
+    request_timeout: float = 60.0
+    row_timeout: float = 600.0
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    pack_chars: int = 20_000
+
+
 class Engine:
     def __init__(
         self,
         provider_factory: Callable[[], Provider],
         *,
         prices: PriceTable,
-        max_concurrency: int,
-        max_attempts: int,
-        request_timeout: float = 60.0,
-        row_timeout: float = 600.0,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
+        settings: EngineSettings,
         outage: Outage | None = None,
-        pack_chars: int = 20_000,
     ) -> None:
         self._provider_factory = provider_factory
         self._provider: Provider | None = None
-        self._max_concurrency = max_concurrency
+        self._settings = settings
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._ceilings = (requests_per_minute, tokens_per_minute)
         self._limiters: dict[str, Limiter] = {}
         self.outage = outage or Outage()  # one provider: when it is down, every model waits for it
-        attempts = Attempts(self._get_provider, self.limiter, self.outage, prices, request_timeout)
-        self._retries = Retries(attempts, max_attempts=max_attempts, row_timeout=row_timeout)
-        self._packs = PackRetries(attempts, self._retries, max_attempts=max_attempts, row_timeout=row_timeout)
-        self._pack_chars = pack_chars  # the most text characters one packed request carries
+        attempts = Attempts(self._get_provider, self.limiter, self.outage, prices, settings.request_timeout)
+        tries, row_timeout = settings.max_attempts, settings.row_timeout
+        self._retries = Retries(attempts, max_attempts=tries, row_timeout=row_timeout)
+        self._packs = PackRetries(attempts, self._retries, max_attempts=tries, row_timeout=row_timeout)
         # On the loop only: the future of each key in flight, and when each request starts.
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
-        self._prefetch = Prefetch(self._answer, lambda model: int(self.limiter(model).limit), pack_chars)
+        self._prefetch = Prefetch(self._answer, lambda model: int(self.limiter(model).limit), settings.pack_chars)
 
     # -- the event loop, on its own thread so any caller thread can block on it --
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -134,8 +143,10 @@ class Engine:
     def limiter(self, model: str) -> Limiter:
         """One limiter per model: every dbt thread and model of the process shares it."""
         if model not in self._limiters:
-            rpm, tpm = self._ceilings
-            self._limiters[model] = Limiter(self._max_concurrency, requests_per_minute=rpm, tokens_per_minute=tpm)
+            s = self._settings
+            self._limiters[model] = Limiter(
+                s.max_concurrency, requests_per_minute=s.requests_per_minute, tokens_per_minute=s.tokens_per_minute
+            )
         return self._limiters[model]
 
     # -- on the loop --
@@ -159,7 +170,7 @@ class Engine:
                 now.append(item)
             else:
                 self._prefetch.queue(prefetch_for, item)
-        for pack in packs_of(now, lambda queued: queued.request, self._pack_chars):
+        for pack in packs_of(now, lambda queued: queued.request, self._settings.pack_chars):
             self._prefetch.start(pack)
         self._prefetch.feed()
         return pending
@@ -195,4 +206,4 @@ class Engine:
         return self._provider
 
 
-__all__ = ["Budget", "DbtLlmError", "Engine", "Outcome", "Pending", "Request"]
+__all__ = ["Budget", "DbtLlmError", "Engine", "EngineSettings", "Outcome", "Pending", "Request"]

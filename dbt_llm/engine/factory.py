@@ -7,13 +7,15 @@ from collections.abc import Callable
 from ..config import LlmConfig
 from ..pricing import PriceTable
 from ..providers import Provider
-from .engine import Engine
+from .engine import Engine, EngineSettings
 
 
 def engine_for(config: LlmConfig, prices: PriceTable, provider_factory: Callable[[], Provider]) -> Engine:
-    return Engine(
-        provider_factory,
-        prices=prices,
+    return Engine(provider_factory, prices=prices, settings=engine_settings(config))
+
+
+def engine_settings(config: LlmConfig) -> EngineSettings:
+    return EngineSettings(
         # A CPU model answers as many requests at once as it has slots.
         max_concurrency=config.local_parallel if config.provider == "local" else config.max_concurrency,
         max_attempts=config.max_attempts,

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..functions.prompts import Message
-from ..functions.tasks import Task
+from ..functions.tasks import InvalidAnswer, Task
+from ..pricing import Price
 from ..providers.base import Completion, Provider, Usage
 from .budget import Budget
 
@@ -21,6 +22,14 @@ ErrorKind = Literal[
     "input_too_long",
     "budget",  # not sent: max_cost_usd was reached (never written to llm_errors)
 ]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A checked answer: its canonical JSON, and how many invented values grounding set to NULL in it."""
+
+    result: str
+    ungrounded: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,10 @@ class Request:
     def keeps_cut_answers(self) -> bool:
         return self.task.keeps_cut_answers
 
-    def parse_answer(self, content: str | None) -> str:
-        return self.task.parse_answer(content)
+    def parse_answer(self, content: str | None) -> Answer:
+        """Validated, then grounded against this row's own text: every path to an answer passes here."""
+        result, ungrounded = self.task.ground(self.task.parse_answer(content), self.text)
+        return Answer(result, ungrounded)
 
     @property
     def temperature(self) -> float:
@@ -113,7 +124,7 @@ class Askable(Protocol):
     def keeps_cut_answers(self) -> bool: ...
     def estimate(self) -> tuple[int, int]: ...
     async def send(self, provider: Provider, max_tokens: int) -> Completion: ...
-    def parse_answer(self, content: str | None) -> str: ...
+    def parse_answer(self, content: str | None) -> Answer: ...
 
 
 @dataclass
@@ -129,6 +140,7 @@ class Outcome:
     truncated: int = 0  # answers cut at max_tokens: each retry doubles it
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = 0.0
+    ungrounded: int = 0  # values of the answer set to NULL: the text does not contain them (grounding.py)
     shared: bool = False  # answered by a request another caller had in flight: cost counted there
     # Monotonic time row_timeout counts from: the row's first request, or its first wait for a
     # provider that is down (time queued behind the rate limit before either does not count).
@@ -139,7 +151,34 @@ class Outcome:
         return self.result is not None
 
     def as_shared(self) -> Outcome:
+        """The answer as another caller gets it: already grounded; its cost and counts stay with the owner."""
         return Outcome(key=self.key, result=self.result, error_kind=self.error_kind, error=self.error, shared=True)
+
+    def charge(self, usage: Usage, price: Price | None) -> float:
+        """Add what one answer billed (`price`: the list or the batch one); returns its cost."""
+        self.usage = self.usage + usage
+        if price is None:
+            self.cost_usd = None
+            return 0.0
+        cost = price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        if self.cost_usd is not None:
+            self.cost_usd += cost
+        return cost
+
+    def took(self, answer: Answer) -> None:
+        self.result, self.ungrounded = answer.result, answer.ungrounded
+
+
+def answer_of(asked: Askable, completion: Completion, outcome: Outcome, max_tokens: int) -> Answer:
+    """The one check of a completion, realtime or batch, a row or a pack: a cut answer is invalid (and
+    counted in `outcome.truncated`, so it is sent again with more room) unless the function keeps cut
+    answers; a refusal is invalid; else the content is parsed, validated and grounded."""
+    if completion.finish_reason == "length" and not asked.keeps_cut_answers:
+        outcome.truncated += 1
+        raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")
+    if completion.finish_reason == "refusal":
+        raise InvalidAnswer("the model refused to answer")
+    return asked.parse_answer(completion.content)
 
 
 @dataclass(frozen=True)

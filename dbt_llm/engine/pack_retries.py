@@ -22,7 +22,7 @@ from ..errors import ProviderError
 from ..functions.tasks import InvalidAnswer
 from ..providers.base import FatalProviderError, RowError, TransientError
 from .attempt import Attempts, BudgetReached, Row
-from .outcome import Outcome, Request
+from .outcome import Answer, Outcome, Request
 from .packing import Pack, Signature, shares, signature
 from .retries import Retries, backoff
 
@@ -85,7 +85,7 @@ class PackRetries:
         content: str | None = None
         over_budget = False
         try:
-            content = await self._send(tries)
+            content = (await self._send(tries)).result
         except BudgetReached:
             over_budget = True
         except (TransientError, InvalidAnswer, RowError):
@@ -108,11 +108,11 @@ class PackRetries:
             await asyncio.gather(self._solve(rows[:half]), self._solve(rows[half:]))
         await self._flush(sig)
 
-    def _settle(self, rows: list[PackedRow], answers: list[str | InvalidAnswer], tries: Row, sig: Signature) -> None:
+    def _settle(self, rows: list[PackedRow], answers: list[Answer | InvalidAnswer], tries: Row, sig: Signature) -> None:
         """Valid answers are final; invalid ones go to the pool while the row has attempts and time left."""
         for row, answer in zip(rows, answers, strict=True):
-            if isinstance(answer, str):
-                row.outcome.result = answer
+            if isinstance(answer, Answer):
+                row.outcome.took(answer)
                 row.finish()
                 continue
             row.failures += 1
@@ -144,7 +144,7 @@ class PackRetries:
                 del self._pool[key]
         await asyncio.gather(*(self._solve(rows) for rows in sends))
 
-    async def _send(self, tries: Row) -> str:
+    async def _send(self, tries: Row) -> Answer:
         """The pack's answer; a 429 or an outage waits and sends it whole again (within max_attempts
         and row_timeout); any other failure is raised, for the caller to split the pack."""
         while True:

@@ -20,7 +20,7 @@ from ..functions.prompts import Message
 from ..functions.tasks import InvalidAnswer, sha256_hex
 from ..providers.base import Completion, Provider, Usage
 from .budget import Budget
-from .outcome import Request, chat
+from .outcome import Answer, Request, chat
 
 T = TypeVar("T")
 
@@ -113,31 +113,42 @@ class Pack:
         name = f"llm_{self.requests[0].task.function}_packed"
         return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": self.schema}}
 
-    def parse_answer(self, content: str | None) -> str:
+    def parse_answer(self, content: str | None) -> Answer:
         """Checks only the envelope (a JSON object): each row's answer is checked by `answers`."""
-        if content is None or not content.strip():
-            raise InvalidAnswer("the answer was empty")
-        try:
-            value = json.loads(content)
-        except ValueError:
-            raise InvalidAnswer(f"the packed answer is not JSON: {content[:200]!r}") from None
-        if not isinstance(value, dict):
-            raise InvalidAnswer(f"the packed answer is not an object of row ids: {content[:200]!r}")
-        return content
+        envelope(content)
+        return Answer(content or "")
 
-    def answers(self, content: str) -> list[str | InvalidAnswer]:
-        """Per row, in order: its validated answer, or why it has none."""
+    def answers(self, content: str) -> list[Answer | InvalidAnswer]:
+        """Per row, in order: its checked answer, or why it has none."""
+        return row_answers(envelope(content), zip(self.ids, self.requests, strict=True))
+
+
+def envelope(content: str | None) -> dict[str, Any]:
+    """A packed answer (realtime or a batch line): the object of row ids around the rows' answers."""
+    if content is None or not content.strip():
+        raise InvalidAnswer("the answer was empty")
+    try:
         value = json.loads(content)
-        results: list[str | InvalidAnswer] = []
-        for row_id, request in zip(self.ids, self.requests, strict=True):
-            if row_id not in value:
-                results.append(InvalidAnswer(f"the packed answer has no entry for row {row_id}"))
-                continue
-            try:
-                results.append(request.task.parse_answer(json.dumps(value[row_id], ensure_ascii=False)))
-            except InvalidAnswer as exc:
-                results.append(exc)
-        return results
+    except ValueError:
+        raise InvalidAnswer(f"the packed answer is not JSON: {content[:200]!r}") from None
+    if not isinstance(value, dict):
+        raise InvalidAnswer(f"the packed answer is not an object of row ids: {content[:200]!r}")
+    return value
+
+
+def row_answers(value: dict[str, Any], rows: Iterable[tuple[str, Request]]) -> list[Answer | InvalidAnswer]:
+    """Per (row id, request), in order: the row's answer checked as an unpacked one is (validated, and
+    grounded against the row's own text), or why it has none."""
+    results: list[Answer | InvalidAnswer] = []
+    for row_id, request in rows:
+        if row_id not in value:
+            results.append(InvalidAnswer(f"the packed answer has no entry for row {row_id}"))
+            continue
+        try:
+            results.append(request.parse_answer(json.dumps(value[row_id], ensure_ascii=False)))
+        except InvalidAnswer as exc:
+            results.append(exc)
+    return results
 
 
 Signature = tuple[str, int, int]

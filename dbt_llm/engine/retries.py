@@ -40,7 +40,7 @@ class Retries:
         try:
             while True:
                 try:
-                    outcome.result = await self._attempts.attempt(row)
+                    outcome.took(await self._attempts.attempt(row))
                     break
                 except (TransientError, InvalidAnswer) as exc:
                     if isinstance(exc, InvalidAnswer):

@@ -52,6 +52,20 @@ def usage_of(usage: Any) -> Usage:
     return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), int(cached or 0))
 
 
+def completion_of(body: Any, rate: RateHeaders | None = None) -> Completion:
+    """A chat completion body, realtime or a batch line's: a refusal has no content. Raises KeyError,
+    IndexError, TypeError or AttributeError when the body is not a chat completion."""
+    choice = body["choices"][0]
+    message = choice.get("message") or {}
+    refused = bool(message.get("refusal"))
+    return Completion(
+        content=None if refused else message.get("content"),
+        finish_reason="refusal" if refused else choice.get("finish_reason"),
+        usage=usage_of(body.get("usage")),
+        rate=rate,
+    )
+
+
 def _error_message(response: httpx.Response, key: str = "") -> str:
     """The provider's own words, with `key` (the one it was sent) taken out."""
     try:
@@ -130,17 +144,7 @@ class OpenAIProvider:
         body = chat_body(model, messages, response_format, max_tokens, temperature)
         response, key = await self._post(self._url, body, model)
         try:
-            data = response.json()
-            choice = data["choices"][0]
-            message = choice.get("message") or {}
-            usage = data.get("usage") or {}
-            refused = bool(message.get("refusal"))
-            return Completion(
-                content=None if refused else message.get("content"),
-                finish_reason="refusal" if refused else choice.get("finish_reason"),
-                usage=usage_of(usage),
-                rate=RateHeaders.parse(dict(response.headers)),
-            )
+            return completion_of(response.json(), RateHeaders.parse(dict(response.headers)))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise _not_a(response, "chat completion", key) from None
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from .base import Completion, FatalProviderError, TransientError
-from .openai import _error_message, parse_retry_after, usage_of
+from .openai import _error_message, completion_of, parse_retry_after
 
 BATCH_ENDPOINT = "/v1/chat/completions"
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -100,14 +100,7 @@ def parse_completion(body: Any) -> Completion:
     """A chat completion body as OpenAIProvider reads it (a refusal has no content); raises ValueError
     when the body is not a chat completion."""
     try:
-        choice = body["choices"][0]
-        message = choice.get("message") or {}
-        refused = bool(message.get("refusal"))
-        return Completion(
-            content=None if refused else message.get("content"),
-            finish_reason="refusal" if refused else choice.get("finish_reason"),
-            usage=usage_of(body.get("usage")),
-        )
+        return completion_of(body)
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         raise ValueError(f"not a chat completion: {json.dumps(body)[:200]}") from exc
 

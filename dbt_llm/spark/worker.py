@@ -108,28 +108,62 @@ def answer_batch(
     state = _WORKER.call(Path(root), handle)
     call, config = state.call, state.config
     writer = LineWriter(state.node.path)
-    results: list[str | None] = [None] * len(keys)
-    rows = hits = 0
-    misses: dict[str, str] = {}
-    waiting: list[int] = []
+    batch = _sort(state, keys, texts, cached)
+    _send(state, writer, batch.misses)
+    failed, skipped = _gather(state, keys, batch)
+    writer.write(
+        {"kind": "tally", "handle": handle, "function": call.task.function, "model": call.task.model,
+         "rows": batch.rows, "hits": batch.hits, "failed": failed, "skipped": skipped,
+         "batch": _batch_id(handle, keys), "created_at": now()}
+    )  # fmt: skip
+    writer.close()
+    if failed and state.fail_fast and state.preview_limit is None:
+        query = errors_query(config.schema, call.invocation_id, call.node_id)
+        raise RowFailuresError(
+            f"{rows_failed(call.node_id, failed, query)} Nothing was appended to the incremental model; its "
+            "paid answers are kept for the next run."
+        )
+    return batch.results
+
+
+@dataclass
+class _Batch:
+    """One Arrow batch's rows, sorted: the answers known so far, and the texts to send."""
+
+    results: list[str | None]
+    rows: int = 0  # rows with a text
+    hits: int = 0  # of which answered without a request of their own
+    misses: dict[str, str] = field(default_factory=dict)  # key -> text, to send
+    waiting: list[int] = field(default_factory=list)  # rows answered (or failed) by a request
+
+
+def _sort(state: _CallState, keys: list[str | None], texts: list[str | None], cached: list[str | None]) -> _Batch:
+    """Each row's cached or already known answer; the distinct texts still to send (a preview's at most
+    its limit per process)."""
+    batch = _Batch([None] * len(keys))
     with state.lock:
         for i, (key, text, answer) in enumerate(zip(keys, texts, cached, strict=True)):
             if text is None or key is None:
                 continue
-            rows += 1
+            batch.rows += 1
             if answer is not None:
-                results[i], hits = answer, hits + 1
+                batch.results[i], batch.hits = answer, batch.hits + 1
             elif key in state.answers:
-                results[i], hits = state.answers[key], hits + 1
-            elif key not in state.failed:
-                misses.setdefault(key, text)
-                waiting.append(i)
+                batch.results[i], batch.hits = state.answers[key], batch.hits + 1
             else:
-                waiting.append(i)
+                if key not in state.failed:
+                    batch.misses.setdefault(key, text)
+                batch.waiting.append(i)
         if state.preview_limit is not None:
             room = max(0, state.preview_limit - state.sent)
-            misses = dict(list(misses.items())[:room])
-            state.sent += len(misses)
+            batch.misses = dict(list(batch.misses.items())[:room])
+            state.sent += len(batch.misses)
+    return batch
+
+
+def _send(state: _CallState, writer: LineWriter, misses: dict[str, str]) -> None:
+    """Send the texts (a too-long one fails without a request); each outcome is staged as it arrives."""
+    call, config = state.call, state.config
     requests: list[Request] = []
     for key, text in misses.items():
         if len(text) > config.max_input_chars:  # on_long_input: fail (truncation happens in SQL)
@@ -143,35 +177,27 @@ def answer_batch(
     if requests:
         engine, _ = _WORKER.engine(config)
         engine.run(requests, lambda outcome: _stage(state, writer, outcome, misses.get(outcome.key, "")))
+
+
+def _gather(state: _CallState, keys: list[str | None], batch: _Batch) -> tuple[int, int]:
+    """The answers of the waiting rows; returns how many failed and how many were skipped."""
     failed = skipped = 0
     sent: set[str] = set()
     with state.lock:
-        for i in waiting:
+        for i in batch.waiting:
             key = keys[i]
             assert key is not None
             if key in state.answers:
-                results[i] = state.answers[key]
-                if key in misses and key not in sent:
+                batch.results[i] = state.answers[key]
+                if key in batch.misses and key not in sent:
                     sent.add(key)  # the row its request was sent for is no hit
                 else:
-                    hits += 1
+                    batch.hits += 1
             elif key in state.failed:
                 failed += 1
             else:
                 skipped += 1  # a preview's row past its limit: not sent
-    writer.write(
-        {"kind": "tally", "handle": handle, "function": call.task.function, "model": call.task.model,
-         "rows": rows, "hits": hits, "failed": failed, "skipped": skipped, "batch": _batch_id(handle, keys),
-         "created_at": now()}
-    )  # fmt: skip
-    writer.close()
-    if failed and state.fail_fast and state.preview_limit is None:
-        query = errors_query(config.schema, call.invocation_id, call.node_id)
-        raise RowFailuresError(
-            f"{rows_failed(call.node_id, failed, query)} Nothing was appended to the incremental model; its "
-            "paid answers are kept for the next run."
-        )
-    return results
+    return failed, skipped
 
 
 def _batch_id(handle: str, keys: list[str | None]) -> str:
@@ -179,11 +205,9 @@ def _batch_id(handle: str, keys: list[str | None]) -> str:
 
 
 def _stage(state: _CallState, writer: LineWriter, outcome: Outcome, text: str) -> None:
-    """On the engine's thread: ground the answer, stage it (or the failure), remember it."""
+    """On the engine's thread: stage the answer (grounded where the engine checked it) or the failure,
+    and remember it."""
     call = state.call
-    ungrounded = 0
-    if outcome.result is not None:
-        outcome.result, ungrounded = call.task.ground(outcome.result, text)
     line: dict[str, Any] = {
         "kind": "answer" if outcome.result is not None else "error",
         "handle": call.handle,
@@ -199,7 +223,7 @@ def _stage(state: _CallState, writer: LineWriter, outcome: Outcome, text: str) -
         "requests": outcome.requests,
         "retries": outcome.retry_requests,
         "rate_limited": outcome.rate_limited,
-        "ungrounded": ungrounded,
+        "ungrounded": outcome.ungrounded,
         "attempts": outcome.attempts,
         "created_at": now(),
     }
