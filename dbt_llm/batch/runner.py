@@ -220,39 +220,74 @@ class BatchRunner:
         fallback: Callable[[list[Request]], None] | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> RunResult:
-        """Submit, collect, and send the lines without a valid answer again in follow-up batches until
-        a key has had `max_attempts` lines (then it fails: invalid_answer or retries_exhausted). With
-        `fallback`, lines without a valid answer are handed to it (the caller's realtime path)
-        instead of a follow-up batch. A follow-up batch is not submitted once `deadline` has passed."""
+        """Submit the requests, then `follow` their batches."""
         by_key: dict[str, Request] = {}
         for request in requests:
             by_key.setdefault(request.key, request)
+        records = self.submit(list(by_key.values()), on_created, metadata=metadata)
+        hooks = RunHooks(on_created, on_outcome, fallback)
+        return self.follow(
+            records, by_key, deadline=deadline, max_attempts=max_attempts, hooks=hooks, metadata=metadata
+        )
+
+    def follow(
+        self,
+        records: list[BatchRecord],
+        requests_by_key: Mapping[str, Request],
+        *,
+        deadline: float,
+        max_attempts: int,
+        hooks: RunHooks,
+        metadata: Mapping[str, str] | None = None,
+    ) -> RunResult:
+        """Collect the batches, and send the lines without a valid answer again in follow-up batches
+        until a key has had `max_attempts` lines (then it fails: invalid_answer or retries_exhausted).
+        With `hooks.fallback`, lines without a valid answer are handed to it (the caller's realtime
+        path) instead of a follow-up batch. A follow-up batch is not submitted once `deadline` has
+        passed: its keys are left in `retry`."""
         result = RunResult()
         earlier: dict[str, Retry] = {}
-        records = self.submit(list(by_key.values()), on_created, metadata=metadata)
         while records:
-            collected = self.collect(records, by_key, deadline=deadline, on_outcome=on_outcome, earlier=earlier)
+            collected = self.collect(
+                records, requests_by_key, deadline=deadline, on_outcome=hooks.on_outcome, earlier=earlier
+            )
+            if hooks.on_round is not None:
+                hooks.on_round(collected)
             result.outcomes += collected.outcomes
             result.pending += collected.pending
             result.unknown += collected.unknown
             again: list[Retry] = []
             for retry in collected.retry:
-                if fallback is not None:
+                if hooks.fallback is not None:
                     result.handed_off.append(retry)
                 elif retry.so_far.attempts >= max_attempts:
                     outcome = exhausted(retry)
                     result.outcomes.append(outcome)
-                    on_outcome(outcome)
+                    hooks.on_outcome(outcome)
                 else:
                     again.append(retry)
-            if fallback is not None and collected.retry:
-                fallback([retry.request for retry in collected.retry])
+            if hooks.fallback is not None and collected.retry:
+                hooks.fallback([retry.request for retry in collected.retry])
             if again and self._clock() >= deadline:
                 result.retry += again
                 break
             earlier = {retry.request.key: retry for retry in again}
-            records = self.submit([retry.request for retry in again], on_created, earlier=earlier, metadata=metadata)
+            records = self.submit(
+                [retry.request for retry in again], hooks.on_created, earlier=earlier, metadata=metadata
+            )
         return result
+
+
+@dataclass(frozen=True)
+class RunHooks:
+    """What the caller of BatchRunner.follow is told, and may do, as the batches end."""
+
+    on_created: Callable[[BatchRecord], None]  # each batch, the moment it exists
+    on_outcome: Callable[[BatchOutcome], None]  # each final outcome, as soon as it is known
+    fallback: Callable[[list[Request]], None] | None = None  # the realtime path, for lines without an answer
+    # After each round of collecting, before its retries: the caller records the batches that
+    # ended, and may raise to stop (batches still running at the deadline).
+    on_round: Callable[[CollectResult], None] | None = None
 
 
 def exhausted(retry: Retry) -> BatchOutcome:

@@ -9,100 +9,79 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..batch.lines import BatchOutcome, BatchRecord, Retry
-from ..batch.runner import BatchRunner, BatchSettings, exhausted
-from ..calls.call import Call
-from ..calls.ledger import Ledger
+from ..batch.lines import BatchOutcome, BatchRecord, CollectResult
+from ..batch.runner import BatchRunner, BatchSettings, RunHooks, exhausted
 from ..config import LlmConfig
-from ..engine import Engine, Outcome, Request
+from ..engine import Outcome, Request
 from ..engine.budget import Budget
 from ..engine.packing import estimate_tokens, packs_of
 from ..errors import BatchPendingError, DbtLlmError
 from ..pricing import Price, PriceTable
 from ..providers.factory import build_batch_client
-from .invocation import CallJobs, Invocation
+from .call_jobs import CallJobs
 from .job_store import JobStore
-from .recorder import Recorder
+from .live_call import LiveCall
+
+# The sender's realtime path: sends the requests of a live call and waits for their outcomes.
+Realtime = Callable[[LiveCall, list[Request]], list[Outcome]]
 
 
 class BatchMode:
-    def __init__(
-        self,
-        lock: threading.RLock,
-        runner: Callable[[], BatchRunner],
-        store: JobStore,
-        recorder: Recorder,
-        engine: Engine,
-        prices: PriceTable,
-        *,
-        provider: str,
-        batch_timeout: float,
-        fallback: str,
-        max_attempts: int,
-        pack_chars: int = 20_000,
-        log: Callable[[str], None] = lambda _message: None,
-    ) -> None:
-        self._lock = lock
-        self._runner_factory = runner
-        self._runner: BatchRunner | None = None
+    def __init__(self, config: LlmConfig, store: JobStore, log: Callable[[str], None] = lambda _message: None) -> None:
+        self._config = config
+        self._prices = PriceTable(config.prices)
         self._store = store
-        self._recorder = recorder
-        self._engine = engine
-        self._prices = prices
-        self._provider = provider
-        self._timeout = batch_timeout
-        self._fallback = fallback
-        self._max_attempts = max_attempts
-        self._pack_chars = pack_chars
         self._log = log
+        self._lock = threading.Lock()  # guards the runner, built on the first job
+        self._runner: BatchRunner | None = None
 
     def price(self, model: str) -> Price | None:
         return self._prices.price(model, batch=True)
 
     def _run(self) -> BatchRunner:
+        """Built on the first job: a realtime run needs no Batch API client."""
         with self._lock:
             if self._runner is None:
-                self._runner = self._runner_factory()
+                settings = BatchSettings(
+                    poll_initial=self._config.batch_poll_interval, pack_chars=self._config.max_input_chars
+                )
+                self._runner = BatchRunner(build_batch_client(self._config), prices=self._prices, settings=settings)
             return self._runner
 
     # -- from dbt_llm_submit: every distinct miss of the call, before the first row is resolved --
-    def start(self, call: Call, invocation: Invocation, ledger: Ledger, requests: list[Request]) -> None:
+    def start(self, live: LiveCall, requests: list[Request]) -> None:
         """Collect keys that sit in a job no run collected; send the rest, within the budget, as new jobs."""
-        with self._lock:
-            jobs = invocation.batch_jobs.setdefault(call.handle, CallJobs())
+        call, jobs = live.call, live.jobs()
         with jobs.lock:
-            requests = [r for r in requests if r.key not in jobs.requests and r.key not in jobs.borrowed]
-            with self._lock:  # a key another model of this run sends in a job is waited for, not sent twice
-                for request in requests:
-                    owner = invocation.batch_owner.setdefault(request.key, call.handle)
-                    if owner != call.handle:
-                        jobs.borrowed[request.key] = owner
+            requests = [r for r in requests if not jobs.covers(r.key)]
+            for request in requests:  # a key another model of this run sends in a job is waited for, not sent twice
+                owner = live.invocation.batch_owner(request.key, jobs)
+                if owner is not jobs:
+                    jobs.borrowed[request.key] = owner
             requests = [r for r in requests if r.key not in jobs.borrowed]
             if not requests:
                 return
             jobs.requests.update((r.key, r) for r in requests)
-            earlier = self._store.open_jobs([r.key for r in requests], self._provider)
+            earlier = self._store.open_jobs([r.key for r in requests], self._config.provider)
             covered = {key for record in earlier for key in record.keys}
             jobs.records += earlier
-            fresh = [r for r in requests if r.key not in covered]
-            sendable = self._reserve(call, invocation, ledger, jobs, fresh)
+            sendable = self._reserve(live, jobs, [r for r in requests if r.key not in covered])
             if sendable:
-                created = self._recorder_of_jobs(call)
-                jobs.records += self._run().submit(sendable, created, metadata={"dbt_node": call.node_id[:500]})
+                jobs.records += self._run().submit(
+                    sendable, self._recorder_of_jobs(live), metadata=self._metadata(live)
+                )
             waiting = ", ".join(f"{r.batch_id} ({len(r.keys)} requests)" for r in jobs.records)
             self._log(
                 f"{call.where} llm_{call.task.function}: batch job(s) {waiting} recorded in llm_batch_jobs; "
-                f"waiting up to batch_timeout={self._timeout:g}s"
+                f"waiting up to batch_timeout={self._config.batch_timeout:g}s"
             )
 
-    def _reserve(
-        self, call: Call, invocation: Invocation, ledger: Ledger, jobs: CallJobs, requests: list[Request]
-    ) -> list[Request]:
+    def _reserve(self, live: LiveCall, jobs: CallJobs, requests: list[Request]) -> list[Request]:
         """A job is paid when it ends, so its estimated cost is held against the budget up front, a
         pack's shared by its rows; a request that does not fit is not sent (`budget`)."""
-        price = self.price(call.task.model)
+        price = self.price(live.call.task.model)
         sendable: list[Request] = []
-        for pack in packs_of(requests, lambda request: request, self._pack_chars):
+        for pack in packs_of(requests, lambda request: request, self._config.max_input_chars):
             estimate = 0.0 if price is None else price.cost(*estimate_tokens(pack))
             if pack[0].budget.reserve(estimate) == "reserved":
                 jobs.reserved.update((request.key, estimate / len(pack)) for request in pack)
@@ -111,16 +90,15 @@ class BatchMode:
             for request in pack:  # "wait" too: nothing in this call settles before the job ends
                 outcome = Outcome(request.key, error_kind="budget", error="not sent: max_cost_usd was reached")
                 jobs.outcomes[request.key] = outcome
-                self._recorder.record(call, invocation, ledger, outcome, {})
+                live.record(outcome)
         return sendable
 
     # -- from the call's first dbt_llm_resolve that has misses --
-    def collect(self, call: Call, invocation: Invocation, ledger: Ledger) -> None:
+    def collect(self, live: LiveCall, realtime: Realtime) -> None:
         """Wait for the call's jobs (up to batch_timeout) and record every outcome; lines without a
         valid answer are retried realtime or by a follow-up job (`batch_fallback`). Jobs still
         running at the deadline fail the statement, so no NULL is committed for their rows."""
-        with self._lock:
-            jobs = invocation.batch_jobs.get(call.handle)
+        jobs = live.started_jobs()
         if jobs is None:
             return
         with jobs.lock:
@@ -128,92 +106,78 @@ class BatchMode:
                 raise jobs.pending_error
             if jobs.collected:
                 return
-            deadline = time.monotonic() + self._timeout
+            deadline = time.monotonic() + self._config.batch_timeout
             try:
-                self._collect_own(call, invocation, ledger, jobs, deadline)
+                self._collect_own(live, jobs, deadline, realtime)
             except DbtLlmError as exc:
                 jobs.pending_error = exc
                 raise
             finally:
                 jobs.done.set()
-            self._borrow(call, invocation, jobs, deadline)
+            self._borrow(live, jobs, deadline)
             jobs.collected = True
 
-    def _collect_own(self, call: Call, invocation: Invocation, ledger: Ledger, jobs: CallJobs, deadline: float) -> None:
-        texts = {key: request.text for key, request in jobs.requests.items()}
-        runner = self._run()
-        records, earlier = list(jobs.records), dict[str, Retry]()
-        while records:
-            result = runner.collect(
-                records,
-                jobs.requests,
-                deadline=deadline,
-                on_outcome=lambda outcome: self._settled(call, invocation, ledger, jobs, outcome, texts),
-                earlier=earlier,
-            )
-            for record in result.finished:
-                ok = sum(1 for key in record.keys if key in invocation.answers)
-                self._store.finished(record, completed=ok, failed=len(record.keys) - ok)
-            if result.pending:
-                for record in result.pending:
-                    self._store.waiting(record)
-                raise self._pending_error(call, result.pending)
-            records, earlier = self._retry(call, invocation, ledger, jobs, result.retry, deadline, texts)
+    def _collect_own(self, live: LiveCall, jobs: CallJobs, deadline: float, realtime: Realtime) -> None:
+        """BatchRunner.follow over the call's jobs; keys still to retry when the deadline passed fail
+        with their last error."""
+        realtime_fallback = self._config.batch_fallback == "realtime"
+        hooks = RunHooks(
+            on_created=self._recorder_of_jobs(live),
+            on_outcome=lambda outcome: self._settled(live, jobs, outcome),
+            fallback=(lambda requests: self._realtime(live, jobs, requests, realtime)) if realtime_fallback else None,
+            on_round=lambda collected: self._round(live, jobs, collected),
+        )
+        result = self._run().follow(
+            list(jobs.records),
+            jobs.requests,
+            deadline=deadline,
+            max_attempts=self._config.max_attempts,
+            hooks=hooks,
+            metadata=self._metadata(live),
+        )
+        for retry in result.retry:
+            self._settled(live, jobs, exhausted(retry))
 
-    def _borrow(self, call: Call, invocation: Invocation, jobs: CallJobs, deadline: float) -> None:
+    def _round(self, live: LiveCall, jobs: CallJobs, collected: CollectResult) -> None:
+        """Jobs that ended are marked so in llm_batch_jobs; one still running stops the statement.
+        Lines handed to the realtime path keep what their batch lines cost, whatever the answer."""
+        for record in collected.finished:
+            unanswered = len(live.invocation.unanswered(record.keys))
+            self._store.finished(record, completed=len(record.keys) - unanswered, failed=unanswered)
+        if collected.pending:
+            for record in collected.pending:
+                self._store.waiting(record)
+            raise self._pending_error(live, collected.pending)
+        if self._config.batch_fallback == "realtime":
+            for retry in collected.retry:
+                live.account.spend(retry.so_far)
+                self._release(retry.request, jobs, cost=retry.so_far.cost_usd or 0.0)
+
+    def _borrow(self, live: LiveCall, jobs: CallJobs, deadline: float) -> None:
         """Keys another model of this run sends in its job: wait for that model to collect it; their
         outcomes come back shared (paid, and counted, by the model that sent them)."""
-        with self._lock:
-            owners = {owner: invocation.batch_jobs[owner] for owner in set(jobs.borrowed.values())}
-        for owner in owners.values():
+        for owner in set(jobs.borrowed.values()):
             owner.done.wait(max(0.0, deadline - time.monotonic()))
             if owner.pending_error is not None or not owner.done.is_set():
                 raise BatchPendingError(
-                    f"dbt_llm: {call.where} waits for texts another model of this run sent in a batch job that "
-                    f"has not ended: {owner.pending_error or 'still collecting at batch_timeout'}"
+                    f"dbt_llm: {live.call.where} waits for texts another model of this run sent in a batch job "
+                    f"that has not ended: {owner.pending_error or 'still collecting at batch_timeout'}"
                 )
-        for key, owner_handle in jobs.borrowed.items():
-            outcome = owners[owner_handle].final.get(key)
+        for key, owner in jobs.borrowed.items():
+            outcome = owner.final.get(key)
             if outcome is not None:
                 jobs.outcomes[key] = outcome.as_shared()
 
-    def _retry(
-        self,
-        call: Call,
-        invocation: Invocation,
-        ledger: Ledger,
-        jobs: CallJobs,
-        retries: list[Retry],
-        deadline: float,
-        texts: dict[str, str],
-    ) -> tuple[list[BatchRecord], dict[str, Retry]]:
-        """Lines without a valid answer: realtime now (`batch_fallback: realtime`), or one more job while
-        the key has attempts and the run has time left; a key with neither fails with its last error."""
-        if not retries:
-            return [], {}
-        if self._fallback == "realtime":
-            for retry in retries:  # what its batch lines cost is spent, whatever the realtime answer
-                self._recorder.spend(ledger, retry.so_far)
-                self._release(retry.request, jobs, cost=retry.so_far.cost_usd or 0.0)
-            self._realtime(call, invocation, ledger, jobs, [r.request for r in retries], texts)
-            return [], {}
-        again: list[Retry] = []
-        for retry in retries:
-            if retry.so_far.attempts < self._max_attempts and time.monotonic() < deadline:
-                again.append(retry)
-            else:
-                self._settled(call, invocation, ledger, jobs, exhausted(retry), texts)
-        if not again:
-            return [], {}
-        earlier = {retry.request.key: retry for retry in again}
-        created = self._recorder_of_jobs(call)
-        return self._run().submit([retry.request for retry in again], created, earlier=earlier), earlier
+    def _metadata(self, live: LiveCall) -> dict[str, str]:
+        return {"dbt_node": live.call.node_id[:500]}
 
-    def _recorder_of_jobs(self, call: Call) -> Callable[[BatchRecord], None]:
+    def _recorder_of_jobs(self, live: LiveCall) -> Callable[[BatchRecord], None]:
+        call = live.call
+
         def created(record: BatchRecord) -> None:
             self._store.created(
                 record,
-                provider=self._provider,
+                provider=self._config.provider,
                 model=call.task.model,
                 function=call.task.function,
                 invocation_id=call.invocation_id,
@@ -222,37 +186,17 @@ class BatchMode:
 
         return created
 
-    def _realtime(
-        self,
-        call: Call,
-        invocation: Invocation,
-        ledger: Ledger,
-        jobs: CallJobs,
-        requests: list[Request],
-        texts: dict[str, str],
-    ) -> None:
-        def on_outcome(outcome: Outcome) -> None:
-            self._recorder.record(call, invocation, ledger, outcome, texts)
-
-        for outcome in self._engine.wait(self._engine.submit(requests, on_outcome)):
+    def _realtime(self, live: LiveCall, jobs: CallJobs, requests: list[Request], realtime: Realtime) -> None:
+        for outcome in realtime(live, requests):
             jobs.outcomes[outcome.key] = jobs.final[outcome.key] = outcome
 
-    def _settled(
-        self,
-        call: Call,
-        invocation: Invocation,
-        ledger: Ledger,
-        jobs: CallJobs,
-        outcome: Outcome,
-        texts: dict[str, str],
-    ) -> None:
+    def _settled(self, live: LiveCall, jobs: CallJobs, outcome: Outcome) -> None:
         """A final outcome of a batch line: recorded as it arrives, held for the row that claims it."""
         request = jobs.requests[outcome.key]
         self._release(request, jobs, cost=outcome.cost_usd or 0.0)
-        with self._lock:
-            if outcome.ok and isinstance(outcome, BatchOutcome):
-                ledger.batch_answers += 1
-        self._recorder.record(call, invocation, ledger, outcome, texts)
+        if outcome.ok and isinstance(outcome, BatchOutcome):
+            live.account.count_batch_answer()
+        live.record(outcome)
         jobs.outcomes[outcome.key] = jobs.final[outcome.key] = outcome
 
     def _release(self, request: Request, jobs: CallJobs, cost: float) -> None:
@@ -261,45 +205,12 @@ class BatchMode:
             budget: Budget = request.budget
             budget.settle(reserved, cost)
 
-    def _pending_error(self, call: Call, pending: list[BatchRecord]) -> BatchPendingError:
+    def _pending_error(self, live: LiveCall, pending: list[BatchRecord]) -> BatchPendingError:
         ids = ", ".join(record.batch_id for record in pending)
         waiting = sum(len(record.keys) for record in pending)
         return BatchPendingError(
-            f"dbt_llm: {call.where} waited batch_timeout={self._timeout:g}s for batch job(s) {ids} "
-            f"({waiting} request(s)), which have not ended; nothing was written for this model. The jobs are "
-            "recorded in llm_batch_jobs: the next run collects them and sends none of their requests again. "
+            f"dbt_llm: {live.call.where} waited batch_timeout={self._config.batch_timeout:g}s for batch job(s) "
+            f"{ids} ({waiting} request(s)), which have not ended; nothing was written for this model. The jobs "
+            "are recorded in llm_batch_jobs: the next run collects them and sends none of their requests again. "
             "Run it later, or raise batch_timeout."
         )
-
-
-def build_batch_mode(
-    config: LlmConfig,
-    lock: threading.RLock,
-    store: JobStore,
-    recorder: Recorder,
-    engine: Engine,
-    log: Callable[[str], None],
-) -> BatchMode:
-    prices = PriceTable(config.prices)
-
-    def runner() -> BatchRunner:  # built on the first job: a realtime run needs no Batch API client
-        return BatchRunner(
-            build_batch_client(config),
-            prices=prices,
-            settings=BatchSettings(poll_initial=config.batch_poll_interval, pack_chars=config.max_input_chars),
-        )
-
-    return BatchMode(
-        lock,
-        runner,
-        store,
-        recorder,
-        engine,
-        prices,
-        provider=config.provider,
-        batch_timeout=config.batch_timeout,
-        fallback=config.batch_fallback,
-        max_attempts=config.max_attempts,
-        pack_chars=config.max_input_chars,
-        log=log,
-    )

@@ -1,7 +1,7 @@
-"""The DuckDB functions of dbt-llm: what each registered function does with its Arrow chunks.
+"""The DuckDB functions of dbt-llm: each hands its Arrow chunks to the live call of its handle.
 
-State lives elsewhere: the invocation (calls, budget, answers, pending requests), the audit book
-(ledgers and statuses), the engine (requests) and the writer (tables)."""
+State lives elsewhere: the live calls (one per macro call in flight), the invocation (what its
+calls share), the audit book (an account per audit row), the engine (requests) and the writer."""
 
 from __future__ import annotations
 
@@ -14,24 +14,23 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..calls.call import Call
-from ..calls.ledger import Ledger
 from ..calls.plan import plan_call
 from ..config import LlmConfig
-from ..engine import Budget, Outcome
+from ..engine import Budget
 from ..engine.factory import engine_for
-from ..errors import DbtLlmError, InternalStateError, SpecError
+from ..errors import InternalStateError, SpecError
 from ..pricing import PriceTable
 from ..providers import Provider
 from ..providers.factory import build_provider
 from . import dbt_events
 from .audit_book import AuditBook
-from .batch_mode import build_batch_mode
+from .batch_mode import BatchMode
 from .invocation import Invocation
 from .job_store import JobStore
+from .live_call import LiveCall
 from .migrations import migrate
 from .progress import ProgressReporter
-from .recorder import Recorder
+from .resolver import Resolver
 from .sender import Sender
 from .settler import Settler
 from .writer import Writer
@@ -60,11 +59,12 @@ class Runtime:
             config, self._prices, provider_factory or (lambda: build_provider(config, on_exit=self.close))
         )
         self.writer = Writer()
+        self.book = AuditBook(provider=config.provider)
+        # Guards the runtime's own fields: the schema, the invocation and its live calls.
+        self._lock = threading.Lock()
         self._schema: str | None = None
-        self._lock = threading.RLock()
-        self.book = AuditBook(self._lock, provider=config.provider)
-        self.recorder = Recorder(self._lock, self.writer)
         self._invocation: Invocation | None = None
+        self._calls: dict[str, LiveCall] = {}
         self._progress = ProgressReporter(
             config.progress_interval,
             self.book.running,
@@ -72,13 +72,11 @@ class Runtime:
             log,
             provider_down=lambda: self.engine.outage.down,
         )
-        self.settler = Settler(self._lock, self.book, self.writer, log, lambda: self._schema)
-        self.sender = Sender(
-            self._lock, self.engine, self.recorder, self._prices, config.max_input_chars, self._progress.start
-        )
+        self.settler = Settler(self.book, self.writer, log, self._schema_or_none)
         self.jobs = JobStore()
-        self.batch_mode = build_batch_mode(config, self._lock, self.jobs, self.recorder, self.engine, log)
-        self.sender.batch_mode = self.batch_mode
+        self.batch_mode = BatchMode(config, self.jobs, log)
+        self.sender = Sender(self.engine, self._prices, config.max_input_chars, self._progress.start, self.batch_mode)
+        self._resolver = Resolver(self.sender, self.settler, self.writer)
 
     # -- connection --
     def attach(self, conn: duckdb.DuckDBPyConnection) -> None:
@@ -88,11 +86,15 @@ class Runtime:
         self.writer.bind(conn, qualified)
         self.jobs.bind(conn, qualified)
 
+    def _schema_or_none(self) -> str | None:
+        with self._lock:
+            return self._schema
+
     def schema(self) -> str:
         """dbt_llm_schema(): the qualified schema of the llm_* tables."""
-        with self._lock:
-            assert self._schema is not None
-            return self._schema
+        schema = self._schema_or_none()
+        assert schema is not None
+        return schema
 
     # -- the invocation --
     def _begin(self, invocation_id: str) -> Invocation:
@@ -102,12 +104,13 @@ class Runtime:
             current = self._invocation
             if current is not None and current.id == invocation_id:
                 return current
-            self._invocation = Invocation(invocation_id, Budget(self.config.max_cost_usd))
-            stale = self.book.open_ledgers()
+            self._invocation = invocation = Invocation(invocation_id, Budget(self.config.max_cost_usd))
+            self._calls = {}
+            stale = self.book.open_accounts()
             self.book.forget_all_but(invocation_id)
         self.engine.drop_prefetch()
-        self.settler.close_ledgers(stale, node_failed=True)
-        return self._invocation
+        self.settler.close_accounts(stale, node_failed=True)
+        return invocation
 
     def on_dbt_event(self, msg: Any) -> None:
         """dbt's NodeFinished settles the node's open ledgers (see Settler.node_finished)."""
@@ -125,14 +128,17 @@ class Runtime:
         except SpecError as exc:
             return json.dumps({"error": str(exc)})
         invocation = self._begin(invocation_id)
-        handle, task = call.handle, call.task
+        # The account exists from here, so a run with no new rows still leaves an audit row.
+        account = self.book.account_of(call)
         with self._lock:
-            invocation.calls[handle] = call
+            # A call rendered again (dbt compiles, then runs) keeps what it has in flight.
+            if call.handle not in self._calls:
+                self._calls[call.handle] = LiveCall(call, invocation, account, self.writer)
             schema = self._schema
-        self._ledger(call)  # so a run with no new rows still leaves an audit row
+        task = call.task
         return json.dumps(
             {
-                "handle": handle,
+                "handle": call.handle,
                 "spec_hash": task.spec_hash,
                 "cache_table": f"{schema}.llm_cache",
                 "structure": json.dumps(task.sql_structure),
@@ -142,45 +148,25 @@ class Runtime:
             }
         )
 
-    def _ledger(self, call: Call) -> Ledger:
-        return self.book.ledger(
-            call.invocation_id,
-            call.node_id,
-            call.batch_id,
-            call.task.function,
-            call.task.model,
-            command=call.command,
-            on_error=call.on_error,
-            dry_run=call.dry_run,
-        )
-
-    def _call(self, handles: pa.Array) -> tuple[Call, Invocation]:
+    def _live(self, handles: pa.Array) -> LiveCall:
         handle = handles[0].as_py()
         with self._lock:
-            invocation = self._invocation
-            call = invocation.calls.get(handle) if invocation is not None else None
-        if call is None or invocation is None:
+            live = self._calls.get(handle)
+        if live is None:
             raise InternalStateError(
                 "dbt_llm: this query was compiled in another dbt invocation or process; run the model with `dbt run`."
             )
-        return call, invocation
+        return live
 
     # -- dbt_llm_tally(text is not null, handle): every row, one chunk at a time --
     def tally(self, present: pa.Array, handles: pa.Array) -> pa.Array:
-        """Counts the rows with text for the audit, as cache hits until dbt_llm_resolve says otherwise;
-        only booleans cross into Python. The first chunk writes the audit row, so a statement that
-        ends early (a preview, an error) leaves one to settle."""
+        """Counts the rows with text for the audit; only booleans cross into Python. The first chunk
+        writes the audit row, so a statement that ends early (a preview, an error) leaves one to settle."""
         present = _flat(present)
         if len(present):
-            call, _ = self._call(handles)
-            ledger = self._ledger(call)
-            n_rows = pc.sum(present).as_py() or 0
-            with self._lock:
-                ledger.rows += n_rows
-                ledger.cache_hits += n_rows
-                first = not ledger.written
-            if first:
-                self.writer.put_audit(self.book.snapshot(ledger))
+            account = self._live(handles).account
+            if account.count_rows(pc.sum(present).as_py() or 0):
+                self.writer.put_audit(account.snapshot())
         return present
 
     # -- dbt_llm_submit(key, text, handle): the distinct texts the cache join missed --
@@ -192,86 +178,33 @@ class Runtime:
         send the rest."""
         keys, texts = _flat(keys), _flat(texts)
         if len(keys):
-            call, invocation = self._call(handles)
-            self.sender.send(call, invocation, self._ledger(call), _texts_by_key(keys, texts), prefetch=True)
+            self.sender.send(self._live(handles), _texts_by_key(keys, texts), prefetch=True)
         return pa.nulls(len(keys), pa.string())
 
     # -- dbt_llm_resolve(key, text, handle): only the rows the cache join missed --
     def resolve(self, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
-        """The answers of one chunk's missed rows: waits for what dbt_llm_submit started (and sends
-        whatever it did not see), then settles the audit counters of these rows."""
+        """The answers of one chunk's missed rows (see Resolver.resolve)."""
         keys, texts = _flat(keys), _flat(texts)
         if len(keys) == 0:
             return pa.nulls(0, pa.string())
-        call, invocation = self._call(handles)
-        ledger = self._ledger(call)
-        miss_keys: list[str | None] = keys.to_pylist()
-        texts_by_key = _texts_by_key(keys, texts)
-        with self._lock:
-            ledger.cache_hits -= sum(k is not None for k in miss_keys)  # tally counted every row as a hit
-            resolves = invocation.resolves[call.handle] = invocation.resolves.get(call.handle, 0) + 1
-        fatal: DbtLlmError | None = None
-        if call.mode == "batch":
-            try:
-                self.batch_mode.collect(call, invocation, ledger)  # the first chunk waits for the jobs
-            except DbtLlmError as exc:
-                fatal = exc
-        self.sender.send(call, invocation, ledger, texts_by_key)
-        with self._lock:
-            # The first row of a key to get here claims its request; later rows reuse the outcome.
-            claimed = [
-                invocation.pending.pop((call.handle, k)) for k in texts_by_key if (call.handle, k) in invocation.pending
-            ]
-        outcomes: dict[str, Outcome] = {}
-        try:
-            # The prefetch helps from the second chunk with misses on: a query that asks for one chunk
-            # (a LIMIT) pays for exactly its rows, and a long one loses one chunk's wait at most.
-            prefetch = call.handle if resolves > 1 else None
-            outcomes = {o.key: o for o in self.engine.wait(claimed, owner=prefetch)}
-            if call.mode == "batch":
-                with self._lock:
-                    outcomes.update(invocation.claim_batch_outcomes(call, list(texts_by_key)))
-        except DbtLlmError as exc:
-            fatal = exc
-
-        with self._lock:
-            chunk = invocation.answer_rows(call, miss_keys, outcomes)
-            ledger.cache_hits += chunk.reused
-            ledger.reused += chunk.reused
-            ledger.failed_rows += chunk.failed
-            ledger.skipped_rows += chunk.skipped
-            if fatal is not None:
-                ledger.status = "error"
-        for outcome in chunk.shared_failures:
-            self.recorder.error(call, outcome, texts_by_key, shared=True)
-        if fatal is None and call.batch_id and (chunk.skipped or (chunk.failed and call.on_error == "fail")):
-            fatal = self.settler.fail_batch(call, invocation, ledger, self.sender.drain(call, invocation))
-        if fatal is None and call.batch_id and call.dry_run and ledger.est_requests:
-            fatal = self.settler.batch_dry_run(call, ledger)
-        if claimed or fatal is not None or chunk.shared_failures:
-            # What this chunk paid for is committed before DuckDB gets the answers.
-            self.writer.put_audit(self.book.snapshot(ledger))
-            self.writer.commit_cache()
-        if fatal is not None:
-            raise fatal
-        return pa.array(chunk.results, pa.string())
+        results = self._resolver.resolve(self._live(handles), keys.to_pylist(), _texts_by_key(keys, texts))
+        return pa.array(results, pa.string())
 
     # -- dbt_llm_estimated(invocation_id, node_id): in a dry run's post-hook, before dbt_llm_finish --
     def estimated(self, invocation_id: str, node_id: str) -> int:
         """Requests a dry run of the model would send: the post-hook rolls back a model that is not a
         table when there are any."""
-        return sum(lg.est_requests for lg in self.book.ledgers_of(invocation_id, node_id))
+        return sum(a.ledger.est_requests for a in self.book.accounts_of(invocation_id, node_id))
 
     # -- dbt_llm_finish(invocation_id, node_id, materialized): the model's post-hook --
     def finish(self, invocation_id: str, node_id: str, materialized: str = "table") -> str:
         with self._lock:
             invocation = self._invocation
-            if invocation is None or invocation.id != invocation_id:
-                return f"{node_id}: nothing to settle"
-            # dbt adds one post-hook per macro call: the model is settled by the first.
-            if node_id in invocation.finished:
-                return f"{node_id}: settled"
-            invocation.finished.add(node_id)
+        if invocation is None or invocation.id != invocation_id:
+            return f"{node_id}: nothing to settle"
+        # dbt adds one post-hook per macro call: the model is settled by the first.
+        if not invocation.finish(node_id):
+            return f"{node_id}: settled"
         return self.settler.finish_model(invocation, node_id, materialized)
 
     def close(self) -> None:

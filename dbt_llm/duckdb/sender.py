@@ -1,122 +1,96 @@
-"""Plans the requests of one call and hands them to the engine: only keys not answered, pending
-or failed in this invocation, too-long inputs failed without a call, a dry run priced instead of
-sent. It knows nothing of DuckDB: the runtime gives it texts by key."""
+"""Plans the requests of one live call and hands them to the engine, or to batch mode's jobs: only
+keys not answered, pending or failed in this invocation, too-long inputs failed without a call, a
+dry run priced instead of sent. It knows nothing of DuckDB: the runtime gives it texts by key."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
-from ..calls.call import Call
-from ..calls.ledger import Ledger
-from ..engine import Engine, Outcome, Request
+from ..engine import Engine, Outcome, Pending, Request
 from ..engine.packing import estimate_tokens, packs_of
 from ..pricing import PriceTable
 from .batch_mode import BatchMode
-from .invocation import Invocation
-from .recorder import Recorder
+from .live_call import LiveCall
 
 
 class Sender:
     def __init__(
         self,
-        lock: threading.RLock,
         engine: Engine,
-        recorder: Recorder,
         prices: PriceTable,
         max_input_chars: int,
         on_first_request: Callable[[], None],
+        batch_mode: BatchMode,
     ) -> None:
-        self._lock = lock
-        self.engine = engine
-        self.recorder = recorder
+        self._engine = engine
         self._prices = prices
         self._max_input_chars = max_input_chars
         self._on_first_request = on_first_request
-        self.batch_mode: BatchMode | None = None  # set by the runtime: where batch-mode calls send
+        self._batch_mode = batch_mode
 
-    def send(
-        self, call: Call, invocation: Invocation, ledger: Ledger, texts_by_key: dict[str, str], prefetch: bool = False
-    ) -> None:
+    def send(self, live: LiveCall, texts_by_key: dict[str, str], prefetch: bool = False) -> None:
         """Plans the keys not yet answered, sent or failed for this call and hands them to the engine
         without waiting. From dbt_llm_submit they are a prefetch (sent only while this call's resolve
         waits, see Engine.submit); from resolve, rows DuckDB asks for: those start now, too-long
         inputs fail, and a dry run prices them instead."""
+        call = live.call
         if call.dry_run and prefetch and not call.batch_id:
             return  # a dry run prices only the rows DuckDB asks for (a LIMIT may stop it early)
-        with self._lock:
-            budget = invocation.budget_of(call)
-            jobs = invocation.batch_jobs.get(call.handle)
-            in_jobs = {**jobs.requests, **jobs.borrowed} if jobs is not None else {}
-            fresh = {
-                k: t
-                for k, t in texts_by_key.items()
-                if k not in invocation.answers
-                and (call.handle, k) not in invocation.pending
-                and (call.handle, k) not in invocation.failed
-                and k not in in_jobs  # batch mode: its job answers it
-            }
+        fresh = live.unsent(texts_by_key)
+        budget = live.budget
         requests: list[Request] = []
         limit = self._max_input_chars
         for key, text in fresh.items():
             if len(text) > limit and prefetch:
                 continue  # recorded as failed only if DuckDB asks for its row
             if len(text) > limit:  # only with on_long_input: fail; truncation happens in SQL
-                outcome = Outcome(
-                    key,
-                    error_kind="input_too_long",
-                    error=f"the input has {len(text)} characters, more than max_input_chars={limit}; "
-                    "raise max_input_chars or set on_long_input: truncate",
+                live.fail(
+                    Outcome(
+                        key,
+                        error_kind="input_too_long",
+                        error=f"the input has {len(text)} characters, more than max_input_chars={limit}; "
+                        "raise max_input_chars or set on_long_input: truncate",
+                    )
                 )
-                with self._lock:
-                    invocation.failed[(call.handle, key)] = outcome
-                self.recorder.record(call, invocation, ledger, outcome, fresh)
             else:
                 requests.append(Request(key, call.task, text, budget, call.rows_per_request))
         if call.dry_run:
-            self._estimate(call, invocation, ledger, requests)
-            return
-        if not requests:
-            return
-        if call.mode == "batch" and prefetch and self.batch_mode is not None:
-            self.batch_mode.start(call, invocation, ledger, requests)  # every distinct miss, as jobs
-            return
-        with self._lock:
-            ledger.queued += len(requests)
-        self._on_first_request()
+            self._estimate(live, requests)
+        elif requests and call.mode == "batch" and prefetch:
+            self._batch_mode.start(live, requests)  # every distinct miss, as jobs
+        elif requests:
+            live.add_pending(self._start(live, requests, prefetch))
 
-        def on_outcome(outcome: Outcome) -> None:
-            with self._lock:
-                ledger.answered += 1
-            self.recorder.record(call, invocation, ledger, outcome, fresh)
+    def collect_jobs(self, live: LiveCall) -> None:
+        """Batch mode: wait for the call's jobs; lines it answers realtime go through `answer_now`."""
+        self._batch_mode.collect(live, self.answer_now)
 
-        pending = self.engine.submit(requests, on_outcome, prefetch_for=call.handle if prefetch else None)
-        with self._lock:
-            for p in pending:  # another thread may have sent the same key meanwhile: keep the owner
-                if p.owned or (call.handle, p.key) not in invocation.pending:
-                    invocation.pending[(call.handle, p.key)] = p
+    def answer_now(self, live: LiveCall, requests: list[Request]) -> list[Outcome]:
+        """Send and wait: batch mode's realtime fallback."""
+        return self._engine.wait(self._start(live, requests, prefetch=False))
 
-    def drain(self, call: Call, invocation: Invocation) -> list[Outcome]:
+    def wait(self, pending: list[Pending], owner: str | None = None) -> list[Outcome]:
+        return self._engine.wait(pending, owner=owner)
+
+    def drain(self, live: LiveCall) -> list[Outcome]:
         """Send and wait for every request the call still has pending, its whole prefetch included."""
-        with self._lock:
-            pending = invocation.pending_of(call.handle)
-        return self.engine.wait(pending)
+        return self._engine.wait(live.take_pending())
 
-    def _estimate(self, call: Call, invocation: Invocation, ledger: Ledger, requests: list[Request]) -> None:
-        """Dry run: what the requests would cost, sent nowhere."""
-        price = self._prices.price(call.task.model, batch=call.mode == "batch")
-        prompt = completion = 0
-        with self._lock:
-            requests = [r for r in requests if r.key not in invocation.estimated]
-            invocation.estimated.update(r.key for r in requests)
+    def _start(self, live: LiveCall, requests: list[Request], prefetch: bool) -> list[Pending]:
+        live.account.count_queued(len(requests))
+        self._on_first_request()
+        return self._engine.submit(requests, live.answered, prefetch_for=live.handle if prefetch else None)
+
+    def _estimate(self, live: LiveCall, requests: list[Request]) -> None:
+        """Dry run: what the requests would cost, sent nowhere. A key counts once per invocation,
+        however many chunks or models ask for it."""
+        price = self._prices.price(live.call.task.model, batch=live.call.mode == "batch")
+        fresh = live.invocation.first_estimates([r.key for r in requests])
+        requests = [r for r in requests if r.key in fresh]
         packs = packs_of(requests, lambda request: request, self._max_input_chars)
+        prompt = completion = 0
         for pack in packs:
             p, c = estimate_tokens(pack)
             prompt, completion = prompt + p, completion + c
-        with self._lock:
-            # A key counted once per invocation, however many chunks or models ask for it.
-            ledger.est_requests += len(packs)
-            ledger.est_prompt_tokens += prompt
-            ledger.est_completion_tokens += completion
-            if ledger.est_cost_usd is not None:
-                ledger.est_cost_usd = None if price is None else ledger.est_cost_usd + price.cost(prompt, completion)
+        cost = None if price is None else price.cost(prompt, completion)
+        live.account.estimate(len(packs), prompt, completion, cost)

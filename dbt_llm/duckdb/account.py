@@ -1,0 +1,126 @@
+"""An Account: one audit row's ledger and the lock of everyone who counts into it. Every counter
+of the ledger is changed here, once, so a snapshot never shows a value waiting for a correction."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..calls.ledger import Ledger
+from ..calls.rows import AUDIT_COLUMNS, AuditRow, Status, now, row_dict
+from ..engine import Outcome
+
+
+@dataclass(frozen=True)
+class ChunkCounts:
+    """What the missed rows of one resolved chunk came to."""
+
+    missed: int  # rows with text that the cache join missed
+    reused: int  # of which answered by a request of another row or model of this run
+    failed: int
+    skipped: int
+
+
+@dataclass(eq=False)
+class Account:
+    """Shared by the live calls of one model with the same function and model (they share a row)."""
+
+    ledger: Ledger
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Rows that neither the cache table nor an earlier answer of this run answered: cache_hits is
+    # the rows counted so far less these.
+    unanswered: int = 0
+
+    # -- rows, from the DuckDB functions --
+    def count_rows(self, n: int) -> bool:
+        """Rows with text seen by dbt_llm_tally; True if the ledger has no audit row yet."""
+        with self.lock:
+            self.ledger.rows += n
+            self._cache_hits()
+            return not self.ledger.written
+
+    def count_chunk(self, chunk: ChunkCounts, *, fatal: bool) -> None:
+        with self.lock:
+            lg = self.ledger
+            self.unanswered += chunk.missed - chunk.reused
+            lg.reused += chunk.reused
+            lg.failed_rows += chunk.failed
+            lg.skipped_rows += chunk.skipped
+            self._cache_hits()
+            if fatal:
+                lg.status = "error"
+
+    def count_settled(self, failed: int, skipped: int) -> None:
+        """Rows of a microbatch batch answered by its drained requests."""
+        with self.lock:
+            self.ledger.failed_rows += failed
+            self.ledger.skipped_rows += skipped
+
+    def _cache_hits(self) -> None:
+        self.ledger.cache_hits = self.ledger.rows - self.unanswered
+
+    # -- requests, from the engine's threads and batch mode --
+    def count_queued(self, n: int) -> None:
+        with self.lock:
+            self.ledger.queued += n
+
+    def count_answered(self) -> None:
+        with self.lock:
+            self.ledger.answered += 1
+
+    def count_batch_answer(self) -> None:
+        with self.lock:
+            self.ledger.batch_answers += 1
+
+    def spend(self, outcome: Outcome) -> None:
+        """What the outcome's requests cost."""
+        with self.lock:
+            lg = self.ledger
+            lg.api_calls += outcome.requests
+            lg.sent_rows += outcome.attempts > 0
+            lg.retries += outcome.retry_requests
+            lg.rate_limited += outcome.rate_limited
+            lg.prompt_tokens += outcome.usage.prompt_tokens
+            lg.completion_tokens += outcome.usage.completion_tokens
+            lg.cached_prompt_tokens += outcome.usage.cached_tokens
+            if lg.cost_usd is not None:
+                lg.cost_usd = None if outcome.cost_usd is None else lg.cost_usd + outcome.cost_usd
+
+    def count_ungrounded(self, n: int) -> None:
+        """Values of an answer that its text does not contain, set to NULL where it was checked."""
+        if n:
+            with self.lock:
+                self.ledger.ungrounded_values += n
+
+    def estimate(self, requests: int, prompt: int, completion: int, cost: float | None) -> None:
+        """A dry run: what its requests would send (`cost` None when the model has no price)."""
+        with self.lock:
+            lg = self.ledger
+            lg.est_requests += requests
+            lg.est_prompt_tokens += prompt
+            lg.est_completion_tokens += completion
+            if lg.est_cost_usd is not None:
+                lg.est_cost_usd = None if cost is None else lg.est_cost_usd + cost
+
+    # -- rows for llm_audit and the progress log --
+    def snapshot(self) -> AuditRow:
+        with self.lock:
+            lg = self.ledger
+            lg.finished_at, lg.written = now(), True
+            if not lg.closed:
+                lg.status = "preview" if lg.preview else "running"
+            return lg.row()
+
+    def close(self, status: Status) -> AuditRow:
+        """Settle the ledger; returns the row to write."""
+        with self.lock:
+            lg = self.ledger
+            lg.status, lg.finished_at, lg.closed, lg.written = status, now(), True, True
+            return lg.row()
+
+    def progress(self) -> dict[str, Any]:
+        """A consistent copy of the counters the progress log reads."""
+        with self.lock:
+            lg = self.ledger
+            return {**row_dict(lg, AUDIT_COLUMNS), "reused": lg.reused, "queued": lg.queued, "answered": lg.answered}
