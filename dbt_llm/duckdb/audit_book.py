@@ -7,6 +7,7 @@ from typing import Any
 
 from ..calls.ledger import Ledger, LedgerKey
 from ..calls.rows import AUDIT_COLUMNS, AuditRow, Status, now, row_dict
+from ..config import OnError
 
 
 class AuditBook:
@@ -26,7 +27,8 @@ class AuditBook:
         model: str,
         *,
         command: str,
-        on_error: str,
+        hooked: bool,
+        on_error: OnError,
         dry_run: bool,
     ) -> Ledger:
         key = (invocation_id, node_id, batch_id, function, model)
@@ -36,6 +38,7 @@ class AuditBook:
                     *key,
                     provider=self._provider,
                     command=command,
+                    hooked=hooked,
                     on_error=on_error,
                     dry_run=dry_run,
                 )

@@ -150,6 +150,7 @@ class Runtime:
             call.task.function,
             call.task.model,
             command=call.command,
+            hooked=call.hooked,
             on_error=call.on_error,
             dry_run=call.dry_run,
         )
