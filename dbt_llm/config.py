@@ -26,11 +26,12 @@ from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from .errors import ConfigError
+from .errors import ConfigError, SpecError
 from .pricing import Price
 
 LOCAL_DEFAULT_MODEL = "qwen2.5-1.5b"  # mirrors dbt_llm.local.registry, which needs no import here
-OnError = Literal["fail", "null"]
+OnError = Literal["fail", "null"]  # `null`: keep NULLs where rows got no valid answer
+Mode = Literal["realtime", "batch"]  # `batch`: the provider's Batch API
 
 
 class _Refusal(ValueError):
@@ -209,7 +210,7 @@ class LlmConfig:
         ge=1,
         description="ceiling on tokens a minute; null: only what the provider's headers and 429s teach",
     )
-    mode: Literal["realtime", "batch"] = Field(
+    mode: Mode = Field(
         default="realtime",
         description="`realtime`: each request answered at once; `batch`: a model's uncached rows go to the "
         "provider's Batch API at half price (dbt var dbt_llm_mode and meta dbt_llm.mode override it)",
@@ -220,7 +221,7 @@ class LlmConfig:
         description="seconds a run waits for its batch jobs; then the model fails naming them, writes nothing, "
         "and the next run collects them",
     )
-    batch_fallback: Literal["realtime", "batch"] = Field(
+    batch_fallback: Mode = Field(
         default="realtime",
         description="how failed, invalid and expired batch lines are retried: `realtime` (at once, list price) "
         "or `batch` (a follow-up batch job, half price, up to max_attempts)",
@@ -248,7 +249,23 @@ class LlmConfig:
         return key
 
 
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class ModelSettings:
+    """What one dbt model sets for itself, `config(meta={'dbt_llm': {...}})`: keys of LlmConfig, checked
+    by the same types. None: not set, the profile's applies (`on_error: none` means `null`, as there)."""
+
+    on_error: Annotated[OnError | None, BeforeValidator(_on_error)] = Field(
+        default=None, description="as the profile's `on_error`, for this model"
+    )
+    model: Text | None = Field(default=None, description="model used when a macro does not pass `model=`")
+    max_cost_usd: Float | None = Field(
+        default=None, ge=0, description="stop calling for this model once it spent this much (USD), under the run's cap"
+    )
+    mode: Mode | None = Field(default=None, description="as the profile's `mode`, for this model")
+
+
 _VALIDATOR = TypeAdapter(LlmConfig)
+_SETTINGS_VALIDATOR = TypeAdapter(ModelSettings)
 
 
 def _fields(cls: type[Any]) -> dict[str, FieldInfo]:
@@ -257,6 +274,7 @@ def _fields(cls: type[Any]) -> dict[str, FieldInfo]:
 
 
 _FIELDS = _fields(LlmConfig)
+SETTINGS_KEYS = tuple(_fields(ModelSettings))
 _NOT_A_FIELD = ("unexpected_keyword_argument", "extra_forbidden")
 
 
@@ -278,7 +296,24 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
         errors = exc.errors()
     # Raised outside the `except`: pydantic's multi-line dump (with the values) is not chained to ours.
     unknown = [error for error in errors if error["type"] in _NOT_A_FIELD and len(error["loc"]) == 1]
-    raise _config_error((unknown or errors)[0], values)
+    raise _fail(*_config_error((unknown or errors)[0], values))
+
+
+SETTINGS_FIX = "Use config(meta={'dbt_llm': {'on_error': 'null', 'model': '...', 'max_cost_usd': 1.0}})."
+
+
+def parse_model_settings(values: dict[str, Any], where: str) -> ModelSettings:
+    """A model's meta `dbt_llm` dict, validated like the profile's keys; SpecError names the key and the fix."""
+    try:
+        return _SETTINGS_VALIDATOR.validate_python(values)
+    except ValidationError as exc:
+        errors = exc.errors()
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] in _NOT_A_FIELD and len(e["loc"]) == 1)
+    if unknown:
+        known = ", ".join(SETTINGS_KEYS)
+        raise SpecError(f"{where}: meta `dbt_llm` has unknown key(s) {unknown}; known: {known}. {SETTINGS_FIX}")
+    key, problem, fix = _config_error(errors[0], values, _fields(ModelSettings))
+    raise SpecError(f"{where}: meta dbt_llm.{key} {problem}. {fix}")
 
 
 def _with_model(values: dict[str, Any]) -> dict[str, Any]:
@@ -297,28 +332,30 @@ def _fail(key: str, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"dbt_llm.plugin config: `{key}` {problem}. {fix}")
 
 
-def _config_error(error: ErrorDetails, values: dict[str, Any]) -> ConfigError:
+def _config_error(
+    error: ErrorDetails, values: dict[str, Any], fields: dict[str, FieldInfo] = _FIELDS
+) -> tuple[str, str, str]:
     """One pydantic error in our words: the key, what is wrong with it, and the fix."""
     loc = [str(part) for part in error["loc"]]
     key = loc[0]
     value = values[key] if len(loc) == 1 and key in values else error["input"]  # as written, not as converted
     refusal = error.get("ctx", {}).get("error")
     if isinstance(refusal, _Refusal):
-        return _fail(key, refusal.problem or f"is {value!r}", refusal.fix)
+        return key, refusal.problem or f"is {value!r}", refusal.fix
     if error["type"] in _NOT_A_FIELD and len(loc) == 1:
-        known = ", ".join(sorted(_FIELDS))
-        return _fail(key, "is not a known key", f"Remove it or fix its spelling; known keys: {known}.")
+        known = ", ".join(sorted(fields))
+        return key, "is not a known key", f"Remove it or fix its spelling; known keys: {known}."
     if len(loc) == 3 and error["type"] not in (*_NOT_A_FIELD, "missing"):  # prices.<model>.input or .output
-        return _fail(".".join(loc), f"is {value!r}", _expected(_fields(_PriceEntry)[loc[2]]))
+        return ".".join(loc), f"is {value!r}", _expected(_fields(_PriceEntry)[loc[2]])
     if len(loc) > 1:  # a price entry that is not exactly {input, output}
         entry = _price_entries(values["prices"])[loc[1]]
         fix = "Give `input` and `output` (optionally `cached_input`, `batch_input`, `batch_output`), USD per 1M tokens."
-        return _fail(f"prices.{loc[1]}", f"is {entry!r}", fix)
+        return f"prices.{loc[1]}", f"is {entry!r}", fix
     if value is None:  # YAML null, where it means nothing
-        default = _FIELDS[key].default
+        default = fields[key].default
         fix = f"Give it a value, or remove the key to get the default, {default!r}."
-        return _fail(key, "is null (empty in YAML)", fix)
-    return _fail(key, f"is {value!r}", _expected(_FIELDS[key]))
+        return key, "is null (empty in YAML)", fix
+    return key, f"is {value!r}", _expected(fields[key])
 
 
 def _expected(field: FieldInfo) -> str:

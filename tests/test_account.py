@@ -9,7 +9,7 @@ from dbt_llm.duckdb.account import Account, ChunkCounts
 
 
 def account() -> Account:
-    return Account(Ledger("inv", "model.p.m", "", "classify", "gpt-4o-mini", provider="openai", command="run"))
+    return Account(Ledger("inv", "model.p.m", "", "classify", "gpt-4o-mini", provider="openai", command="run", hooked=True))
 
 
 def test_cache_hits_are_the_rows_less_those_a_request_answered() -> None:

@@ -287,3 +287,35 @@ def test_a_run_after_a_preview_records_every_request_it_pays_for(project: DbtPro
     assert sent == 3000 - previewed  # nothing paid twice
     run = "select sum(api_calls), sum(cache_hits) from dbt_llm.llm_audit where command = 'run'"
     assert project.query(run)[0] == (sent, previewed)  # and every request of the run is in its audit row
+
+
+def test_a_snapshot_is_settled_by_its_post_hook_and_judged_by_the_tests(project: DbtProject) -> None:
+    """`dbt snapshot` runs the post-hook as `dbt run` does: its audit row is settled, not a preview, and
+    llm_cost_below judges it (the macro _llm_hooked_commands is the one list both sides read)."""
+    tickets(project, 20)
+    project.write(
+        "snapshots/snap.sql",
+        "{% snapshot snap %}\n{{ config(unique_key='id', strategy='check', check_cols='all') }}\n"
+        + classify_model()
+        + "{% endsnapshot %}\n",
+    )
+    project.write(
+        "snapshots/schema.yml",
+        """
+version: 2
+snapshots:
+  - name: snap
+    data_tests:
+      - dbt_llm.llm_cost_below: {arguments: {max_usd: 0.0001}, config: {alias: cost_of_snapshot}}
+      - dbt_llm.llm_error_rate: {arguments: {max_rate: 0.0}, config: {alias: errors_of_snapshot}}
+""",
+    )
+    project.dbt("seed")
+    project.dbt("snapshot")
+    assert len(project.server.requests) == 20
+    audit = project.query("select command, status, rows, cost_usd from dbt_llm.llm_audit")
+    assert [a[:3] for a in audit] == [("snapshot", "success", 20)]
+    assert 0.0001 < audit[0][3] < 0.001  # more than the test allows
+    result = project.dbt("test", "--select", "snap", ok=False)
+    outcome = {r.node.alias: r.status for r in result.result.results}
+    assert outcome == {"cost_of_snapshot": "fail", "errors_of_snapshot": "pass"}

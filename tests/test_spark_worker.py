@@ -47,6 +47,7 @@ def _payload(server: FakeOpenAI, **changes: Any) -> str:
         "invocation_id": "inv-1",
         "node_id": "model.p.m",
         "command": "run",
+        "hooked": True,  # as the macro _llm_hooked_commands says of `run`
         "batch_id": "",
         "labels": ["billing", "bug"],
         "config": config,
@@ -180,7 +181,7 @@ def test_rows_per_request_packs_a_batch_s_texts(server: FakeOpenAI, tmp_path: Pa
 
 def test_a_preview_sends_at_most_its_limit_and_skips_the_rest(server: FakeOpenAI, tmp_path: Path) -> None:
     """Spark runs a whole partition through the UDF even under a LIMIT: `dbt show --limit 2` pays for 2."""
-    call = json.loads(planning.prepare(_payload(server, command="show", preview_limit=2), str(tmp_path)))
+    call = json.loads(planning.prepare(_payload(server, command="show", hooked=False, preview_limit=2), str(tmp_path)))
     texts = [f"a bug report {i}" for i in range(5)]
     results = worker.answer_batch(
         str(tmp_path), [call["handle"]] * 5, _keys(call["spec_hash"], texts), texts, [None] * 5

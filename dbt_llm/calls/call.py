@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import Mode, OnError
 from ..functions.tasks import Task
 
 
@@ -16,11 +17,14 @@ class Call:
     invocation_id: str
     node_id: str
     batch_id: str = ""
-    command: str = "run"
-    on_error: str = "fail"
+    command: str = "run"  # dbt's command (flags.WHICH), as the audit records it
+    # Whether that command runs the model's post-hook, which settles and judges the call (the macro
+    # _llm_hooked_commands says); otherwise the call is a preview.
+    hooked: bool = True
+    on_error: OnError = "fail"
     dry_run: bool = False
     max_cost_usd: float | None = None  # the model's own cap, under the invocation's
-    mode: str = "realtime"  # or "batch": the provider's Batch API
+    mode: Mode = "realtime"
     rows_per_request: int = 1  # texts packed in one request (packing.py)
 
     @property

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import OnError
 from .rows import AUDIT_COLUMNS, AuditRow, Status
 
 LedgerKey = tuple[str, str, str, str, str]  # invocation, node, batch, function, model
-
-# Commands whose models run the post-hook that settles them; any other command that runs a
-# model's SQL (`dbt show`, `dbt compile` with an introspective query) is a preview.
-HOOKED_COMMANDS = frozenset({"run", "build", "retry", "snapshot"})
 
 
 @dataclass
 class Ledger(AuditRow):
     """The live counters of one llm_audit row, and what the runtime needs to settle it."""
 
-    on_error: str = "fail"
+    on_error: OnError = "fail"
     dry_run: bool = False
+    # The command runs the post-hook that settles the row (Call.hooked); False: a preview, such as `dbt show`.
+    hooked: bool = False
     reused: int = 0  # of cache_hits: rows answered by an earlier row of this run, not by the cache table
     queued: int = 0  # requests handed to the engine, for progress
     answered: int = 0  # of which answered or failed
@@ -33,7 +32,7 @@ class Ledger(AuditRow):
 
     @property
     def preview(self) -> bool:
-        return self.command not in HOOKED_COMMANDS
+        return not self.hooked
 
     def row(self) -> AuditRow:
         """A copy of the audit columns (take it under the book's lock)."""

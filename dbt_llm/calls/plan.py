@@ -8,6 +8,7 @@ from typing import Any
 from ..config import LlmConfig
 from ..engine.packing import EMBED_ROWS_PER_REQUEST, MAX_ROWS_PER_REQUEST
 from ..errors import SpecError
+from ..functions.specs import FUNCTIONS
 from ..functions.tasks import Task, build_task, sha256_hex
 from ..pricing import PriceTable
 from .call import Call
@@ -18,8 +19,9 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
     """Bad arguments or settings raise SpecError, which fails the model when it compiles."""
     where = str(args.get("where") or "llm_" + str(args.get("function")))
     settings = parse_model_settings(args.get("model_settings"), where)
-    embed = args.get("function") == "embed"
-    if embed and config.provider == "local":
+    kind = FUNCTIONS.get(str(args.get("function")))  # None: build_task names the known functions
+    embeds = kind is not None and kind.embeds
+    if embeds and config.provider == "local":
         raise SpecError(
             f"{where}: the embedded model (provider: local) does not serve embeddings. Point the plugin at an "
             "OpenAI-compatible endpoint with an /embeddings route (provider: openai, base_url: ...)."
@@ -27,16 +29,17 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
     task = build_task(
         args,
         provider=config.provider,
-        default_model=config.embedding_model if embed else settings.model or config.model,
+        default_model=config.embedding_model if embeds else settings.model or config.model,
         temperature=config.temperature,
     )
-    command = str(args.get("command") or "run")
+    # Whether dbt runs the model's post-hook for this command: the macro _llm_hooked_commands decides.
+    hooked = args.get("hooked") is True
     # Embeddings are cheap and fast: they are always sent at once, never as batch jobs.
     mode = (
         "realtime"
-        if embed
+        if task.embeds
         else call_mode(
-            args.get("mode") or settings.mode or config.mode, command=command, provider=config.provider, where=where
+            args.get("mode") or settings.mode or config.mode, hooked=hooked, provider=config.provider, where=where
         )
     )
     capped = config.max_cost_usd is not None or settings.max_cost_usd is not None
@@ -53,7 +56,8 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         invocation_id,
         node_id,
         batch_id=batch_id,
-        command=command,
+        command=str(args.get("command") or "run"),
+        hooked=hooked,
         on_error=settings.on_error or config.on_error,
         dry_run=bool(args.get("dry_run")),
         max_cost_usd=settings.max_cost_usd,
@@ -63,7 +67,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
 
 
 def _rows_per_call(args: dict[str, Any], task: Task, config: LlmConfig, where: str) -> int:
-    if task.function == "embed":
+    if task.embeds:
         return EMBED_ROWS_PER_REQUEST
     if not task.packable:
         return 1

@@ -24,7 +24,12 @@ class AuditBook:
         with self._lock:
             if key not in self._accounts:
                 ledger = Ledger(
-                    *key, provider=self._provider, command=call.command, on_error=call.on_error, dry_run=call.dry_run
+                    *key,
+                    provider=self._provider,
+                    command=call.command,
+                    hooked=call.hooked,
+                    on_error=call.on_error,
+                    dry_run=call.dry_run,
                 )
                 self._accounts[key] = Account(ledger)
             return self._accounts[key]

@@ -84,7 +84,7 @@ class Request:
 
     async def send(self, provider: Provider, max_tokens: int) -> Completion:
         """One request to the provider: a chat completion, or for llm_embed the text's vector (as JSON)."""
-        if self.task.function == "embed":
+        if self.task.embeds:
             result = await provider.embed(model=self.model, inputs=[self.text], dimensions=self.task.dimensions)
             return Completion(json.dumps(result.vectors[0]), "stop", result.usage, result.rate)
         return await chat(provider, self, max_tokens)

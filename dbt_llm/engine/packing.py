@@ -66,7 +66,7 @@ class Pack:
 
     @property
     def max_tokens(self) -> int:
-        if self.requests[0].task.function == "embed":
+        if self.requests[0].task.embeds:
             return 0
         return ANSWER_OVERHEAD + sum(r.task.max_tokens + 4 for r in self.requests)
 
@@ -76,7 +76,7 @@ class Pack:
 
     def estimate_tokens(self) -> tuple[int, int]:
         """(prompt, completion) tokens of the request, as Task.estimate_tokens for one row."""
-        if self.requests[0].task.function == "embed":
+        if self.requests[0].task.embeds:
             return sum(r.estimate()[0] for r in self.requests), 0
         return tokens.prompt_tokens(self.messages()), self.answer_tokens
 
@@ -87,7 +87,7 @@ class Pack:
         """One request for every row: a packed chat completion, or for llm_embed one call with every
         text as an input; either way the content maps each row id to its answer."""
         task = self.requests[0].task
-        if task.function == "embed":
+        if task.embeds:
             inputs = [r.text for r in self.requests]
             result = await provider.embed(model=task.model, inputs=inputs, dimensions=task.dimensions)
             content = json.dumps(dict(zip(self.ids, result.vectors, strict=True)))
@@ -180,7 +180,7 @@ def packs_of(items: Iterable[T], request_of: Callable[[T], Request], max_chars: 
 
 def fits(n: int, chars: int, request: Request, max_chars: int) -> bool:
     """Whether `request` may join a pack of `n` rows holding `chars` characters of text."""
-    limit = max_chars * (EMBED_CHARS_FACTOR if request.task.function == "embed" else 1)
+    limit = max_chars * (EMBED_CHARS_FACTOR if request.task.embeds else 1)
     return n < request.rows_per_request and chars + len(request.text) <= limit
 
 

@@ -1,14 +1,20 @@
-"""What each function adds to a task: the spec keys that change its answer (part of the cache key),
-the answer schema and max_tokens. Bad arguments raise SpecError naming the macro and the value."""
+"""The function registry: what each macro function asks, how its answer is checked, and the spec keys
+that change its answer (part of the cache key). Adding a function is one FunctionKind subclass and one
+entry in FUNCTIONS; a Task asks its kind instead of comparing names. Bad arguments raise SpecError
+naming the macro and the value."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import SpecError
+from ..errors import InternalStateError, SpecError
+from . import prompts, tokens
 from .schemas import JsonSchema, fields_to_schema, normalize_schema
+
+if TYPE_CHECKING:
+    from .tasks import Task
 
 COMPLETE_MAX_TOKENS = 1024  # llm_complete without max_tokens: room for a few paragraphs
 
@@ -19,6 +25,47 @@ class FunctionSpec:
     schema: JsonSchema  # of the cached answer
     max_tokens: int
     template: str  # the key of prompts.TEMPLATE_VERSIONS
+
+
+class FunctionKind(ABC):
+    """One function's behaviour. The defaults are those of a function answered with JSON of its schema."""
+
+    embeds: ClassVar[bool] = False  # answered by /embeddings, a vector per text: no chat request, no prompt
+    free_text: ClassVar[bool] = False  # asks for text, not JSON: no response_format, one text per request
+    grounded: ClassVar[bool] = False  # values the input text does not contain are nulled (grounding.py)
+
+    @abstractmethod
+    def build(self, args: dict[str, Any], where: str) -> FunctionSpec:
+        """The function's own spec keys, answer schema and max_tokens from the macro's arguments."""
+
+    @abstractmethod
+    def messages(self, task: Task, text: str) -> list[prompts.Message]: ...
+
+    def packed_messages(self, task: Task, texts: dict[str, str]) -> list[prompts.Message]:
+        raise InternalStateError(f"{task.where}: this function sends one text per request; it is never packed.")
+
+    @property
+    def packable(self) -> bool:
+        """Whether several texts may share a request: not for free text."""
+        return not self.free_text
+
+    @property
+    def asks_json(self) -> bool:
+        """Whether the request carries the answer schema as its response_format."""
+        return not (self.free_text or self.embeds)
+
+    def labels(self, spec: dict[str, Any]) -> dict[str, str | None]:
+        return {}
+
+    def dimensions(self, spec: dict[str, Any]) -> int | None:
+        return None
+
+    def keeps_cut_answers(self, spec: dict[str, Any]) -> bool:
+        return False
+
+    def answer_tokens(self, task: Task) -> int:
+        """Completion tokens of an answer of the expected length (see tokens.py)."""
+        return tokens.answer_tokens(task.schema)
 
 
 def _object(properties: dict[str, JsonSchema]) -> JsonSchema:
@@ -48,61 +95,127 @@ def labels_of(raw: Any, where: str) -> list[list[Any]]:
     return pairs
 
 
-def classify(args: dict[str, Any], where: str) -> FunctionSpec:
-    pairs = labels_of(args.get("labels"), where)
-    names = [p[0] for p in pairs]
-    multi = args.get("multi_label") or False
-    if not isinstance(multi, bool):
-        raise SpecError(f"{where}: `multi_label` must be true or false; got {multi!r}.")
-    if not multi:
-        schema = _object({"label": {"type": "string", "enum": names}})
-        return FunctionSpec({"labels": pairs}, schema, 48 + max(len(n) for n in names), "classify")
-    # Any subset, possibly empty: an empty list means no label applies (NULL means no text).
-    schema = _object({"labels": {"type": "array", "items": {"type": "string", "enum": names}}})
-    max_tokens = 48 + sum(len(n) + 4 for n in names)
-    return FunctionSpec({"labels": pairs, "multi_label": True}, schema, max_tokens, "classify_multi")
+class Classify(FunctionKind):
+    def build(self, args: dict[str, Any], where: str) -> FunctionSpec:
+        pairs = labels_of(args.get("labels"), where)
+        names = [p[0] for p in pairs]
+        multi = args.get("multi_label") or False
+        if not isinstance(multi, bool):
+            raise SpecError(f"{where}: `multi_label` must be true or false; got {multi!r}.")
+        if not multi:
+            schema = _object({"label": {"type": "string", "enum": names}})
+            return FunctionSpec({"labels": pairs}, schema, 48 + max(len(n) for n in names), "classify")
+        # Any subset, possibly empty: an empty list means no label applies (NULL means no text).
+        schema = _object({"labels": {"type": "array", "items": {"type": "string", "enum": names}}})
+        max_tokens = 48 + sum(len(n) + 4 for n in names)
+        return FunctionSpec({"labels": pairs, "multi_label": True}, schema, max_tokens, "classify_multi")
 
+    def labels(self, spec: dict[str, Any]) -> dict[str, str | None]:
+        return dict(spec["labels"])
 
-def extract(args: dict[str, Any], where: str) -> FunctionSpec:
-    fields = args.get("fields")
-    if isinstance(fields, dict) and fields.get("type") == "object" and "properties" in fields:
-        schema = normalize_schema(fields, where)
-    else:
-        schema = fields_to_schema(fields, where)
-    return FunctionSpec({"schema": schema}, schema, 200 + 60 * len(schema["properties"]), "extract")
-
-
-def filter_(args: dict[str, Any], where: str) -> FunctionSpec:
-    question = args.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise SpecError(
-            f"{where}: `question` must be a non-empty string, a yes/no question about the text, "
-            f"for example 'Does the customer ask for a refund?'; got {question!r}."
+    def messages(self, task: Task, text: str) -> list[prompts.Message]:
+        spec = task.spec
+        return prompts.classify_messages(
+            text, task.labels, spec["instructions"], spec["examples"], multi_label=task.multi_label
         )
-    return FunctionSpec({"question": question.strip()}, _object({"answer": {"type": "boolean"}}), 24, "filter")
+
+    def packed_messages(self, task: Task, texts: dict[str, str]) -> list[prompts.Message]:
+        spec = task.spec
+        return prompts.classify_packed_messages(
+            texts, task.labels, spec["instructions"], spec["examples"], multi_label=task.multi_label
+        )
 
 
-def complete(args: dict[str, Any], where: str) -> FunctionSpec:
-    max_tokens = args.get("max_tokens")
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
-        raise SpecError(f"{where}: `max_tokens` must be a whole number of at least 1; got {max_tokens!r}.")
-    # The cached answer is {"text": ...}; the request itself asks for free text, with no schema.
-    spec = {"max_tokens": max_tokens}
-    return FunctionSpec(spec, _object({"text": {"type": "string"}}), max_tokens or COMPLETE_MAX_TOKENS, "complete")
+class Extract(FunctionKind):
+    grounded = True
+
+    def build(self, args: dict[str, Any], where: str) -> FunctionSpec:
+        fields = args.get("fields")
+        if isinstance(fields, dict) and fields.get("type") == "object" and "properties" in fields:
+            schema = normalize_schema(fields, where)
+        else:
+            schema = fields_to_schema(fields, where)
+        return FunctionSpec({"schema": schema}, schema, 200 + 60 * len(schema["properties"]), "extract")
+
+    def messages(self, task: Task, text: str) -> list[prompts.Message]:
+        names = list(task.schema["properties"])
+        return prompts.extract_messages(text, names, task.spec["instructions"], task.spec["examples"])
+
+    def packed_messages(self, task: Task, texts: dict[str, str]) -> list[prompts.Message]:
+        names = list(task.schema["properties"])
+        return prompts.extract_packed_messages(texts, names, task.spec["instructions"], task.spec["examples"])
 
 
-def embed(args: dict[str, Any], where: str) -> FunctionSpec:
-    dimensions = args.get("dimensions")
-    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
-        raise SpecError(f"{where}: `dimensions` must be a whole number of at least 1; got {dimensions!r}.")
-    schema = _object({"embedding": {"type": "array", "items": {"type": "number"}}})
-    return FunctionSpec({"dimensions": dimensions}, schema, 0, "embed")
+class Filter(FunctionKind):
+    def build(self, args: dict[str, Any], where: str) -> FunctionSpec:
+        question = args.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise SpecError(
+                f"{where}: `question` must be a non-empty string, a yes/no question about the text, "
+                f"for example 'Does the customer ask for a refund?'; got {question!r}."
+            )
+        return FunctionSpec({"question": question.strip()}, _object({"answer": {"type": "boolean"}}), 24, "filter")
+
+    def messages(self, task: Task, text: str) -> list[prompts.Message]:
+        spec = task.spec
+        return prompts.filter_messages(text, spec["question"], spec["instructions"], spec["examples"])
+
+    def packed_messages(self, task: Task, texts: dict[str, str]) -> list[prompts.Message]:
+        spec = task.spec
+        return prompts.filter_packed_messages(texts, spec["question"], spec["instructions"], spec["examples"])
 
 
-BUILDERS: dict[str, Callable[[dict[str, Any], str], FunctionSpec]] = {
-    "classify": classify,
-    "extract": extract,
-    "filter": filter_,
-    "complete": complete,
-    "embed": embed,
+class Complete(FunctionKind):
+    free_text = True
+
+    def build(self, args: dict[str, Any], where: str) -> FunctionSpec:
+        max_tokens = _positive(args, "max_tokens", where)
+        # The cached answer is {"text": ...}; the request itself asks for free text, with no schema.
+        schema = _object({"text": {"type": "string"}})
+        return FunctionSpec({"max_tokens": max_tokens}, schema, max_tokens or COMPLETE_MAX_TOKENS, "complete")
+
+    def messages(self, task: Task, text: str) -> list[prompts.Message]:
+        return prompts.complete_messages(text, task.spec["instructions"])
+
+    def keeps_cut_answers(self, spec: dict[str, Any]) -> bool:
+        """With max_tokens: an answer cut there is what was asked for, not a failure."""
+        return spec["max_tokens"] is not None
+
+    def answer_tokens(self, task: Task) -> int:
+        return min(task.max_tokens, tokens.FREE_TEXT_TOKENS)
+
+
+class Embed(FunctionKind):
+    embeds = True
+
+    def build(self, args: dict[str, Any], where: str) -> FunctionSpec:
+        dimensions = _positive(args, "dimensions", where)
+        schema = _object({"embedding": {"type": "array", "items": {"type": "number"}}})
+        return FunctionSpec({"dimensions": dimensions}, schema, 0, "embed")
+
+    def messages(self, task: Task, text: str) -> list[prompts.Message]:
+        return [{"role": "user", "content": text}]  # the input itself; no chat request is sent
+
+    def dimensions(self, spec: dict[str, Any]) -> int | None:
+        """The vector length asked for (None: the model's own)."""
+        return spec.get("dimensions")
+
+    def answer_tokens(self, task: Task) -> int:
+        return 0
+
+
+def _positive(args: dict[str, Any], name: str, where: str) -> int | None:
+    value = args.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise SpecError(f"{where}: `{name}` must be a whole number of at least 1; got {value!r}.")
+    return value
+
+
+# The registry: a macro's `function` argument names its entry.
+FUNCTIONS: dict[str, FunctionKind] = {
+    "classify": Classify(),
+    "extract": Extract(),
+    "filter": Filter(),
+    "complete": Complete(),
+    "embed": Embed(),
 }

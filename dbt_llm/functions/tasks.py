@@ -8,7 +8,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -16,9 +16,7 @@ from ..errors import SpecError
 from . import prompts, tokens
 from .grounding import ground
 from .schemas import JsonSchema, answer_model, sql_structure, wire_schema
-from .specs import BUILDERS
-
-Function = Literal["classify", "extract", "filter", "complete", "embed"]
+from .specs import FUNCTIONS, FunctionKind
 
 
 def canonical_json(value: Any) -> str:
@@ -42,7 +40,7 @@ class InvalidAnswer(Exception):
 
 @dataclass(frozen=True)
 class Task:
-    function: Function
+    function: str  # a key of specs.FUNCTIONS, written to llm_cache and llm_audit
     where: str  # e.g. "llm_classify(description)": used in error messages
     model: str
     spec: dict[str, Any]
@@ -54,8 +52,18 @@ class Task:
     temperature: float
 
     @property
+    def kind(self) -> FunctionKind:
+        """The function's registry entry: what it does differently from the others."""
+        return FUNCTIONS[self.function]
+
+    @property
+    def embeds(self) -> bool:
+        """Answered by the provider's /embeddings route, not a chat completion."""
+        return self.kind.embeds
+
+    @property
     def labels(self) -> dict[str, str | None]:
-        return dict(self.spec["labels"]) if self.function == "classify" else {}
+        return self.kind.labels(self.spec)
 
     @property
     def sql_structure(self) -> Any:
@@ -64,7 +72,7 @@ class Task:
     @property
     def dimensions(self) -> int | None:
         """llm_embed: the vector length asked for (None: the model's own)."""
-        return self.spec.get("dimensions") if self.function == "embed" else None
+        return self.kind.dimensions(self.spec)
 
     @property
     def multi_label(self) -> bool:
@@ -73,33 +81,17 @@ class Task:
     @property
     def packable(self) -> bool:
         """Whether several texts may share a request: not for free text."""
-        return self.function != "complete"
+        return self.kind.packable
 
     def messages(self, text: str) -> list[prompts.Message]:
-        instructions, examples = self.spec["instructions"], self.spec["examples"]
-        if self.function == "classify":
-            return prompts.classify_messages(text, self.labels, instructions, examples, multi_label=self.multi_label)
-        if self.function == "filter":
-            return prompts.filter_messages(text, self.spec["question"], instructions, examples)
-        if self.function == "complete":
-            return prompts.complete_messages(text, instructions)
-        if self.function == "embed":
-            return [{"role": "user", "content": text}]  # the input itself; no chat request is sent
-        return prompts.extract_messages(text, list(self.schema["properties"]), instructions, examples)
+        return self.kind.messages(self, text)
 
     def packed_messages(self, texts: dict[str, str]) -> list[prompts.Message]:
         """The messages of a pack (packing.py): each text under its id."""
-        instructions, examples = self.spec["instructions"], self.spec["examples"]
-        if self.function == "classify":
-            return prompts.classify_packed_messages(
-                texts, self.labels, instructions, examples, multi_label=self.multi_label
-            )
-        if self.function == "filter":
-            return prompts.filter_packed_messages(texts, self.spec["question"], instructions, examples)
-        return prompts.extract_packed_messages(texts, list(self.schema["properties"]), instructions, examples)
+        return self.kind.packed_messages(self, texts)
 
     def estimate_tokens(self, text: str) -> tuple[int, int]:
-        if self.function == "embed":
+        if self.embeds:
             return tokens.text_tokens(len(text)), 0
         return self._estimate_chat(text)
 
@@ -112,16 +104,12 @@ class Task:
     @functools.cached_property
     def answer_tokens(self) -> int:
         """Completion tokens of an answer of the expected length: the same for every text of the task."""
-        if self.function == "complete":
-            return min(self.max_tokens, tokens.FREE_TEXT_TOKENS)
-        if self.function == "embed":
-            return 0
-        return tokens.answer_tokens(self.schema)
+        return self.kind.answer_tokens(self)
 
     @property
     def keeps_cut_answers(self) -> bool:
         """llm_complete with max_tokens: an answer cut there is what was asked for, not a failure."""
-        return self.function == "complete" and self.spec["max_tokens"] is not None
+        return self.kind.keeps_cut_answers(self.spec)
 
     @functools.cached_property
     def wire_schema(self) -> JsonSchema:
@@ -129,7 +117,7 @@ class Task:
         return wire_schema(self.schema)
 
     def response_format(self) -> dict[str, Any] | None:
-        if self.function in ("complete", "embed"):
+        if not self.kind.asks_json:
             return None  # free text; an embedding has no chat request
         return {
             "type": "json_schema",
@@ -154,7 +142,7 @@ class Task:
     def ground(self, result: str, text: str) -> tuple[str, int]:
         """An extraction's answer with values the text does not contain nulled, and how many
         (grounding.py); other functions' answers as they are."""
-        if self.function != "extract":
+        if not self.kind.grounded:
             return result, 0
         answer, ungrounded = ground(self.schema, json.loads(result), text)
         return (canonical_json(answer), ungrounded) if ungrounded else (result, 0)
@@ -163,9 +151,9 @@ class Task:
         """Validate the model's content; return the canonical JSON that is cached."""
         if content is None or not content.strip():
             raise InvalidAnswer("the answer was empty")
-        if self.function == "complete":
+        if self.kind.free_text:
             return canonical_json({"text": content.strip()})
-        if self.function == "embed":
+        if self.embeds:
             return canonical_json({"embedding": self._vector(content)})
         try:
             answer = self.validator.model_validate_json(content)
@@ -194,8 +182,8 @@ def build_task(args: dict[str, Any], *, provider: str, default_model: str, tempe
     """Turn a macro call's arguments into a Task; bad arguments raise SpecError."""
     function = args.get("function")
     where = str(args.get("where") or f"llm_{function}")
-    if function not in BUILDERS:
-        raise SpecError(f"{where}: unknown function {function!r}; use one of {', '.join(BUILDERS)}.")
+    if not isinstance(function, str) or function not in FUNCTIONS:
+        raise SpecError(f"{where}: unknown function {function!r}; use one of {', '.join(FUNCTIONS)}.")
     model = args.get("model") or default_model
     if not isinstance(model, str):
         raise SpecError(f"{where}: `model` must be a string; got {model!r}.")
@@ -203,7 +191,7 @@ def build_task(args: dict[str, Any], *, provider: str, default_model: str, tempe
     if instructions is not None and not isinstance(instructions, str):
         raise SpecError(f"{where}: `instructions` must be a string; got {instructions!r}.")
     examples = _examples(args.get("examples"), where)
-    own = BUILDERS[function](args, where)
+    own = FUNCTIONS[function].build(args, where)
     spec: dict[str, Any] = {
         "function": function,
         "provider": provider,

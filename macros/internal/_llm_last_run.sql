@@ -1,10 +1,10 @@
-{#- A CTE `last_run`: the llm_audit rows of the model's most recent `run`, `build` or `retry`
-    (never a `dbt show` preview or a dry run), found by the model's unique_id. -#}
+{#- A CTE `last_run`: the llm_audit rows of the model's most recent run by a command of
+    _llm_hooked_commands (never a `dbt show` preview or a dry run), found by the model's unique_id. -#}
 {% macro _llm_last_run(model) -%}
 {%- set audit = dbt_llm._llm_schema() ~ '.llm_audit' -%}
 {%- set found = namespace(unique_id=none) -%}
 {%- if execute -%}
-  {%- for node in graph.nodes.values() if node.resource_type == 'model' and node.relation_name == (model | string) -%}
+  {%- for node in graph.nodes.values() if node.resource_type in ('model', 'snapshot') and node.relation_name == (model | string) -%}
     {%- set found.unique_id = node.unique_id -%}
   {%- endfor -%}
   {%- if found.unique_id is none -%}
@@ -14,7 +14,10 @@
 with model_runs as (
   select * from {{ audit }}
   where node_id = {{ dbt_llm._llm_literal(found.unique_id or '') }}
-    and coalesce(command, 'run') in ('run', 'build', 'retry')
+    and coalesce(command, 'run') in (
+      {%- for command in dbt_llm._llm_hooked_commands() -%}
+        {{ dbt_llm._llm_literal(command) }}{{ ', ' if not loop.last }}
+      {%- endfor -%})
     and status not in ('preview', 'dry_run')
 ),
 last_run as (

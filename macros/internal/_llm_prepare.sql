@@ -20,7 +20,8 @@
   {%- set batch = model.batch if model.batch is defined and model.batch else none -%}
   {%- set meta = config.get('meta') or {} -%}
   {%- set payload = {'function': function, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id,
-                     'command': flags.WHICH, 'batch_id': batch.id if batch else '',
+                     'command': flags.WHICH, 'hooked': flags.WHICH in dbt_llm._llm_hooked_commands(),
+                     'batch_id': batch.id if batch else '',
                      'model_settings': meta.get('dbt_llm') if meta is mapping else none,
                      'mode': var('dbt_llm_mode', none),
                      'dry_run': dbt_llm._llm_dry_run()} -%}
