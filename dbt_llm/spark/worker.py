@@ -78,7 +78,7 @@ class _Worker:
         state = _CallState(call, config, NodeDir(root, config.schema, call.invocation_id, call.node_id))
         state.fail_fast = args.get("materialized") == "incremental" and call.on_error == "fail"
         limit = args.get("preview_limit")
-        if call.command == "show" and isinstance(limit, int) and limit >= 0:
+        if not call.hooked and isinstance(limit, int) and limit >= 0:
             state.preview_limit = limit
         # A task Spark runs again (its executor was lost, or a row failed) finds what the first attempt
         # paid for, and does not pay again for a row that failed.
