@@ -57,14 +57,16 @@ class LiveCall:
 
     # -- texts and requests --
     def unsent(self, texts_by_key: dict[str, str]) -> dict[str, str]:
-        """Remembers the texts; returns those not answered in this invocation, pending or failed for
-        this call, or answered by its batch jobs."""
+        """The texts not answered in this invocation, pending or failed for this call, or answered by
+        its batch jobs; remembered until their outcome is recorded."""
         with self._lock:
-            self._texts.update(texts_by_key)
             jobs = self._jobs
             keys = [k for k in texts_by_key if k not in self._pending and k not in self._failed]
         keys = [k for k in self.invocation.unanswered(keys) if jobs is None or not jobs.covers(k)]
-        return {k: texts_by_key[k] for k in keys}
+        unsent = {k: texts_by_key[k] for k in keys}
+        with self._lock:
+            self._texts.update(unsent)
+        return unsent
 
     def add_pending(self, pending: list[Pending]) -> None:
         with self._lock:
@@ -91,8 +93,9 @@ class LiveCall:
 
     # -- outcomes --
     def record(self, outcome: Outcome) -> None:
-        """An outcome as it arrives (on the engine's thread or batch mode's): spent, and written."""
-        self._recorder.record(outcome, self._text_of(outcome.key))
+        """An outcome as it arrives (on the engine's thread or batch mode's): spent, and written. Its
+        text is forgotten then (an error row keeps a preview), so memory holds only texts in flight."""
+        self._recorder.record(outcome, self._text_of(outcome.key, forget=True))
 
     def answered(self, outcome: Outcome) -> None:
         """A realtime request's outcome."""
@@ -105,9 +108,9 @@ class LiveCall:
             self._failed[outcome.key] = outcome
         self.record(outcome)
 
-    def _text_of(self, key: str) -> dict[str, str]:
+    def _text_of(self, key: str, *, forget: bool = False) -> dict[str, str]:
         with self._lock:
-            text = self._texts.get(key)
+            text = self._texts.pop(key, None) if forget else self._texts.get(key)
         return {} if text is None else {key: text}
 
     # -- batch mode --
