@@ -319,3 +319,23 @@ snapshots:
     result = project.dbt("test", "--select", "snap", ok=False)
     outcome = {r.node.alias: r.status for r in result.result.results}
     assert outcome == {"cost_of_snapshot": "fail", "errors_of_snapshot": "pass"}
+
+
+def test_show_inline_answers_a_preview_with_its_limit_and_a_view_model_still_fails(project: DbtProject) -> None:
+    # dbt's default materialization, view, is what an inline query gets too.
+    project.write(
+        "dbt_project.yml", "name: dbt_llm_example\nversion: '1.0.0'\nconfig-version: 2\nprofile: dbt_llm_example\n"
+    )
+    tickets(project, 20)
+    project.dbt("seed")
+    inline = f"select id, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as l from {{{{ ref('t') }}}}"
+    result = project.dbt("show", "--inline", inline, "--limit", "3")
+    table = result.result.results[0].agate_table
+    assert len(table.rows) == 3 and all(row["l"] in ("billing", "bug", "feature") for row in table.rows)
+    assert 3 <= len(project.server.requests) <= 4  # the limit's rows, one more at most in flight
+    audit = project.query("select node_id, command, status, api_calls from dbt_llm.llm_audit")
+    assert [a[1:3] for a in audit] == [("show", "preview")] and audit[0][3] == len(project.server.requests)
+
+    project.write("models/v.sql", "{{ config(materialized='view') }}\n" + classify_model())
+    result = project.dbt("show", "--select", "v", ok=False)
+    assert "the model is materialized as view" in str(result.exception or result.result)

@@ -13,7 +13,8 @@
   {%- endif -%}
   {%- set where = 'llm_' ~ function ~ '(' ~ text ~ ') in ' ~ model.unique_id -%}
   {%- set materialized = config.get('materialized') -%}
-  {%- if materialized in ('view', 'ephemeral') -%}
+  {#- An inline query (`dbt show --inline`, `dbt compile --inline`) is no view: it runs once, as a preview. -#}
+  {%- if materialized in ('view', 'ephemeral') and model.resource_type != 'sql_operation' -%}
     {{ exceptions.raise_compiler_error(where ~ ": the model is materialized as " ~ materialized ~ ", so every query of it would call the LLM again and failures could not be checked. Materialize it as table or incremental: {{ config(materialized='incremental', unique_key=...) }}.") }}
   {%- endif -%}
   {#- A microbatch model renders once per batch: each batch is a call of its own that fails on its own rows. -#}
