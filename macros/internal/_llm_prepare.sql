@@ -5,8 +5,11 @@
     {#- At parse time: make the model's post-hook check failures and budget after all rows ran. -#}
     {%- do config(post_hook=["{{ dbt_llm._llm_finish() }}"]) -%}
     {#- Microbatch batches of an LLM model run one after another: they share one rate limit, so running
-        them at once buys nothing, and each batch's audit row is settled when dbt says it ended. -#}
-    {%- if config.get('concurrent_batches') is none -%}
+        them at once buys nothing, and each batch's audit row is settled when dbt says it ended. At parse
+        time config.get() answers '' for every key, so the model's own setting is looked for in its
+        code (a config() call) and in the configs dbt gathered from the project and the yml files. -#}
+    {%- set configured = (model.config or {}).get('concurrent_batches') if model.config is mapping else none -%}
+    {%- if 'concurrent_batches' not in (model.raw_code or '') and configured is none -%}
       {%- do config(concurrent_batches=false) -%}
     {%- endif -%}
     {{- return(none) -}}
