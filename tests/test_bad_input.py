@@ -85,3 +85,25 @@ def test_five_hundred_labels(project: DbtProject) -> None:
     result = dict(project.query("select id, l from m"))
     assert result[1] == "label 123" and result[2] in labels
     assert len(project.server.requests[0].schema["properties"]["label"]["enum"]) == 500
+
+
+def test_a_long_input_that_fails_says_a_rerun_fails_it_again_and_counts_answers_per_function(
+    project: DbtProject,
+) -> None:
+    project.plugin_config.update(max_input_chars=1000, on_long_input="fail")
+    project.write("seeds/t.csv", "id,body\n1,short text\n2," + "x" * 1500 + "\n")
+    project.write(
+        "models/m.sql",
+        "select id, {{ dbt_llm.llm_classify('body', ['bug', 'billing']) }} as l,"
+        " {{ dbt_llm.llm_extract('body', {'city': 'string'}) }} as e,"
+        " {{ dbt_llm.llm_filter('body', 'is it about money?') }} as f from {{ ref('t') }}\n",
+    )
+    project.dbt("seed")
+    result = project.dbt("run", ok=False)
+    message = str(result.result.results[0].message)
+    assert (
+        "3 answer(s) in model.dbt_llm_example.m are missing (1 of llm_classify, 1 of llm_extract, 1 of llm_filter)"
+        in message
+    )
+    assert "a rerun fails them again" in message and "max_input_chars" in message
+    assert "the next run retries them" not in message

@@ -14,7 +14,7 @@ from dbt_llm import build_task, cache_key
 
 DEFAULTS: dict[str, Any] = {"provider": "openai", "default_model": "gpt-4o-mini", "temperature": 0.0}
 label = st.text(min_size=1, max_size=12).filter(lambda s: s.strip() != "")
-labels = st.lists(label, min_size=1, max_size=6, unique=True)
+labels = st.lists(label, min_size=2, max_size=6, unique=True)  # llm_classify refuses a single label
 
 
 def key(args: dict[str, Any], text: str, **options: Any) -> str:

@@ -28,8 +28,14 @@ CASES = [
         "llm_extract('body', {'type': 'object', 'properties': {'t': {'type': 'array', 'items': {'enum': ['a', 1]}}}})",
         "`enum` at $.t[] has no `type`, and its values ['a', 1] are not all strings",
     ),
-    ("llm_classify('body', ['a'], examples=[{'input': 'x'}])", "`examples` must be a list"),
-    ("llm_classify('body', ['a']) }}{{ config(materialized='view')", "materialized as view"),
+    ("llm_classify('body', ['a', 'b'], examples=[{'input': 'x'}])", "`examples` must be a list"),
+    ("llm_classify('body', ['a', 'b']) }}{{ config(materialized='view')", "materialized as view"),
+    (
+        "llm_classify('body', ['spam'])",
+        "llm_classify(body) in model.dbt_llm_example.bad: `labels` has one label ('spam'), so every row would get "
+        "it, and each would still be paid for. Give at least two labels",
+    ),
+    ("llm_classify('body', ['spam'], multi_label=true)", "with multi_label that is a yes/no question. Use llm_filter"),
 ]
 
 

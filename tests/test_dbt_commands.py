@@ -4,6 +4,7 @@ settings, texts shared by models, and the shipped tests judging the right run.""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
 from conftest import DbtProject
@@ -319,3 +320,59 @@ snapshots:
     result = project.dbt("test", "--select", "snap", ok=False)
     outcome = {r.node.alias: r.status for r in result.result.results}
     assert outcome == {"cost_of_snapshot": "fail", "errors_of_snapshot": "pass"}
+
+
+def test_show_inline_answers_a_preview_with_its_limit_and_a_view_model_still_fails(project: DbtProject) -> None:
+    # dbt's default materialization, view, is what an inline query gets too.
+    project.write(
+        "dbt_project.yml", "name: dbt_llm_example\nversion: '1.0.0'\nconfig-version: 2\nprofile: dbt_llm_example\n"
+    )
+    tickets(project, 20)
+    project.dbt("seed")
+    inline = f"select id, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as l from {{{{ ref('t') }}}}"
+    result = project.dbt("show", "--inline", inline, "--limit", "3")
+    table = result.result.results[0].agate_table
+    assert len(table.rows) == 3 and all(row["l"] in ("billing", "bug", "feature") for row in table.rows)
+    assert 3 <= len(project.server.requests) <= 4  # the limit's rows, one more at most in flight
+    audit = project.query("select node_id, command, status, api_calls from dbt_llm.llm_audit")
+    assert [a[1:3] for a in audit] == [("show", "preview")] and audit[0][3] == len(project.server.requests)
+
+    project.write("models/v.sql", "{{ config(materialized='view') }}\n" + classify_model())
+    result = project.dbt("show", "--select", "v", ok=False)
+    assert "the model is materialized as view" in str(result.exception or result.result)
+
+
+def test_microbatch_batches_run_one_after_another_on_full_refresh_and_log_what_they_audit(
+    project: DbtProject,
+) -> None:
+    # Five days: dbt runs the first and the last batch alone, the ones between at once unless told not to.
+    rows = ["id,created_at,body"] + [
+        f"{d}{i},2024-01-0{d} 0{i}:00:00,day {d} ticket {i}" for d in range(1, 6) for i in range(3)
+    ]
+    project.write("seeds/events.csv", "\n".join(rows) + "\n")
+    project.write(
+        "seeds/events.yml",
+        "version: 2\nseeds:\n  - name: events\n    config:\n      event_time: created_at\n"
+        "      column_types: {created_at: timestamp}\n",
+    )
+    project.write("models/mb.sql", MICROBATCH)
+    project.dbt("seed")
+    window = ["--event-time-start", "2024-01-01", "--event-time-end", "2024-01-06"]
+    project.dbt("run", "--select", "mb", *window)
+    project.server.latency = 0.3  # each batch takes at least that long
+    project.execute("delete from dbt_llm.llm_cache")
+    log = project.root / "logs" / "dbt.log"
+    before = len(log.read_text())
+    project.dbt("run", "--select", "mb", "--full-refresh", *window)
+    audit = project.query(
+        "select batch_id, started_at, finished_at, api_calls from dbt_llm.llm_audit "
+        "where invocation_id = (select invocation_id from dbt_llm.llm_audit order by started_at desc limit 1) "
+        "order by started_at"
+    )
+    assert [a[0] for a in audit] == [f"2024010{d}" for d in range(1, 6)]
+    for (_, _, finished, _), (_, started, _, _) in itertools.pairwise(audit):
+        assert finished <= started  # the next batch began after the last one was settled
+    lines = [line for line in log.read_text()[before:].splitlines() if "llm_classify (gpt-4o-mini)" in line]
+    for batch_id, _, _, calls in audit:
+        said = [line for line in lines if f"batch {batch_id} of" in line]
+        assert calls == 3 and len(said) == 1 and f", {calls} API calls" in said[0], (batch_id, lines)

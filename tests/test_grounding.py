@@ -70,7 +70,9 @@ def test_the_task_grounds_extractions_only() -> None:
     )
     assert extract.ground('{"city":"Munich"}', TEXT) == ('{"city":null}', 1)
     assert extract.ground('{"city":"berlin"}', TEXT) == ('{"city":"berlin"}', 0)
-    classify = build_task({"function": "classify", "labels": ["x"]}, provider="p", default_model="m", temperature=0.0)
+    classify = build_task(
+        {"function": "classify", "labels": ["x", "y"]}, provider="p", default_model="m", temperature=0.0
+    )
     assert classify.ground('{"label":"x"}', "no x here") == ('{"label":"x"}', 0)
 
 

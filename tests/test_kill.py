@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import DbtProject
+import pytest
+from conftest import PRICES, DbtProject
+
+from dbt_llm.cli import COSTS_SQL
 
 LABELS = "['billing', 'bug', 'feature', 'other']"
 
@@ -71,3 +74,47 @@ def test_sql_error_after_the_calls_keeps_the_answers(project: DbtProject) -> Non
     project.dbt("run")
     assert project.server.requests == []
     assert project.query("select count(l) from m")[0][0] == 30
+
+
+def test_kill_9_then_any_dbt_command_settles_the_audit_from_what_was_paid(
+    project: DbtProject,
+) -> None:
+    n = 120
+    project.plugin_config["max_concurrency"] = 4
+    project.server.latency = 0.05
+    write_model(project, n)
+    project.write("models/plain.sql", "select 1 as x\n")
+    project.write_profiles()
+    dbt = [str(Path(sys.executable).with_name("dbt"))]
+    where = ["--project-dir", str(project.root), "--profiles-dir", str(project.root)]
+    subprocess.run([*dbt, "seed", *where], check=True, capture_output=True)
+    proc = subprocess.Popen([*dbt, "run", "-s", "m", *where], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(project.server.answered()) < n // 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Later requests wait (unanswered, unbilled) while the writer commits every answer that came back:
+    # then the answers the server billed are exactly those the killed run cached.
+    project.server.latency = 600
+    time.sleep(1.5)
+    billed = project.server.answered()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert n // 3 <= len(billed) < n
+    assert project.query("select status, api_calls, cost_usd from dbt_llm.llm_audit") == [("running", 0, 0.0)]
+
+    project.server.latency = 0
+    project.dbt("run", "-s", "plain")  # a model with no LLM call opens the warehouse with the plugin
+    ((status, calls, prompt, completion, cost),) = project.query(
+        "select status, api_calls, prompt_tokens, completion_tokens, cost_usd from dbt_llm.llm_audit"
+    )
+    assert (status, calls) == ("interrupted", len(billed))
+    assert (prompt, completion) == (sum(r.prompt_tokens for r in billed), sum(r.completion_tokens for r in billed))
+    price = PRICES["gpt-4o-mini"]
+    assert cost == pytest.approx((prompt * price["input"] + completion * price["output"]) / 1e6)
+    # `dbt-llm costs` counts it (its query, here: the in-process dbt keeps the file open to other processes).
+    assert project.query(COSTS_SQL.format(s="dbt_llm", where=""))[0][-1] == round(cost, 6)
+
+    project.dbt("run", "-s", "m")  # the rerun pays only for the rest, and settles its own row as usual
+    assert len(project.server.answered()) == len(billed) + (n - len(billed))
+    statuses = project.query("select status, api_calls from dbt_llm.llm_audit order by started_at")
+    assert statuses == [("interrupted", len(billed)), ("success", n - len(billed))]

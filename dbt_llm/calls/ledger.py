@@ -22,6 +22,7 @@ class Ledger(AuditRow):
     reused: int = 0  # of cache_hits: rows answered by an earlier row of this run, not by the cache table
     queued: int = 0  # requests handed to the engine, for progress
     answered: int = 0  # of which answered or failed
+    lasting_failures: int = 0  # of failed_rows: inputs a rerun fails again (too long, refused)
     sent_rows: int = 0  # rows answered (or failed) by this ledger's own requests, packed or not
     written: bool = False  # a row exists in llm_audit
     closed: bool = False  # settled: its status is final

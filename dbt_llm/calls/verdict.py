@@ -28,10 +28,28 @@ def budget_error(where: str, budget: Budget, skipped: int, *, batch: bool = Fals
     )
 
 
-def rows_failed(node_id: str, failed: int | str, query: str) -> DbtLlmError:
+def rows_failed(
+    node_id: str, failed: int | str, query: str, *, lasting: int = 0, by_function: dict[str, int] | None = None
+) -> DbtLlmError:
+    """`failed` answers are missing; `lasting` of them fail again on every run; `by_function`: how many per
+    function (a row of a model with three functions can miss three answers)."""
+    counted = f"{failed} row(s) of {node_id} got no valid answer"
+    if by_function and len(by_function) > 1:
+        per = ", ".join(f"{n} of llm_{function}" for function, n in sorted(by_function.items()))
+        counted = f"{failed} answer(s) in {node_id} are missing ({per})"
+    retried = "They are not cached, so the next run retries them"
+    again = (
+        "a rerun fails them again (an input longer than max_input_chars with on_long_input: fail, or one the "
+        "provider refused): change the input or the setting"
+    )
+    if lasting and isinstance(failed, int):
+        retried = (
+            "They are not cached, but " + again
+            if lasting >= failed
+            else f"{failed - lasting} are not cached, so the next run retries them; for the other {lasting}, {again}"
+        )
     return RowFailuresError(
-        f"dbt_llm: {failed} row(s) of {node_id} got no valid answer. They are not cached, so the next run retries "
-        f"them. See why: {query}. To keep NULLs instead of failing, set on_error: null."
+        f"dbt_llm: {counted}. {retried}. See why: {query}. To keep NULLs instead of failing, set on_error: null."
     )
 
 

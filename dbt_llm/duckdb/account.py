@@ -20,6 +20,7 @@ class ChunkCounts:
     reused: int  # of which answered by a request of another row or model of this run
     failed: int
     skipped: int
+    lasting: int = 0  # of failed: inputs a rerun fails again (too long, refused by the provider)
 
 
 @dataclass(eq=False)
@@ -46,6 +47,7 @@ class Account:
             self.unanswered += chunk.missed - chunk.reused
             lg.reused += chunk.reused
             lg.failed_rows += chunk.failed
+            lg.lasting_failures += chunk.lasting
             lg.skipped_rows += chunk.skipped
             self._cache_hits()
             if fatal:

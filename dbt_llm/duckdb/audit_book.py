@@ -50,6 +50,10 @@ class AuditBook:
         """Ledgers still calling, each with a consistent snapshot of its counters."""
         return [(a.ledger, a.progress()) for a in self.open_accounts()]
 
+    def invocation_ids(self) -> set[str]:
+        with self._lock:
+            return {a.ledger.invocation_id for a in self._accounts.values()}
+
     def forget_all_but(self, invocation_id: str) -> None:
         """A long-lived process (an orchestrator calling dbt many times) keeps only the current run."""
         with self._lock:

@@ -27,3 +27,12 @@ def node_finished(msg: Any) -> tuple[str, bool] | None:
         return None
     status = str(msg.data.run_result.status).lower()
     return msg.data.node_info.unique_id, status in ("error", "fail", "skipped")
+
+
+def current_invocation_id() -> str | None:
+    """The id of the dbt invocation running in this process (the macros' `invocation_id`)."""
+    try:
+        from dbt_common.invocation import get_invocation_id
+    except ImportError:  # not inside dbt
+        return None
+    return get_invocation_id()

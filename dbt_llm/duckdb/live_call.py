@@ -18,6 +18,9 @@ from .invocation import Invocation
 from .recorder import Recorder
 from .writer import Writer
 
+# Failures a rerun meets again, unless the input or the settings change.
+LASTING_ERRORS: frozenset[str | None] = frozenset({"input_too_long", "bad_request"})
+
 
 @dataclass
 class ChunkAnswers:
@@ -25,6 +28,7 @@ class ChunkAnswers:
     reused: int = 0  # rows answered by a request of another row or model of this run
     failed: int = 0
     skipped: int = 0
+    lasting: int = 0  # of failed: inputs a rerun fails again
     shared_failures: list[Outcome] = field(default_factory=list)
 
 
@@ -134,7 +138,9 @@ class LiveCall:
             for key in miss_keys:
                 self._answer_row(chunk, key, outcomes)
         missed = sum(k is not None for k in miss_keys)
-        self.account.count_chunk(ChunkCounts(missed, chunk.reused, chunk.failed, chunk.skipped), fatal=fatal)
+        self.account.count_chunk(
+            ChunkCounts(missed, chunk.reused, chunk.failed, chunk.skipped, chunk.lasting), fatal=fatal
+        )
         for outcome in chunk.shared_failures:
             self._recorder.error(outcome, self._text_of(outcome.key), shared=True)
         return chunk
@@ -160,6 +166,7 @@ class LiveCall:
             chunk.skipped += 1
         elif not outcome.ok:
             chunk.failed += 1
+            chunk.lasting += outcome.error_kind in LASTING_ERRORS
         elif outcome.shared:
             chunk.reused += 1
 

@@ -25,6 +25,7 @@ from ..providers.factory import build_provider
 from . import dbt_events
 from .audit_book import AuditBook
 from .batch_mode import BatchMode
+from .interrupted import settle_interrupted
 from .invocation import Invocation
 from .job_store import JobStore
 from .live_call import LiveCall
@@ -82,9 +83,17 @@ class Runtime:
     def attach(self, conn: duckdb.DuckDBPyConnection) -> None:
         qualified = migrate(conn, self.config.schema)
         with self._lock:
-            self._schema = qualified
+            first, self._schema = self._schema is None, qualified
+        if first:  # before the writer starts: nothing else writes yet
+            self._settle_interrupted(conn, qualified)
         self.writer.bind(conn, qualified)
         self.jobs.bind(conn, qualified)
+
+    def _settle_interrupted(self, conn: duckdb.DuckDBPyConnection, qualified: str) -> None:
+        known = {dbt_events.current_invocation_id(), *self.book.invocation_ids()} - {None}
+        settled = settle_interrupted(conn, qualified, [str(i) for i in known])
+        if settled is not None:
+            self._log(settled.note())
 
     def _schema_or_none(self) -> str | None:
         with self._lock:

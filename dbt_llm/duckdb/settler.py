@@ -84,7 +84,12 @@ class Settler:
             raise verdict.budget_error(node_id, invocation.node_budget(node_id), skipped)
         if failed:
             query = verdict.errors_query(self._schema(), invocation.id, node_id)
-            raise verdict.rows_failed(node_id, failed, query)
+            judged = [lg for lg in ledgers if lg.on_error == "fail" and lg.failed_rows]
+            lasting = sum(lg.lasting_failures for lg in judged)
+            by_function: dict[str, int] = {}
+            for lg in judged:
+                by_function[lg.function] = by_function.get(lg.function, 0) + lg.failed_rows
+            raise verdict.rows_failed(node_id, failed, query, lasting=lasting, by_function=by_function)
         calls = sum(lg.api_calls for lg in ledgers)
         hits = sum(lg.cache_hits for lg in ledgers)
         return f"{node_id}: {calls} API call(s), {hits} cache hit(s)"

@@ -95,6 +95,18 @@ def labels_of(raw: Any, where: str) -> list[list[Any]]:
     return pairs
 
 
+def _one_label(where: str, label: str, multi: bool) -> str:
+    if multi:
+        return (
+            f"{where}: `labels` has one label ({label!r}): with multi_label that is a yes/no question. "
+            f"Use llm_filter(text, 'is it {label}?') instead, or give at least two labels."
+        )
+    return (
+        f"{where}: `labels` has one label ({label!r}), so every row would get it, and each would still be "
+        "paid for. Give at least two labels (for example add 'other'), or ask a yes/no question with llm_filter."
+    )
+
+
 class Classify(FunctionKind):
     def build(self, args: dict[str, Any], where: str) -> FunctionSpec:
         pairs = labels_of(args.get("labels"), where)
@@ -102,6 +114,8 @@ class Classify(FunctionKind):
         multi = args.get("multi_label") or False
         if not isinstance(multi, bool):
             raise SpecError(f"{where}: `multi_label` must be true or false; got {multi!r}.")
+        if len(names) == 1:  # a forced answer, billed all the same
+            raise SpecError(_one_label(where, names[0], multi))
         if not multi:
             schema = _object({"label": {"type": "string", "enum": names}})
             return FunctionSpec({"labels": pairs}, schema, 48 + max(len(n) for n in names), "classify")

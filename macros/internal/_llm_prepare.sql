@@ -5,15 +5,19 @@
     {#- At parse time: make the model's post-hook check failures and budget after all rows ran. -#}
     {%- do config(post_hook=["{{ dbt_llm._llm_finish() }}"]) -%}
     {#- Microbatch batches of an LLM model run one after another: they share one rate limit, so running
-        them at once buys nothing, and each batch's audit row is settled when dbt says it ended. -#}
-    {%- if config.get('concurrent_batches') is none -%}
+        them at once buys nothing, and each batch's audit row is settled when dbt says it ended. At parse
+        time config.get() answers '' for every key, so the model's own setting is looked for in its
+        code (a config() call) and in the configs dbt gathered from the project and the yml files. -#}
+    {%- set configured = (model.config or {}).get('concurrent_batches') if model.config is mapping else none -%}
+    {%- if 'concurrent_batches' not in (model.raw_code or '') and configured is none -%}
       {%- do config(concurrent_batches=false) -%}
     {%- endif -%}
     {{- return(none) -}}
   {%- endif -%}
   {%- set where = 'llm_' ~ function ~ '(' ~ text ~ ') in ' ~ model.unique_id -%}
   {%- set materialized = config.get('materialized') -%}
-  {%- if materialized in ('view', 'ephemeral') -%}
+  {#- An inline query (`dbt show --inline`, `dbt compile --inline`) is no view: it runs once, as a preview. -#}
+  {%- if materialized in ('view', 'ephemeral') and model.resource_type != 'sql_operation' -%}
     {{ exceptions.raise_compiler_error(where ~ ": the model is materialized as " ~ materialized ~ ", so every query of it would call the LLM again and failures could not be checked. Materialize it as table or incremental: {{ config(materialized='incremental', unique_key=...) }}.") }}
   {%- endif -%}
   {#- A microbatch model renders once per batch: each batch is a call of its own that fails on its own rows. -#}
