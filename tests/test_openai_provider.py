@@ -248,6 +248,7 @@ def test_transport_failures_are_transient_timeout_unreachable_or_connection() ->
     with pytest.raises(TransientError) as caught:
         complete(timeout)
     assert (caught.value.kind, str(caught.value)) == ("timeout", "request timed out (ReadTimeout)")
+
     def reset(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadError("[Errno 104] Connection reset by peer", request=request)
 

@@ -119,15 +119,18 @@ class Attempts:
         none. Once the provider refused the run (a bad key, a wrong route, no key set) the model's
         rows raise Stop without a request: the requests in flight then are the only ones paid for."""
         model = row.request.model
-        stopped = self._stopped.get(model)
-        if stopped is not None:
-            raise Stop(stopped.kind, str(stopped))
+        self._unless_stopped(model)
         try:
             return await self._attempt(row)
         except (FatalProviderError, ConfigError) as exc:
             stop = Stop("config_error" if isinstance(exc, ConfigError) else "provider_error", str(exc))
             self._stopped[model] = stop
             raise Stop(stop.kind, str(stop)) from None
+
+    def _unless_stopped(self, model: str) -> None:
+        stopped = self._stopped.get(model)
+        if stopped is not None:
+            raise Stop(stopped.kind, str(stopped))
 
     async def _attempt(self, row: Row) -> Answer:
         request, outcome = row.request, row.outcome
@@ -149,6 +152,7 @@ class Attempts:
         cost = 0.0
         try:
             await self._admit(row, held)
+            self._unless_stopped(request.model)  # the run may have been refused while this one queued
             # Reserved once a slot is free, so what is in flight cannot carry the spend past the cap.
             reserve = 0.0 if price is None else price.cost(math.ceil(prompt), math.ceil(answer))
             await self._reserve(request.budget, reserve)

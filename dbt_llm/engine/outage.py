@@ -75,8 +75,11 @@ class Outage:
         return self._down
 
     def why(self) -> str | None:
-        """While the provider is down, the error that says why (its URL and what failed)."""
-        return str(self._last) if self._down and self._last is not None else None
+        """While rows wait for the provider, the error that says why (its URL and what failed); None
+        once it is given up: rows no longer wait."""
+        if not self._down or self._last is None or self._gave_up is not None:
+            return None
+        return str(self._last)
 
     def new_invocation(self) -> None:
         """A new invocation has not heard from the provider yet: down since its start is given up."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email.utils
 import math
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from datetime import timezone
@@ -43,6 +45,24 @@ def shown_url(url: str) -> str:
     """A URL fit for messages: without user:password@, which may hold a secret."""
     parsed = httpx.URL(url)
     return str(parsed.copy_with(userinfo=b"")) if parsed.userinfo else url
+
+
+def not_connected(exc: BaseException) -> str:
+    """Why a connection failed, in words: httpx often says only "All connection attempts failed"
+    and keeps the OS's reason down its chain of causes."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for error in reversed(chain):
+        if isinstance(error, ConnectionRefusedError):
+            return f"connection refused: {error.strerror or error}"
+        if isinstance(error, socket.gaierror):
+            return f"DNS lookup failed: {error}"
+        if isinstance(error, ssl.SSLError):
+            return f"TLS error: {error}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _redact(text: str, key: str) -> str:
@@ -182,7 +202,7 @@ class OpenAIProvider:
         except httpx.TimeoutException as exc:
             raise TransientError("timeout", f"request timed out ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:  # refused, DNS, TLS: nothing to talk to at base_url
-            said = _redact(f"cannot connect to base_url {self._base} ({type(exc).__name__}: {exc})", key)
+            said = _redact(f"cannot connect to base_url {self._base} ({not_connected(exc)})", key)
             raise TransientError("unreachable", said) from None
         except httpx.TransportError as exc:
             said = _redact(f"connection to {self._base} failed ({type(exc).__name__}: {exc})", key)
