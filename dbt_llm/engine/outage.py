@@ -187,9 +187,9 @@ class Outage:
             return
         self._gave_up = Stop(
             "unreachable",
-            f"the provider has not answered since this run started: {self._last}, for "
-            f"{self._unreachable_after:g}s. Check `base_url` in the dbt_llm plugin config (usually it ends "
-            "in /v1) and that the server is running and reachable from this machine.",
+            f"no answer from the provider in the {self._unreachable_after:g}s since this run's first request "
+            f"({self._last}). Check `base_url` in the dbt_llm plugin config (it usually ends in /v1) and that "
+            "the server is running and reachable from this machine",
         )
         while self._waiters:
             future = self._waiters.popleft()
