@@ -194,8 +194,19 @@ def test_404_is_fatal_and_names_the_url_and_the_model() -> None:
     with pytest.raises(FatalProviderError) as caught:
         complete(reply(404, error("The model `gpt-4o-mini` does not exist")))
     message = str(caught.value)
-    assert "HTTP 404 from http://provider.test/v1/chat/completions for model 'gpt-4o-mini'" in message
-    assert "base_url" in message
+    assert "HTTP 404 from http://provider.test/v1/chat/completions: The model `gpt-4o-mini` does not exist" in message
+    # Nothing answered before: base_url is the likely culprit, and the model is named too.
+    assert "base_url http://provider.test/v1 has answered yet" in message and "ends in /v1" in message
+    assert "model 'gpt-4o-mini'" in message
+
+
+def test_a_404_after_answers_is_about_the_model() -> None:
+    answers = iter([httpx.Response(200, json=CHAT), httpx.Response(404, json=error("no such model"))])
+    with pytest.raises(FatalProviderError) as caught:
+        complete(lambda _request: next(answers), times=2)
+    message = str(caught.value)
+    assert "HTTP 404 from http://provider.test/v1/chat/completions: no such model, for model 'gpt-4o-mini'" in message
+    assert "has answered yet" not in message
 
 
 @pytest.mark.parametrize("status", [400, 413, 422])
@@ -227,7 +238,7 @@ def test_a_200_that_is_not_a_chat_completion_is_a_transient_bad_response(body: A
     assert str(caught.value).startswith("HTTP 200 with a body that is not a chat completion: ")
 
 
-def test_transport_failures_are_transient_timeout_or_connection() -> None:
+def test_transport_failures_are_transient_timeout_unreachable_or_connection() -> None:
     def timeout(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)
 
@@ -237,11 +248,21 @@ def test_transport_failures_are_transient_timeout_or_connection() -> None:
     with pytest.raises(TransientError) as caught:
         complete(timeout)
     assert (caught.value.kind, str(caught.value)) == ("timeout", "request timed out (ReadTimeout)")
+
+    def reset(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("[Errno 104] Connection reset by peer", request=request)
+
     with pytest.raises(TransientError) as caught:
         complete(refused)
     assert (caught.value.kind, str(caught.value)) == (
+        "unreachable",
+        "cannot connect to base_url http://provider.test/v1 (ConnectError: [Errno 111] Connection refused)",
+    )
+    with pytest.raises(TransientError) as caught:
+        complete(reset)
+    assert (caught.value.kind, str(caught.value)) == (
         "connection",
-        "connection failed (ConnectError: [Errno 111] Connection refused)",
+        "connection to http://provider.test/v1 failed (ReadError: [Errno 104] Connection reset by peer)",
     )
 
 

@@ -23,9 +23,11 @@ class Ledger(AuditRow):
     queued: int = 0  # requests handed to the engine, for progress
     answered: int = 0  # of which answered or failed
     lasting_failures: int = 0  # of failed_rows: inputs a rerun fails again (too long, refused)
+    failed_texts: int = 0  # of which without an answer (failed, or left by the budget), for progress
     sent_rows: int = 0  # rows answered (or failed) by this ledger's own requests, packed or not
     written: bool = False  # a row exists in llm_audit
     closed: bool = False  # settled: its status is final
+    stopped: bool = False  # the call was stopped by an error that is no row's own (a missing key, no provider)
 
     @property
     def key(self) -> LedgerKey:
@@ -42,11 +44,14 @@ class Ledger(AuditRow):
 
     def final_status(self, *, node_failed: bool = False) -> Status:
         """The status when the statement has ended: previews and dry runs say so; a model whose
-        statement failed before its post-hook is `error`; otherwise what the rows came to."""
+        statement failed before its post-hook, or was stopped by an error that is not its rows', is
+        `error`; otherwise what the rows came to."""
         if self.dry_run:
             return "dry_run"
         if self.preview:
             return "preview"
+        if self.stopped:
+            return "error"
         if self.skipped_rows:
             return "budget_exceeded"
         if self.failed_rows:

@@ -51,7 +51,7 @@ class Account:
             lg.skipped_rows += chunk.skipped
             self._cache_hits()
             if fatal:
-                lg.status = "error"
+                lg.status, lg.stopped = "error", True
 
     def count_settled(self, failed: int, skipped: int) -> None:
         """Rows of a microbatch batch answered by its drained requests."""
@@ -67,9 +67,10 @@ class Account:
         with self.lock:
             self.ledger.queued += n
 
-    def count_answered(self) -> None:
+    def count_answered(self, ok: bool = True) -> None:
         with self.lock:
             self.ledger.answered += 1
+            self.ledger.failed_texts += not ok
 
     def count_batch_answer(self) -> None:
         with self.lock:
@@ -125,4 +126,10 @@ class Account:
         """A consistent copy of the counters the progress log reads."""
         with self.lock:
             lg = self.ledger
-            return {**row_dict(lg, AUDIT_COLUMNS), "reused": lg.reused, "queued": lg.queued, "answered": lg.answered}
+            return {
+                **row_dict(lg, AUDIT_COLUMNS),
+                "reused": lg.reused,
+                "queued": lg.queued,
+                "answered": lg.answered,
+                "failed": lg.failed_texts,
+            }

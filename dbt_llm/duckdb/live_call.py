@@ -103,7 +103,7 @@ class LiveCall:
 
     def answered(self, outcome: Outcome) -> None:
         """A realtime request's outcome."""
-        self.account.count_answered()
+        self.account.count_answered(outcome.ok)
         self.record(outcome)
 
     def fail(self, outcome: Outcome) -> None:

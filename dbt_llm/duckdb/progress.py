@@ -24,7 +24,7 @@ class ProgressReporter:
         running: Callable[[], list[tuple[Ledger, dict[str, Any]]]],
         in_flight: Callable[[str], int],
         log: Callable[[str], None],
-        provider_down: Callable[[], bool] = lambda: False,
+        provider_down: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._interval = interval
         self._running = running
@@ -50,14 +50,14 @@ class ProgressReporter:
             self.report(time.monotonic())
 
     def report(self, now: float) -> None:
-        down = self._provider_down()
+        down = self._provider_down()  # why the provider looks down, if it does
         for lg, row in self._running():
             key = lg.key
             then, calls_then, answered_then = self._last.get(
                 key, (now - self._interval, row["api_calls"], row["answered"])
             )
             self._last[key] = (now, row["api_calls"], row["answered"])
-            if row["api_calls"] == calls_then and row["answered"] == answered_then and not down:
+            if row["api_calls"] == calls_then and row["answered"] == answered_then and down is None:
                 continue
             elapsed = max(now - then, 1e-9)
             rate = (row["api_calls"] - calls_then) / elapsed
@@ -65,14 +65,16 @@ class ProgressReporter:
             done_rate = (row["answered"] - answered_then) / elapsed
             eta = f"ETA {duration(left / done_rate)}" if done_rate > 0 else "ETA unknown"
             cached = row["cache_hits"] - row["reused"]
+            failed = f" ({row['failed']} without an answer)" if row["failed"] else ""
             self._log(
-                f"{where_batch(lg)} llm_{lg.function}: {row['answered']}/{row['queued']} texts answered, "
+                f"{where_batch(lg)} llm_{lg.function}: {row['answered'] - row['failed']}/{row['queued']} texts "
+                f"answered{failed}, "
                 f"{row['rows']} rows ({cached} cached, {row['reused']} reused), {row['api_calls']} calls, "
                 f"{self._in_flight(lg.model)} in flight, {rate:.1f} req/s, {row['rate_limited']} x 429, "
                 f"{row['prompt_tokens'] + row['completion_tokens']} tokens, {usd(row['cost_usd'])} so far, {eta}"
                 + (
-                    "; the provider is unreachable: rows wait while a probe request retries with backoff"
-                    if down
+                    f"; the provider is unreachable ({down}): rows wait while a probe request retries with backoff"
+                    if down is not None
                     else ""
                 )
             )

@@ -58,6 +58,9 @@ class Resolver:
                 outcomes.update(jobs.claim(keys))
         except DbtLlmError as exc:
             fatal = exc
+        stopped = next((o for o in outcomes.values() if o.stops), None)
+        if stopped is not None and fatal is None:  # each of its rows is in llm_errors already
+            fatal = stopped.stop_error(f"{live.call.where} llm_{live.call.task.function}: ")
         return outcomes, fatal
 
     def _batch_verdict(self, live: LiveCall, chunk: ChunkAnswers) -> DbtLlmError | None:

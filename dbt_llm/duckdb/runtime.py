@@ -71,7 +71,7 @@ class Runtime:
             self.book.running,
             lambda model: self.engine.limiter(model).in_flight,
             log,
-            provider_down=lambda: self.engine.outage.down,
+            provider_down=lambda: self.engine.outage.why(),
         )
         self.settler = Settler(self.book, self.writer, log, self._schema_or_none)
         self.jobs = JobStore()
@@ -118,6 +118,7 @@ class Runtime:
             stale = self.book.open_accounts()
             self.book.forget_all_but(invocation_id)
         self.engine.drop_prefetch()
+        self.engine.new_invocation()
         self.settler.close_accounts(stale, node_failed=True)
         return invocation
 

@@ -17,7 +17,7 @@ from ..providers.base import Completion, FatalProviderError, Provider, RowError,
 from .budget import Budget
 from .limiter import Limiter
 from .outage import Outage, Streak
-from .outcome import Answer, Askable, Outcome, answer_of
+from .outcome import Answer, Askable, Outcome, Stop, answer_of
 
 
 class BudgetReached(Exception):
@@ -107,10 +107,32 @@ class Attempts:
         self._request_timeout = request_timeout
         self._calibration: dict[str, _Calibration] = {}  # per task spec_hash
         self._budget_settled = asyncio.Event()  # replaced each time a reservation settles
+        self._stopped: dict[str, Stop] = {}  # per model, what refused the run in this invocation
+
+    def new_invocation(self) -> None:
+        """A key set or a base_url fixed since: try again."""
+        self._stopped.clear()
 
     async def attempt(self, row: Row) -> Answer:
         """One request for the row, once the provider is up (or this is the probe), a slot is free
-        and the budget allows it; returns the checked answer (outcome.answer_of) or raises why there is none."""
+        and the budget allows it; returns the checked answer (outcome.answer_of) or raises why there is
+        none. Once the provider refused the run (a bad key, a wrong route, no key set) the model's
+        rows raise Stop without a request: the requests in flight then are the only ones paid for."""
+        model = row.request.model
+        self._unless_stopped(model)
+        try:
+            return await self._attempt(row)
+        except (FatalProviderError, ConfigError) as exc:
+            stop = Stop("config_error" if isinstance(exc, ConfigError) else "provider_error", str(exc))
+            self._stopped[model] = stop
+            raise Stop(stop.kind, str(stop)) from None
+
+    def _unless_stopped(self, model: str) -> None:
+        stopped = self._stopped.get(model)
+        if stopped is not None:
+            raise Stop(stopped.kind, str(stopped))
+
+    async def _attempt(self, row: Row) -> Answer:
         request, outcome = row.request, row.outcome
         price = self._prices.price(request.model)
         if price is None and request.budget.capped:
@@ -130,6 +152,7 @@ class Attempts:
         cost = 0.0
         try:
             await self._admit(row, held)
+            self._unless_stopped(request.model)  # the run may have been refused while this one queued
             # Reserved once a slot is free, so what is in flight cannot carry the spend past the cap.
             reserve = 0.0 if price is None else price.cost(math.ceil(prompt), math.ceil(answer))
             await self._reserve(request.budget, reserve)

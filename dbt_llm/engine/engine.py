@@ -63,7 +63,9 @@ class Engine:
         self._lock = threading.Lock()
         self._limiters: dict[str, Limiter] = {}
         self.outage = outage or Outage()  # one provider: when it is down, every model waits for it
-        attempts = Attempts(self._get_provider, self.limiter, self.outage, prices, settings.request_timeout)
+        self._attempts = attempts = Attempts(
+            self._get_provider, self.limiter, self.outage, prices, settings.request_timeout
+        )
         tries, row_timeout = settings.max_attempts, settings.row_timeout
         self._retries = Retries(attempts, max_attempts=tries, row_timeout=row_timeout)
         self._packs = PackRetries(attempts, self._retries, max_attempts=tries, row_timeout=row_timeout)
@@ -99,8 +101,13 @@ class Engine:
     # -- public API --
     def run(self, requests: list[Request], on_outcome: Callable[[Outcome], None]) -> list[Outcome]:
         """Answer each request (keys must be distinct); `on_outcome` gets each new outcome
-        as soon as it is known, on the engine's thread. Blocks until all are done."""
-        return self.wait(self.submit(requests, on_outcome))
+        as soon as it is known, on the engine's thread. Blocks until all are done; raises
+        the error of one that says nothing can be answered (Outcome.stops)."""
+        outcomes = self.wait(self.submit(requests, on_outcome))
+        stopped = next((o for o in outcomes if o.stops), None)
+        if stopped is not None:
+            raise stopped.stop_error()
+        return outcomes
 
     def submit(
         self, requests: list[Request], on_outcome: Callable[[Outcome], None], *, prefetch_for: str | None = None
@@ -133,6 +140,18 @@ class Engine:
             if self._loop is None:
                 return 0
         return self._call(self._drop_prefetch())
+
+    def new_invocation(self) -> None:
+        """A new dbt invocation has heard nothing from the provider yet (see outage.py), and a key
+        or model refused in the last one is tried again."""
+        with self._lock:
+            if self._loop is None:
+                return
+        self._call(self._new_invocation())
+
+    async def _new_invocation(self) -> None:
+        self.outage.new_invocation()
+        self._attempts.new_invocation()
 
     async def _drop_prefetch(self) -> int:
         dropped = self._prefetch.drop()

@@ -5,6 +5,11 @@ lets everyone resume.
 The provider looks down after a connection error (refused, reset), or after 5xx answers and
 timeouts of several distinct rows with no answer in between. One row that keeps failing while
 others are answered (a "poison" row) is not an outage: its failures stay its own.
+
+A provider that went away mid-run is waited for, each row up to its row_timeout. One that has not
+answered once since the invocation started, and refuses connections (nothing listening, DNS, TLS),
+is given `unreachable_after` seconds: then every waiting row, of every call, fails with its error
+(a wrong base_url would otherwise hold each function's rows for a row_timeout, one after the other).
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from collections import deque
 from collections.abc import Callable
 
 from ..providers.base import TransientError
+from .outcome import Stop
 
 FIRST_DELAY = 0.5  # seconds before the first probe; doubled after each failed one
 MAX_DELAY = 15.0
 DISTINCT_ROWS = 3  # rows whose 5xx or timeouts, with no answer in between, make an outage
-_DOWN_AT_ONCE = frozenset({"connection"})
+UNREACHABLE_AFTER = 45.0  # seconds a provider that never answered may refuse connections
+_UNREACHABLE = frozenset({"unreachable"})  # no connection could be made (providers/openai.py)
+_DOWN_AT_ONCE = frozenset({"connection"}) | _UNREACHABLE
 _STREAK_KINDS = frozenset({"server_error", "timeout", "bad_response"})
 
 
@@ -43,8 +51,10 @@ class Outage:
         max_delay: float = MAX_DELAY,
         distinct_rows: int = DISTINCT_ROWS,
         jitter: Callable[[], float] = lambda: random.uniform(0.8, 1.2),
+        unreachable_after: float = UNREACHABLE_AFTER,
     ) -> None:
         self._first_delay, self._max_delay, self._distinct_rows = first_delay, max_delay, distinct_rows
+        self._unreachable_after = unreachable_after
         self._jitter = jitter
         self._streak: Streak | None = None
         self._down = False
@@ -56,15 +66,37 @@ class Outage:
         self._timer: asyncio.TimerHandle | None = None
         self._last: TransientError | None = None
         self.outages = 0  # times the provider went down, for logs and tests
+        self._answered_once = False  # in this invocation
+        self._verdict: asyncio.TimerHandle | None = None  # when a provider that never answered is given up
+        self._gave_up: Stop | None = None
 
     @property
     def down(self) -> bool:
         return self._down
 
+    def why(self) -> str | None:
+        """While rows wait for the provider, the error that says why (its URL and what failed); None
+        once it is given up: rows no longer wait."""
+        if not self._down or self._last is None or self._gave_up is not None:
+            return None
+        return str(self._last)
+
+    def new_invocation(self) -> None:
+        """A new invocation has not heard from the provider yet: down since its start is given up."""
+        self._answered_once, self._gave_up = False, None
+        if self._verdict is not None:
+            self._verdict.cancel()
+            self._verdict = None
+        if self._down and self._last is not None and self._last.kind in _UNREACHABLE:
+            self._start_verdict()
+
     async def wait(self, deadline: float) -> bool:
         """Return at once while the provider is up. While it is down, wait until it is up again
         (False) or until this caller is to send the probe (True). At the monotonic `deadline`,
-        raise the last error that made it look down."""
+        raise the last error that made it look down; once a provider that never answered is given
+        up, raise Stop."""
+        if self._gave_up is not None:
+            raise Stop(self._gave_up.kind, str(self._gave_up))
         if not self._down:
             return False
         if self._probe_ready and not self._probe_out:
@@ -75,7 +107,7 @@ class Outage:
         try:
             await asyncio.wait([future], timeout=max(0.0, deadline - time.monotonic()))
         except asyncio.CancelledError:
-            if future.done() and future.result():
+            if future.done() and not future.cancelled() and future.exception() is None and future.result():
                 self.probe_done()  # granted the probe as it was cancelled: pass it on
             future.cancel()
             raise
@@ -88,6 +120,10 @@ class Outage:
     def answered(self) -> None:
         """The provider answered (any HTTP answer but a 5xx): up again, everyone resumes."""
         self._streak = None
+        self._answered_once, self._gave_up = True, None
+        if self._verdict is not None:
+            self._verdict.cancel()
+            self._verdict = None
         if not self._down:
             return
         self._down, self._probe_ready, self._delay = False, False, self._first_delay
@@ -119,6 +155,8 @@ class Outage:
         elif self._down and probe:
             self._delay = min(self._max_delay, self._delay * 2)
             self._next_probe = now + self._delay * self._jitter()
+        if error.kind in _UNREACHABLE and not self._answered_once and self._verdict is None and not self._gave_up:
+            self._start_verdict()
         if self._down:
             streak.outage = True
             if error.retry_after is not None:
@@ -138,6 +176,25 @@ class Outage:
             self._timer.cancel()
         delay = max(0.0, self._next_probe - time.monotonic())
         self._timer = asyncio.get_running_loop().call_later(delay, self._grant)
+
+    def _start_verdict(self) -> None:
+        self._verdict = asyncio.get_running_loop().call_later(self._unreachable_after, self._give_up)
+
+    def _give_up(self) -> None:
+        """Still no answer since the invocation started: every waiting row fails, and every row to come."""
+        self._verdict = None
+        if self._answered_once or not self._down:
+            return
+        self._gave_up = Stop(
+            "unreachable",
+            f"no answer from the provider in the {self._unreachable_after:g}s since this run's first request "
+            f"({self._last}). Check `base_url` in the dbt_llm plugin config (it usually ends in /v1) and that "
+            "the server is running and reachable from this machine",
+        )
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(Stop("unreachable", str(self._gave_up)))
 
     def _grant(self) -> None:
         """Hand the probe to the longest waiting caller, or to the next one to come."""

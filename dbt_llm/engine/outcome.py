@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from ..errors import ConfigError, DbtLlmError, ProviderError
 from ..functions.prompts import Message
 from ..functions.tasks import InvalidAnswer, Task
 from ..pricing import Price
@@ -21,7 +22,20 @@ ErrorKind = Literal[
     "bad_request",
     "input_too_long",
     "budget",  # not sent: max_cost_usd was reached (never written to llm_errors)
+    # These stop the model: no row of it can be answered.
+    "config_error",  # the plugin config cannot send it: no API key set, no price to enforce max_cost_usd
+    "provider_error",  # the provider refused the run: a bad key, a wrong route
+    "unreachable",  # nothing answered at base_url since the invocation started
 ]
+STOPPING: frozenset[ErrorKind] = frozenset({"config_error", "provider_error", "unreachable"})
+
+
+class Stop(Exception):
+    """No request of the run can succeed: every row still waiting fails with this, at once."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message.removeprefix("dbt_llm: "))
+        self.kind: ErrorKind = kind
 
 
 @dataclass(frozen=True)
@@ -149,6 +163,16 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.result is not None
+
+    @property
+    def stops(self) -> bool:
+        """No answer because nothing can be answered: the caller fails the model with this error."""
+        return self.error_kind in STOPPING
+
+    def stop_error(self, where: str = "") -> DbtLlmError:
+        """The error a stopping outcome fails its model with."""
+        cls = ConfigError if self.error_kind == "config_error" else ProviderError
+        return cls(f"dbt_llm: {where}{self.error}")
 
     def as_shared(self) -> Outcome:
         """The answer as another caller gets it: already grounded; its cost and counts stay with the owner."""

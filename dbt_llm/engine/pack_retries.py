@@ -18,11 +18,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import ProviderError
 from ..functions.tasks import InvalidAnswer
-from ..providers.base import FatalProviderError, RowError, TransientError
+from ..providers.base import RowError, TransientError
 from .attempt import Attempts, BudgetReached, Row
-from .outcome import Answer, Outcome, Request
+from .outcome import Answer, Outcome, Request, Stop
 from .packing import Pack, Signature, shares, signature
 from .retries import Retries, backoff
 
@@ -69,11 +68,7 @@ class PackRetries:
     async def _solve(self, rows: list[PackedRow]) -> None:
         if len(rows) == 1:
             row = rows[0]
-            try:
-                row.outcome = await self._retries.answer(row.request, row.outcome, row.failures)
-            except ProviderError as exc:
-                self._abort(exc)
-                raise
+            row.outcome = await self._retries.answer(row.request, row.outcome, row.failures)
             row.finish()
             return
         pack = Pack(tuple(row.request for row in rows))
@@ -83,25 +78,23 @@ class PackRetries:
         tries.outcome.clock_from = min(starts) if starts else None
         self._in_flight[sig] += 1
         content: str | None = None
-        over_budget = False
+        ended: Stop | None = None  # every row ends with this error, unsplit
         try:
             content = (await self._send(tries)).result
         except BudgetReached:
-            over_budget = True
+            ended = Stop("budget", "not sent: max_cost_usd was reached")
         except (TransientError, InvalidAnswer, RowError):
             pass  # split below
-        except FatalProviderError as exc:
-            error = ProviderError(f"dbt_llm: {exc}")
-            self._abort(error)
-            raise error from None
+        except Stop as exc:
+            ended = exc  # pooled rows of the pack's task meet the same Stop when they are sent
         finally:
             self._in_flight[sig] -= 1
         self._charge(tries.outcome, rows)
         if content is not None:
             self._settle(rows, pack.answers(content), tries, sig)
-        elif over_budget:
+        elif ended is not None:
             for row in rows:
-                row.outcome.error_kind, row.outcome.error = "budget", "not sent: max_cost_usd was reached"
+                row.outcome.error_kind, row.outcome.error = ended.kind, str(ended)
                 row.finish()
         else:
             half = len(rows) // 2
@@ -121,14 +114,6 @@ class PackRetries:
                 row.finish()
             else:
                 self._pool.setdefault((sig, row.failures), []).append(row)
-
-    def _abort(self, error: Exception) -> None:
-        """No request can succeed: the pooled rows fail with the error that stops the run."""
-        for pool in self._pool.values():
-            for row in pool:
-                if not row.finished.done():
-                    row.finished.set_exception(error)
-        self._pool.clear()
 
     async def _flush(self, sig: Signature) -> None:
         """Send the pooled rows of `sig` that fill a pack, or all of them when no pack of `sig` is in

@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import random
 
-from ..errors import ProviderError
 from ..functions.tasks import InvalidAnswer
-from ..providers.base import FatalProviderError, RowError, TransientError
+from ..providers.base import RowError, TransientError
 from .attempt import Attempts, BudgetReached, Row
-from .outcome import Askable, Outcome
+from .outcome import Askable, Outcome, Stop
 
 
 def backoff(error: Exception, counted: int) -> float:
@@ -31,9 +30,9 @@ class Retries:
         self._row_timeout = row_timeout
 
     async def answer(self, request: Askable, so_far: Outcome | None = None, failures: int = 0) -> Outcome:
-        """The row's outcome: its answer, or the error_kind and message of why it has none. A
-        provider that refuses every request (a bad key) raises ProviderError instead. `so_far` and
-        `failures` carry a row's tries in packs (pack_retries.py)."""
+        """The row's outcome: its answer, or the error_kind and message of why it has none (a
+        stopping one, Outcome.stops, when no row can be answered: a bad key, an unreachable
+        provider). `so_far` and `failures` carry a row's tries in packs (pack_retries.py)."""
         outcome = so_far if so_far is not None else Outcome(key=request.key)
         row = Row(request, outcome, self._row_timeout, [None] * failures)
         outcome = row.outcome
@@ -64,6 +63,6 @@ class Retries:
             outcome.error_kind, outcome.error = "invalid_answer", str(exc)
         except RowError as exc:
             outcome.error_kind, outcome.error = exc.kind, str(exc)
-        except FatalProviderError as exc:
-            raise ProviderError(f"dbt_llm: {exc}") from None
+        except Stop as exc:
+            outcome.error_kind, outcome.error = exc.kind, str(exc)
         return outcome

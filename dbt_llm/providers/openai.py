@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email.utils
 import math
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from datetime import timezone
@@ -37,6 +39,30 @@ def parse_retry_after(headers: httpx.Headers) -> float | None:
     if parsed.tzinfo is None:  # an HTTP date is GMT
         parsed = parsed.replace(tzinfo=timezone.utc)
     return max(0.0, float(parsed.timestamp()) - time.time())
+
+
+def shown_url(url: str) -> str:
+    """A URL fit for messages: without user:password@, which may hold a secret."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(userinfo=b"")) if parsed.userinfo else url
+
+
+def not_connected(exc: BaseException) -> str:
+    """Why a connection failed, in words: httpx often says only "All connection attempts failed"
+    and keeps the OS's reason down its chain of causes."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for error in reversed(chain):
+        if isinstance(error, ConnectionRefusedError):
+            return f"connection refused: {error.strerror or error}"
+        if isinstance(error, socket.gaierror):
+            return f"DNS lookup failed: {error}"
+        if isinstance(error, ssl.SSLError):
+            return f"TLS error: {error}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _redact(text: str, key: str) -> str:
@@ -116,7 +142,9 @@ class OpenAIProvider:
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._embeddings_url = base_url.rstrip("/") + "/embeddings"
+        self._base = shown_url(base_url.rstrip("/"))
         self._api_key = api_key
+        self._answered = False  # a 2xx came back: a 404 is then about the model, not base_url
         # httpcore scans every connection of a pool on each request event, a cost that grows with the
         # square of the pool: at 100+ requests in flight that alone saturates a core. Small pools keep it cheap.
         shards = 1 if transport is not None else max(1, math.ceil(max_connections / _SHARD_CONNECTIONS))
@@ -173,8 +201,11 @@ class OpenAIProvider:
             response = await self._clients[shard].post(url, json=body, headers={"Authorization": f"Bearer {key}"})
         except httpx.TimeoutException as exc:
             raise TransientError("timeout", f"request timed out ({type(exc).__name__})") from None
+        except httpx.ConnectError as exc:  # refused, DNS, TLS: nothing to talk to at base_url
+            said = _redact(f"cannot connect to base_url {self._base} ({not_connected(exc)})", key)
+            raise TransientError("unreachable", said) from None
         except httpx.TransportError as exc:
-            said = _redact(f"connection failed ({type(exc).__name__}: {exc})", key)
+            said = _redact(f"connection to {self._base} failed ({type(exc).__name__}: {exc})", key)
             raise TransientError("connection", said) from None
         finally:
             self._busy[shard] -= 1
@@ -193,13 +224,21 @@ class OpenAIProvider:
                 "Check the key in the environment variable named by `api_key_env`."
             )
         if status == 404:
-            raise FatalProviderError(
-                f"HTTP 404 from {url} for model {model!r}: {_error_message(response, key)}. "
-                "Check `base_url` (it should end in /v1 for most servers) and the model name."
-            )
+            raise FatalProviderError(self._not_found(response, key, model))
         if status >= 400:
             raise RowError("bad_request", f"HTTP {status}: {_error_message(response, key)}")
+        self._answered = True
         return response, key
+
+    def _not_found(self, response: httpx.Response, key: str, model: str) -> str:
+        said = f"HTTP 404 from {shown_url(str(response.request.url))}: {_error_message(response, key)}"
+        if not self._answered:
+            return (
+                f"{said}. Nothing at base_url {self._base} has answered yet: it is probably wrong (it usually "
+                "ends in /v1, e.g. https://api.openai.com/v1); or the provider does not know model "
+                f"{model!r}. Check `base_url` in the dbt_llm plugin config and the model name."
+            )
+        return f"{said}, for model {model!r}. Check the model name (and `base_url`)."
 
     async def aclose(self) -> None:
         for client in self._clients:
