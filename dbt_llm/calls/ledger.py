@@ -25,6 +25,7 @@ class Ledger(AuditRow):
     sent_rows: int = 0  # rows answered (or failed) by this ledger's own requests, packed or not
     written: bool = False  # a row exists in llm_audit
     closed: bool = False  # settled: its status is final
+    cancelled: bool = False  # Ctrl-C or SIGTERM stopped the run while the row was open
 
     @property
     def key(self) -> LedgerKey:
@@ -46,6 +47,8 @@ class Ledger(AuditRow):
             return "dry_run"
         if self.preview:
             return "preview"
+        if self.cancelled:
+            return "cancelled"
         if self.skipped_rows:
             return "budget_exceeded"
         if self.failed_rows:

@@ -27,3 +27,8 @@ def node_finished(msg: Any) -> tuple[str, bool] | None:
         return None
     status = str(msg.data.run_result.status).lower()
     return msg.data.node_info.unique_id, status in ("error", "fail", "skipped")
+
+
+def cancelling(msg: Any) -> bool:
+    """dbt cancels its open queries (its Ctrl-C path, or fail-fast): LogCancelLine, once per connection."""
+    return bool(msg.info.name == "LogCancelLine")

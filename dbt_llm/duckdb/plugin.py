@@ -12,6 +12,7 @@ from duckdb.sqltypes import BIGINT, BOOLEAN, VARCHAR
 
 from ..config import parse_config
 from ..errors import ConfigError
+from . import dbt_events, signals
 from .runtime import Runtime
 
 
@@ -32,6 +33,9 @@ class Plugin(BasePlugin):
         except ConfigError as exc:
             raise ConnectionConfigError(str(exc)) from None
         self.runtime = Runtime(config, log=AdapterLogger("dbt_llm").info)
+        signals.on_signal(self.runtime.cancel)
+        signals.install()
+        dbt_events.watch(self.runtime.on_dbt_event)  # its events on the main thread install the handlers
 
     def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
         runtime = self.runtime

@@ -18,6 +18,7 @@ from .budget import Budget
 from .limiter import Limiter
 from .outage import Outage, Streak
 from .outcome import Answer, Askable, Outcome, answer_of
+from .stop import Stop
 
 
 class BudgetReached(Exception):
@@ -99,7 +100,9 @@ class Attempts:
         outage: Outage,
         prices: PriceTable,
         request_timeout: float,
+        stop: Stop,
     ) -> None:
+        self.stop = stop
         self._provider = provider
         self._limiter = limiter
         self._outage = outage
@@ -134,6 +137,7 @@ class Attempts:
             reserve = 0.0 if price is None else price.cost(math.ceil(prompt), math.ceil(answer))
             await self._reserve(request.budget, reserve)
             held.reserved = reserve
+            self.stop.check()  # nothing is sent once the run is cancelled
             completion = await self._send(row, max_tokens, held)
             cost = outcome.charge(completion.usage, price)
         except BaseException as exc:
@@ -154,8 +158,8 @@ class Attempts:
         while True:
             if self._outage.down and outcome.clock_from is None:
                 outcome.clock_from = time.monotonic()  # waiting for the provider counts toward row_timeout
-            held.probe = await self._outage.wait(time.monotonic() + row.time_left())
-            held.seq = await held.limiter.acquire(held.tokens)
+            held.probe = await self.stop.until(self._outage.wait(time.monotonic() + row.time_left()))
+            held.seq = await self.stop.until(held.limiter.acquire(held.tokens))
             if held.probe or not self._outage.down:
                 return
             held.release_slot(None, None)  # it went down while this one queued: wait, do not send
@@ -170,7 +174,7 @@ class Attempts:
                 return
             if verdict == "over":
                 raise BudgetReached()
-            await settled.wait()
+            await self.stop.until(settled.wait())
 
     def _settle(self, budget: Budget, reserved: float, cost: float) -> None:
         budget.settle(reserved, cost)
@@ -190,7 +194,10 @@ class Attempts:
             provider = self._provider()
             timeout = max(0.1, min(held.limiter.timeout(self._request_timeout), row.time_left()))
             try:
-                completion = await asyncio.wait_for(request.send(provider, max_tokens), timeout)
+                # Once the run is cancelled, an answer on its way gets a grace period to land.
+                completion = await self.stop.until(
+                    asyncio.wait_for(request.send(provider, max_tokens), timeout), grace=True
+                )
             except asyncio.TimeoutError:
                 raise TransientError("timeout", f"no answer within {timeout:.1f}s") from None
         except TransientError as exc:

@@ -21,6 +21,7 @@ ErrorKind = Literal[
     "bad_request",
     "input_too_long",
     "budget",  # not sent: max_cost_usd was reached (never written to llm_errors)
+    "cancelled",  # the run was cancelled (Ctrl-C, SIGTERM) before an answer: not a row failure, not written
 ]
 
 

@@ -24,7 +24,8 @@ from ..providers.base import FatalProviderError, RowError, TransientError
 from .attempt import Attempts, BudgetReached, Row
 from .outcome import Answer, Outcome, Request
 from .packing import Pack, Signature, shares, signature
-from .retries import Retries, backoff
+from .retries import Retries, backoff, cancelled
+from .stop import Stopped
 
 
 @dataclass
@@ -83,11 +84,13 @@ class PackRetries:
         tries.outcome.clock_from = min(starts) if starts else None
         self._in_flight[sig] += 1
         content: str | None = None
-        over_budget = False
+        over_budget = stopped = False
         try:
             content = (await self._send(tries)).result
         except BudgetReached:
             over_budget = True
+        except Stopped:
+            stopped = True
         except (TransientError, InvalidAnswer, RowError):
             pass  # split below
         except FatalProviderError as exc:
@@ -99,9 +102,12 @@ class PackRetries:
         self._charge(tries.outcome, rows)
         if content is not None:
             self._settle(rows, pack.answers(content), tries, sig)
-        elif over_budget:
+        elif over_budget or stopped:
             for row in rows:
-                row.outcome.error_kind, row.outcome.error = "budget", "not sent: max_cost_usd was reached"
+                if stopped:
+                    cancelled(row.outcome)
+                else:
+                    row.outcome.error_kind, row.outcome.error = "budget", "not sent: max_cost_usd was reached"
                 row.finish()
         else:
             half = len(rows) // 2
@@ -157,7 +163,7 @@ class PackRetries:
                 counted, left = tries.counted(), tries.time_left()
                 if exc.kind != "rate_limited" or counted >= self._max_attempts or left <= 0:
                     raise
-                await asyncio.sleep(min(backoff(exc, counted), left))
+                await self._attempts.stop.until(asyncio.sleep(min(backoff(exc, counted), left)))
 
     @staticmethod
     def _charge(tries: Outcome, rows: list[PackedRow]) -> None:

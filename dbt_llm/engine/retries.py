@@ -12,6 +12,7 @@ from ..functions.tasks import InvalidAnswer
 from ..providers.base import FatalProviderError, RowError, TransientError
 from .attempt import Attempts, BudgetReached, Row
 from .outcome import Askable, Outcome
+from .stop import Stopped
 
 
 def backoff(error: Exception, counted: int) -> float:
@@ -22,6 +23,12 @@ def backoff(error: Exception, counted: int) -> float:
         return 0.0
     delay: float = min(20.0, 0.25 * 2.0 ** (counted - 1))
     return delay * random.uniform(0.5, 1.0)
+
+
+def cancelled(outcome: Outcome) -> None:
+    """The run was cancelled before the row got an answer (not a failure of the row: the next run sends it)."""
+    outcome.error_kind = "cancelled"
+    outcome.error = "no answer: the run was cancelled" if outcome.attempts else "not sent: the run was cancelled"
 
 
 class Retries:
@@ -50,7 +57,9 @@ class Retries:
                         raise
                     if row.failures and row.failures[-1] is not None and row.failures[-1].outage:
                         continue  # the outage gate paces the next try
-                    await asyncio.sleep(min(backoff(exc, row.counted()), left))
+                    await self._attempts.stop.until(asyncio.sleep(min(backoff(exc, row.counted()), left)))
+        except Stopped:
+            cancelled(outcome)
         except BudgetReached:
             outcome.error_kind = "budget"
             outcome.error = "not sent: max_cost_usd was reached"
