@@ -219,7 +219,9 @@ class Runtime:
             account.cancel()
 
     def close(self) -> None:
+        """At exit (atexit, before DuckDB's connection is torn down): our threads end first."""
         self._progress.stop()
+        self.writer.close()
         self.engine.close()
 
 

@@ -92,7 +92,10 @@ class Engine:
         if loop is None:
             return
         if self._provider is not None:
-            asyncio.run_coroutine_threadsafe(self._provider.aclose(), loop).result(timeout=10)
+            try:
+                asyncio.run_coroutine_threadsafe(self._provider.aclose(), loop).result(timeout=10)
+            except TimeoutError:
+                pass  # a connection that will not close must not hold up the exit
             self._provider = None
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
