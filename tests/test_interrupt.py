@@ -63,6 +63,7 @@ def interrupt(proc: subprocess.Popen[bytes], sig: signal.Signals) -> tuple[int, 
 
 def assert_clean_exit(code: int, output: str) -> None:
     assert code not in CRASH_CODES and code > 0, f"exit code {code}:\n{output[-3000:]}"
+    assert code == 2, f"exit code {code}, not dbt's for an interrupted run:\n{output[-3000:]}"
     assert "Traceback" not in output and "terminate called" not in output, output[-3000:]
 
 
