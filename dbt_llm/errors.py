@@ -27,6 +27,10 @@ class BudgetExceededError(DbtLlmError):
     """The invocation reached `max_cost_usd`; paid answers are kept in the cache."""
 
 
+class RunCancelledError(DbtLlmError):
+    """Ctrl-C or SIGTERM stopped the run: rows not answered yet were not sent; the next run sends them."""
+
+
 class InternalStateError(DbtLlmError):
     """dbt-llm was used outside of what it supports (for example SQL run outside dbt)."""
 

@@ -157,6 +157,7 @@ import math
 import random
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
@@ -766,6 +767,7 @@ class FakeOpenAI(BatchService):
         self._rates: dict[str, float] = {}
         self._rng = random.Random(0)
         self._seen_prefixes: set[tuple[str, str]] = set()
+        self.arrivals: list[float] = []  # monotonic time each chat request arrived, answered or not
 
     # -- recording --------------------------------------------------------- #
 
@@ -796,6 +798,7 @@ class FakeOpenAI(BatchService):
         self._reset_batches()
         with self._lock:
             self._records.clear()
+            self.arrivals.clear()
             self._batch_records.clear()
             self._embedding_records.clear()
             self._queue.clear()
@@ -995,6 +998,8 @@ class FakeOpenAI(BatchService):
         return _Completion(body, content, completion_tokens, cached or 0)
 
     def _handle_chat(self, handler: FakeHandler, raw: bytes) -> None:
+        with self._lock:
+            self.arrivals.append(time.monotonic())
         authorization = handler.headers.get("Authorization")
         chat = _Chat.parse(load_json(raw))
 

@@ -9,7 +9,8 @@ from dbt_llm.duckdb.account import Account, ChunkCounts
 
 
 def account() -> Account:
-    return Account(Ledger("inv", "model.p.m", "", "classify", "gpt-4o-mini", provider="openai", command="run", hooked=True))
+    ledger = Ledger("inv", "model.p.m", "", "classify", "gpt-4o-mini", provider="openai", command="run", hooked=True)
+    return Account(ledger)
 
 
 def test_cache_hits_are_the_rows_less_those_a_request_answered() -> None:

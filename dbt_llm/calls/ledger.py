@@ -28,6 +28,7 @@ class Ledger(AuditRow):
     written: bool = False  # a row exists in llm_audit
     closed: bool = False  # settled: its status is final
     stopped: bool = False  # the call was stopped by an error that is no row's own (a missing key, no provider)
+    cancelled: bool = False  # Ctrl-C or SIGTERM stopped the run while the row was open
 
     @property
     def key(self) -> LedgerKey:
@@ -50,6 +51,8 @@ class Ledger(AuditRow):
             return "dry_run"
         if self.preview:
             return "preview"
+        if self.cancelled:
+            return "cancelled"
         if self.stopped:
             return "error"
         if self.skipped_rows:

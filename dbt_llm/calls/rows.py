@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-Status = Literal["running", "preview", "success", "failed_rows", "budget_exceeded", "dry_run", "error"]
+# `cancelled`: Ctrl-C or SIGTERM stopped the run; the row holds what was paid until then.
+Status = Literal["running", "preview", "success", "failed_rows", "budget_exceeded", "dry_run", "error", "cancelled"]
 
 
 def now() -> datetime:

@@ -59,6 +59,12 @@ class Account:
             self.ledger.failed_rows += failed
             self.ledger.skipped_rows += skipped
 
+    def cancel(self) -> None:
+        """The run was cancelled while the row was open: it settles as `cancelled`."""
+        with self.lock:
+            if not self.ledger.closed:
+                self.ledger.cancelled = True
+
     def _cache_hits(self) -> None:
         self.ledger.cache_hits = self.ledger.rows - self.unanswered
 

@@ -36,3 +36,8 @@ def current_invocation_id() -> str | None:
     except ImportError:  # not inside dbt
         return None
     return get_invocation_id()
+
+
+def cancelling(msg: Any) -> bool:
+    """dbt cancels its open queries (its Ctrl-C path, or fail-fast): LogCancelLine, once per connection."""
+    return bool(msg.info.name == "LogCancelLine")

@@ -30,6 +30,10 @@ class ChunkAnswers:
     skipped: int = 0
     lasting: int = 0  # of failed: inputs a rerun fails again
     shared_failures: list[Outcome] = field(default_factory=list)
+    cancelled: int = 0  # rows the run was cancelled before (Ctrl-C, SIGTERM): neither failed nor skipped
+
+
+_UNSENT = ("budget", "cancelled")  # kinds of rows the run did not try to the end: no llm_errors row
 
 
 class LiveCall:
@@ -150,7 +154,7 @@ class LiveCall:
             chunk.results.append(None)
             return
         outcome = outcomes.pop(key) if key in outcomes else None
-        if outcome is not None and outcome.shared and not outcome.ok and outcome.error_kind != "budget":
+        if outcome is not None and outcome.shared and not outcome.ok and outcome.error_kind not in _UNSENT:
             chunk.shared_failures.append(outcome)  # the request was another model's: record it here too
         if outcome is None:
             outcome = self._failed.get(key)
@@ -164,6 +168,8 @@ class LiveCall:
             chunk.skipped += not self.call.dry_run  # not sent: a dry run, or the budget stopped it
         elif outcome.error_kind == "budget":
             chunk.skipped += 1
+        elif outcome.error_kind == "cancelled":
+            chunk.cancelled += 1
         elif not outcome.ok:
             chunk.failed += 1
             chunk.lasting += outcome.error_kind in LASTING_ERRORS

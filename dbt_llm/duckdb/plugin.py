@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +14,7 @@ from duckdb.sqltypes import BIGINT, BOOLEAN, VARCHAR
 
 from ..config import parse_config
 from ..errors import ConfigError
+from . import dbt_events, signals
 from .runtime import Runtime
 
 
@@ -32,6 +35,11 @@ class Plugin(BasePlugin):
         except ConfigError as exc:
             raise ConnectionConfigError(str(exc)) from None
         self.runtime = Runtime(config, log=AdapterLogger("dbt_llm").info)
+        # Before the interpreter collects dbt-duckdb's connection: no write or request may still run then.
+        atexit.register(_close_at_exit, weakref.ref(self.runtime))
+        signals.on_signal(self.runtime.cancel)
+        signals.install()
+        dbt_events.watch(self.runtime.on_dbt_event)  # its events on the main thread install the handlers
 
     def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
         runtime = self.runtime
@@ -46,6 +54,12 @@ class Plugin(BasePlugin):
         conn.create_function("dbt_llm_schema", runtime.schema, [], VARCHAR)
         conn.create_function("dbt_llm_estimated", runtime.estimated, [VARCHAR, VARCHAR], BIGINT, side_effects=True)
         conn.create_function("dbt_llm_finish", runtime.finish, [VARCHAR] * 3, VARCHAR, side_effects=True)
+
+
+def _close_at_exit(runtime: weakref.ref[Runtime]) -> None:
+    live = runtime()
+    if live is not None:
+        live.close()
 
 
 def _arrow_function(

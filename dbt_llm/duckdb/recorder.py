@@ -40,7 +40,7 @@ class Recorder:
                     node_id=call.node_id,
                 )
             )
-        elif outcome.error_kind != "budget":  # rows left by the budget are counted, not errors
+        elif outcome.error_kind not in ("budget", "cancelled"):  # rows left unsent are no errors
             self.error(outcome, texts)
 
     def error(self, outcome: Outcome, texts: dict[str, str], *, shared: bool = False) -> None:

@@ -5,7 +5,7 @@ fail a microbatch batch on its own rows."""
 from __future__ import annotations
 
 from ..engine import Outcome, Pending
-from ..errors import DbtLlmError
+from ..errors import DbtLlmError, RunCancelledError
 from .live_call import ChunkAnswers, LiveCall
 from .sender import Sender
 from .settler import Settler
@@ -26,7 +26,7 @@ class Resolver:
         claimed = live.claim(list(texts_by_key))
         outcomes, fatal = self._outcomes(live, claimed, list(texts_by_key), resolves, fatal)
         chunk = live.answer(miss_keys, outcomes, fatal=fatal is not None)
-        fatal = fatal or self._batch_verdict(live, chunk)
+        fatal = fatal or _cancelled(live, chunk) or self._batch_verdict(live, chunk)
         if claimed or fatal is not None or chunk.shared_failures:
             self._writer.put_audit(live.account.snapshot())
             self._writer.commit_cache()
@@ -74,3 +74,14 @@ class Resolver:
         if call.dry_run and live.ledger.est_requests:
             return self._settler.batch_dry_run(live)
         return None
+
+
+def _cancelled(live: LiveCall, chunk: ChunkAnswers) -> DbtLlmError | None:
+    """Rows the cancelled run never answered: the statement fails rather than write them as NULL."""
+    if not chunk.cancelled:
+        return None
+    live.account.cancel()
+    return RunCancelledError(
+        f"dbt_llm: {live.call.where}: the run was cancelled (Ctrl-C or SIGTERM); {chunk.cancelled} row(s) got "
+        "no answer and nothing more was sent. Every answer paid for is cached: the next run sends only the rest."
+    )

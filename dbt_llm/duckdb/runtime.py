@@ -22,7 +22,7 @@ from ..errors import InternalStateError, SpecError
 from ..pricing import PriceTable
 from ..providers import Provider
 from ..providers.factory import build_provider
-from . import dbt_events
+from . import dbt_events, signals
 from .audit_book import AuditBook
 from .batch_mode import BatchMode
 from .interrupted import settle_interrupted
@@ -119,11 +119,15 @@ class Runtime:
             self.book.forget_all_but(invocation_id)
         self.engine.drop_prefetch()
         self.engine.new_invocation()
+        self.engine.resume()  # the last invocation may have been cancelled
         self.settler.close_accounts(stale, node_failed=True)
         return invocation
 
     def on_dbt_event(self, msg: Any) -> None:
         """dbt's NodeFinished settles the node's open ledgers (see Settler.node_finished)."""
+        signals.install()
+        if dbt_events.cancelling(msg):
+            self.cancel()
         finished = dbt_events.node_finished(msg)
         if finished is not None:
             self.settler.node_finished(*finished)
@@ -217,8 +221,17 @@ class Runtime:
             return f"{node_id}: settled"
         return self.settler.finish_model(invocation, node_id, materialized)
 
+    def cancel(self) -> None:
+        """Ctrl-C, SIGTERM or dbt cancelling its queries: nothing more is sent, waiting UDFs return
+        (engine.cancel), and the rows still open settle as `cancelled` when their node ends."""
+        self.engine.cancel()
+        for account in self.book.open_accounts():
+            account.cancel()
+
     def close(self) -> None:
+        """At exit (atexit, before DuckDB's connection is torn down): our threads end first."""
         self._progress.stop()
+        self.writer.close()
         self.engine.close()
 
 

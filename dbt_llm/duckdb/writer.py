@@ -29,6 +29,7 @@ from ..calls.rows import (
 from ..errors import DbtLlmError
 
 _BATCH_SECONDS = 0.1  # a kill -9 loses at most this much of the answers that arrived
+_AT_ONCE = ("flush", "stop")  # items written without waiting for the batch to fill
 
 
 @dataclass
@@ -93,11 +94,20 @@ class Writer:
         if marker.error is not None:
             raise DbtLlmError(f"dbt_llm: writing to the llm_* tables failed: {marker.error}") from marker.error
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what is queued and end the thread: at exit no write may still run on dbt's connection
+        when DuckDB closes it (a busy connection aborts the process)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(("stop", None))
+            thread.join(timeout)
+
     def _loop(self) -> None:
         last = 0.0
         while True:
             items = [self._queue.get()]
-            flushing = items[0][0] == "flush"
+            flushing = items[0][0] in _AT_ONCE
             # One commit per _BATCH_SECONDS at most while answers stream in (a commit costs far more
             # than a row), but at once when a flush waits or the writer was idle.
             while not flushing:
@@ -109,7 +119,7 @@ class Writer:
                         break
                     continue
                 items.append(item)
-                flushing = item[0] == "flush"
+                flushing = item[0] in _AT_ONCE
             try:
                 self._write(items)
             except Exception as exc:  # raised to the flushes of this batch, or else of the next one
@@ -123,6 +133,8 @@ class Writer:
                 for flush in flushes:
                     flush.error = error
                     flush.done.set()
+            if any(kind == "stop" for kind, _ in items):
+                return
 
     def _write(self, items: list[tuple[str, Any]]) -> None:
         cache = [row for kind, row in items if kind == "cache"]

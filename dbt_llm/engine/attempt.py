@@ -17,7 +17,8 @@ from ..providers.base import Completion, FatalProviderError, Provider, RowError,
 from .budget import Budget
 from .limiter import Limiter
 from .outage import Outage, Streak
-from .outcome import Answer, Askable, Outcome, Stop, answer_of
+from .outcome import Answer, Askable, Halt, Outcome, answer_of
+from .stop import Stop
 
 
 class BudgetReached(Exception):
@@ -99,7 +100,9 @@ class Attempts:
         outage: Outage,
         prices: PriceTable,
         request_timeout: float,
+        stop: Stop,
     ) -> None:
+        self.stop = stop
         self._provider = provider
         self._limiter = limiter
         self._outage = outage
@@ -107,30 +110,30 @@ class Attempts:
         self._request_timeout = request_timeout
         self._calibration: dict[str, _Calibration] = {}  # per task spec_hash
         self._budget_settled = asyncio.Event()  # replaced each time a reservation settles
-        self._stopped: dict[str, Stop] = {}  # per model, what refused the run in this invocation
+        self._halted: dict[str, Halt] = {}  # per model, what refused the run in this invocation
 
     def new_invocation(self) -> None:
         """A key set or a base_url fixed since: try again."""
-        self._stopped.clear()
+        self._halted.clear()
 
     async def attempt(self, row: Row) -> Answer:
         """One request for the row, once the provider is up (or this is the probe), a slot is free
         and the budget allows it; returns the checked answer (outcome.answer_of) or raises why there is
         none. Once the provider refused the run (a bad key, a wrong route, no key set) the model's
-        rows raise Stop without a request: the requests in flight then are the only ones paid for."""
+        rows raise Halt without a request: the requests in flight then are the only ones paid for."""
         model = row.request.model
-        self._unless_stopped(model)
+        self._unless_halted(model)
         try:
             return await self._attempt(row)
         except (FatalProviderError, ConfigError) as exc:
-            stop = Stop("config_error" if isinstance(exc, ConfigError) else "provider_error", str(exc))
-            self._stopped[model] = stop
-            raise Stop(stop.kind, str(stop)) from None
+            halt = Halt("config_error" if isinstance(exc, ConfigError) else "provider_error", str(exc))
+            self._halted[model] = halt
+            raise Halt(halt.kind, str(halt)) from None
 
-    def _unless_stopped(self, model: str) -> None:
-        stopped = self._stopped.get(model)
-        if stopped is not None:
-            raise Stop(stopped.kind, str(stopped))
+    def _unless_halted(self, model: str) -> None:
+        halted = self._halted.get(model)
+        if halted is not None:
+            raise Halt(halted.kind, str(halted))
 
     async def _attempt(self, row: Row) -> Answer:
         request, outcome = row.request, row.outcome
@@ -152,11 +155,12 @@ class Attempts:
         cost = 0.0
         try:
             await self._admit(row, held)
-            self._unless_stopped(request.model)  # the run may have been refused while this one queued
+            self._unless_halted(request.model)  # the run may have been refused while this one queued
             # Reserved once a slot is free, so what is in flight cannot carry the spend past the cap.
             reserve = 0.0 if price is None else price.cost(math.ceil(prompt), math.ceil(answer))
             await self._reserve(request.budget, reserve)
             held.reserved = reserve
+            self.stop.check()  # nothing is sent once the run is cancelled
             completion = await self._send(row, max_tokens, held)
             cost = outcome.charge(completion.usage, price)
         except BaseException as exc:
@@ -177,8 +181,8 @@ class Attempts:
         while True:
             if self._outage.down and outcome.clock_from is None:
                 outcome.clock_from = time.monotonic()  # waiting for the provider counts toward row_timeout
-            held.probe = await self._outage.wait(time.monotonic() + row.time_left())
-            held.seq = await held.limiter.acquire(held.tokens)
+            held.probe = await self.stop.until(self._outage.wait(time.monotonic() + row.time_left()))
+            held.seq = await self.stop.until(held.limiter.acquire(held.tokens))
             if held.probe or not self._outage.down:
                 return
             held.release_slot(None, None)  # it went down while this one queued: wait, do not send
@@ -193,7 +197,7 @@ class Attempts:
                 return
             if verdict == "over":
                 raise BudgetReached()
-            await settled.wait()
+            await self.stop.until(settled.wait())
 
     def _settle(self, budget: Budget, reserved: float, cost: float) -> None:
         budget.settle(reserved, cost)
@@ -213,7 +217,10 @@ class Attempts:
             provider = self._provider()
             timeout = max(0.1, min(held.limiter.timeout(self._request_timeout), row.time_left()))
             try:
-                completion = await asyncio.wait_for(request.send(provider, max_tokens), timeout)
+                # Once the run is cancelled, an answer on its way gets a grace period to land.
+                completion = await self.stop.until(
+                    asyncio.wait_for(request.send(provider, max_tokens), timeout), grace=True
+                )
             except asyncio.TimeoutError:
                 raise TransientError("timeout", f"no answer within {timeout:.1f}s") from None
         except TransientError as exc:

@@ -26,7 +26,8 @@ from .outcome import Outcome, Pending, Request
 from .pack_retries import PackRetries
 from .packing import packs_of
 from .prefetch import Prefetch, Queued
-from .retries import Retries
+from .retries import Retries, cancelled
+from .stop import Stop
 
 T = TypeVar("T")
 
@@ -63,8 +64,9 @@ class Engine:
         self._lock = threading.Lock()
         self._limiters: dict[str, Limiter] = {}
         self.outage = outage or Outage()  # one provider: when it is down, every model waits for it
+        self._stop = Stop()
         self._attempts = attempts = Attempts(
-            self._get_provider, self.limiter, self.outage, prices, settings.request_timeout
+            self._get_provider, self.limiter, self.outage, prices, settings.request_timeout, self._stop
         )
         tries, row_timeout = settings.max_attempts, settings.row_timeout
         self._retries = Retries(attempts, max_attempts=tries, row_timeout=row_timeout)
@@ -92,7 +94,10 @@ class Engine:
         if loop is None:
             return
         if self._provider is not None:
-            asyncio.run_coroutine_threadsafe(self._provider.aclose(), loop).result(timeout=10)
+            try:
+                asyncio.run_coroutine_threadsafe(self._provider.aclose(), loop).result(timeout=10)
+            except TimeoutError:
+                pass  # a connection that will not close must not hold up the exit
             self._provider = None
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
@@ -159,6 +164,27 @@ class Engine:
             item.future.cancel()  # nobody waits on it: _forget takes the key out of the in-flight table
         return len(dropped)
 
+    def cancel(self) -> None:
+        """Stop the run (Ctrl-C, SIGTERM): nothing more is sent; every request waiting (queued, for
+        a slot, the provider, the budget, a backoff) settles at once as `cancelled`, one on the wire
+        once its answer lands or its grace period ends. Returns at once; safe from any thread."""
+        with self._lock:
+            loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._cancel_now)
+
+    def resume(self) -> None:
+        """A new run after a cancelled one: requests may be sent again."""
+        with self._lock:
+            loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._stop.resume)
+
+    def _cancel_now(self) -> None:
+        self._stop.stop()
+        for item in self._prefetch.drop():
+            _settle_cancelled(item.future, item.request.key)
+
     def limiter(self, model: str) -> Limiter:
         """One limiter per model: every dbt thread and model of the process shares it."""
         if model not in self._limiters:
@@ -185,7 +211,9 @@ class Engine:
             future.add_done_callback(functools.partial(self._forget, request.key))
             pending.append(Pending(request.key, future, owned=True))
             item = Queued(request, on_outcome, future)
-            if prefetch_for is None:
+            if self._stop.stopping:
+                _settle_cancelled(future, request.key)
+            elif prefetch_for is None:
                 now.append(item)
             else:
                 self._prefetch.queue(prefetch_for, item)
@@ -223,6 +251,14 @@ class Engine:
         if self._provider is None:
             self._provider = self._provider_factory()
         return self._provider
+
+
+def _settle_cancelled(future: asyncio.Future[Outcome], key: str) -> None:
+    """A request that was never started: its callers get a `cancelled` outcome, nothing to record."""
+    if not future.done():
+        outcome = Outcome(key=key)
+        cancelled(outcome)
+        future.set_result(outcome)
 
 
 __all__ = ["Budget", "DbtLlmError", "Engine", "EngineSettings", "Outcome", "Pending", "Request"]

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..providers.base import TransientError
-from .outcome import Stop
+from .outcome import Halt
 
 FIRST_DELAY = 0.5  # seconds before the first probe; doubled after each failed one
 MAX_DELAY = 15.0
@@ -68,7 +68,7 @@ class Outage:
         self.outages = 0  # times the provider went down, for logs and tests
         self._answered_once = False  # in this invocation
         self._verdict: asyncio.TimerHandle | None = None  # when a provider that never answered is given up
-        self._gave_up: Stop | None = None
+        self._gave_up: Halt | None = None
 
     @property
     def down(self) -> bool:
@@ -94,9 +94,9 @@ class Outage:
         """Return at once while the provider is up. While it is down, wait until it is up again
         (False) or until this caller is to send the probe (True). At the monotonic `deadline`,
         raise the last error that made it look down; once a provider that never answered is given
-        up, raise Stop."""
+        up, raise Halt."""
         if self._gave_up is not None:
-            raise Stop(self._gave_up.kind, str(self._gave_up))
+            raise Halt(self._gave_up.kind, str(self._gave_up))
         if not self._down:
             return False
         if self._probe_ready and not self._probe_out:
@@ -185,7 +185,7 @@ class Outage:
         self._verdict = None
         if self._answered_once or not self._down:
             return
-        self._gave_up = Stop(
+        self._gave_up = Halt(
             "unreachable",
             f"no answer from the provider in the {self._unreachable_after:g}s since this run's first request "
             f"({self._last}). Check `base_url` in the dbt_llm plugin config (it usually ends in /v1) and that "
@@ -194,7 +194,7 @@ class Outage:
         while self._waiters:
             future = self._waiters.popleft()
             if not future.done():
-                future.set_exception(Stop("unreachable", str(self._gave_up)))
+                future.set_exception(Halt("unreachable", str(self._gave_up)))
 
     def _grant(self) -> None:
         """Hand the probe to the longest waiting caller, or to the next one to come."""

@@ -26,11 +26,12 @@ ErrorKind = Literal[
     "config_error",  # the plugin config cannot send it: no API key set, no price to enforce max_cost_usd
     "provider_error",  # the provider refused the run: a bad key, a wrong route
     "unreachable",  # nothing answered at base_url since the invocation started
+    "cancelled",  # the run was cancelled (Ctrl-C, SIGTERM) before an answer: not a row failure, not written
 ]
 STOPPING: frozenset[ErrorKind] = frozenset({"config_error", "provider_error", "unreachable"})
 
 
-class Stop(Exception):
+class Halt(Exception):
     """No request of the run can succeed: every row still waiting fails with this, at once."""
 
     def __init__(self, kind: ErrorKind, message: str) -> None:

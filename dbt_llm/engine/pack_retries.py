@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from ..functions.tasks import InvalidAnswer
 from ..providers.base import RowError, TransientError
 from .attempt import Attempts, BudgetReached, Row
-from .outcome import Answer, Outcome, Request, Stop
+from .outcome import Answer, Halt, Outcome, Request
 from .packing import Pack, Signature, shares, signature
-from .retries import Retries, backoff
+from .retries import Retries, backoff, cancelled
+from .stop import Stopped
 
 
 @dataclass
@@ -78,23 +79,29 @@ class PackRetries:
         tries.outcome.clock_from = min(starts) if starts else None
         self._in_flight[sig] += 1
         content: str | None = None
-        ended: Stop | None = None  # every row ends with this error, unsplit
+        ended: Halt | None = None  # every row ends with this error, unsplit
+        stopped = False  # the run was cancelled
         try:
             content = (await self._send(tries)).result
         except BudgetReached:
-            ended = Stop("budget", "not sent: max_cost_usd was reached")
+            ended = Halt("budget", "not sent: max_cost_usd was reached")
+        except Stopped:
+            stopped = True
         except (TransientError, InvalidAnswer, RowError):
             pass  # split below
-        except Stop as exc:
-            ended = exc  # pooled rows of the pack's task meet the same Stop when they are sent
+        except Halt as exc:
+            ended = exc  # pooled rows of the pack's task meet the same Halt when they are sent
         finally:
             self._in_flight[sig] -= 1
         self._charge(tries.outcome, rows)
         if content is not None:
             self._settle(rows, pack.answers(content), tries, sig)
-        elif ended is not None:
+        elif ended is not None or stopped:
             for row in rows:
-                row.outcome.error_kind, row.outcome.error = ended.kind, str(ended)
+                if ended is None:
+                    cancelled(row.outcome)
+                else:
+                    row.outcome.error_kind, row.outcome.error = ended.kind, str(ended)
                 row.finish()
         else:
             half = len(rows) // 2
@@ -142,7 +149,7 @@ class PackRetries:
                 counted, left = tries.counted(), tries.time_left()
                 if exc.kind != "rate_limited" or counted >= self._max_attempts or left <= 0:
                     raise
-                await asyncio.sleep(min(backoff(exc, counted), left))
+                await self._attempts.stop.until(asyncio.sleep(min(backoff(exc, counted), left)))
 
     @staticmethod
     def _charge(tries: Outcome, rows: list[PackedRow]) -> None:

@@ -10,7 +10,8 @@ import random
 from ..functions.tasks import InvalidAnswer
 from ..providers.base import RowError, TransientError
 from .attempt import Attempts, BudgetReached, Row
-from .outcome import Askable, Outcome, Stop
+from .outcome import Askable, Halt, Outcome
+from .stop import Stopped
 
 
 def backoff(error: Exception, counted: int) -> float:
@@ -21,6 +22,12 @@ def backoff(error: Exception, counted: int) -> float:
         return 0.0
     delay: float = min(20.0, 0.25 * 2.0 ** (counted - 1))
     return delay * random.uniform(0.5, 1.0)
+
+
+def cancelled(outcome: Outcome) -> None:
+    """The run was cancelled before the row got an answer (not a failure of the row: the next run sends it)."""
+    outcome.error_kind = "cancelled"
+    outcome.error = "no answer: the run was cancelled" if outcome.attempts else "not sent: the run was cancelled"
 
 
 class Retries:
@@ -49,7 +56,9 @@ class Retries:
                         raise
                     if row.failures and row.failures[-1] is not None and row.failures[-1].outage:
                         continue  # the outage gate paces the next try
-                    await asyncio.sleep(min(backoff(exc, row.counted()), left))
+                    await self._attempts.stop.until(asyncio.sleep(min(backoff(exc, row.counted()), left)))
+        except Stopped:
+            cancelled(outcome)
         except BudgetReached:
             outcome.error_kind = "budget"
             outcome.error = "not sent: max_cost_usd was reached"
@@ -63,6 +72,6 @@ class Retries:
             outcome.error_kind, outcome.error = "invalid_answer", str(exc)
         except RowError as exc:
             outcome.error_kind, outcome.error = exc.kind, str(exc)
-        except Stop as exc:
+        except Halt as exc:
             outcome.error_kind, outcome.error = exc.kind, str(exc)
         return outcome
