@@ -248,6 +248,26 @@ def test_a_key_submitted_twice_at_once_is_sent_once_and_the_second_caller_shares
     assert sorted(who for who, _ in heard) == ["first", "first"]  # only the owner's callback records it
 
 
+def test_a_key_answered_after_the_callers_check_is_not_sent_again(engines: Callable[..., Engine]) -> None:
+    """Two dbt threads: the second checked its texts before the first one's answer landed. On the
+    loop, `still_needed` sees what was recorded by then, so the text is not paid for twice."""
+    provider = FakeProvider()
+    engine = engines(provider)
+    answered: dict[str, str] = {}
+
+    def record(outcome: Outcome) -> None:
+        assert outcome.result is not None
+        answered[outcome.key] = outcome.result
+
+    [first] = engine.run([request("shared")], record)  # landed after the second caller checked
+    pending = engine.submit(
+        [request("shared"), request("new")], record, still_needed=lambda key: key not in answered
+    )
+    assert [p.key for p in pending] == [request("new").key]
+    engine.wait(pending)
+    assert provider.texts() == ["shared", "new"] and first.ok
+
+
 def test_a_prefetch_waits_for_its_owner_and_the_keys_waited_for_start_first(
     engines: Callable[..., Engine],
 ) -> None:

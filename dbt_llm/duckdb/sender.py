@@ -77,9 +77,17 @@ class Sender:
         return self._engine.wait(live.take_pending())
 
     def _start(self, live: LiveCall, requests: list[Request], prefetch: bool) -> list[Pending]:
-        live.account.count_queued(len(requests))
         self._on_first_request()
-        return self._engine.submit(requests, live.answered, prefetch_for=live.handle if prefetch else None)
+        # Asked again on the engine's loop: another model's request for a key may land between our
+        # check (live.unsent) and the submit, and the text must not be paid for twice.
+        pending = self._engine.submit(
+            requests,
+            live.answered,
+            prefetch_for=live.handle if prefetch else None,
+            still_needed=lambda key: live.invocation.answer_of(key) is None,
+        )
+        live.account.count_queued(len(pending))
+        return pending
 
     def _estimate(self, live: LiveCall, requests: list[Request]) -> None:
         """Dry run: what the requests would cost, sent nowhere. A key counts once per invocation,

@@ -115,10 +115,17 @@ class Engine:
         return outcomes
 
     def submit(
-        self, requests: list[Request], on_outcome: Callable[[Outcome], None], *, prefetch_for: str | None = None
+        self,
+        requests: list[Request],
+        on_outcome: Callable[[Outcome], None],
+        *,
+        prefetch_for: str | None = None,
+        still_needed: Callable[[str], bool] | None = None,
     ) -> list[Pending]:
         """Hand the requests over and return at once; `wait` collects the outcomes. A key already
-        in flight (from any caller) is not sent again.
+        in flight (from any caller) is not sent again, nor one `still_needed` says was answered
+        meanwhile (it is asked on the loop, after the outcomes delivered so far: a caller that checked
+        before another caller's request for the key landed does not pay for it again).
 
         Without `prefetch_for` the requests start now. With it, they are a prefetch for that owner:
         one starts only while a caller waits in `wait(..., owner)` and a slot of the model is free,
@@ -126,6 +133,8 @@ class Engine:
         (a LIMIT) then pays for about one round of slots more than it used, not for every row."""
         if not requests:
             return []
+        if still_needed is not None:
+            return self._call(self._start_needed(requests, on_outcome, prefetch_for, still_needed))
         return self._call(self._start(requests, on_outcome, prefetch_for))
 
     def wait(self, pending: list[Pending], owner: str | None = None) -> list[Outcome]:
@@ -221,6 +230,16 @@ class Engine:
             self._prefetch.start(pack)
         self._prefetch.feed()
         return pending
+
+    async def _start_needed(
+        self,
+        requests: list[Request],
+        on_outcome: Callable[[Outcome], None],
+        prefetch_for: str | None,
+        still_needed: Callable[[str], bool],
+    ) -> list[Pending]:
+        needed = [r for r in requests if r.key in self._inflight or still_needed(r.key)]
+        return await self._start(needed, on_outcome, prefetch_for)
 
     async def _wait(self, pending: list[Pending], owner: str | None) -> list[Outcome]:
         self._prefetch.want(p.key for p in pending)
