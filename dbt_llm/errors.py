@@ -35,9 +35,5 @@ class InternalStateError(DbtLlmError):
     """dbt-llm was used outside of what it supports (for example SQL run outside dbt)."""
 
 
-class DryRunError(DbtLlmError):
-    """A dry run found rows that would be sent: it reports their cost and stops the model."""
-
-
 class BatchPendingError(DbtLlmError):
     """A model's batch jobs had not ended at batch_timeout: nothing was written; the next run collects them."""

@@ -78,14 +78,47 @@ def test_microbatch_fails_the_batch_that_holds_the_failed_row_and_retry_mends_it
     assert project.query(newest) == [("20240102", "success")]
 
 
-def test_a_dry_run_prices_every_microbatch_batch_and_writes_none(project: DbtProject) -> None:
+def test_a_dry_run_prices_every_microbatch_batch_writes_none_and_fails_nothing(project: DbtProject) -> None:
     window = microbatch_events(project)
-    project.dbt("run", "--select", "mb", *window, "--vars", "{dbt_llm_dry_run: true}", ok=False)
+    project.write(  # downstream of mb: estimated on mb's rows
+        "models/down.sql", "select id, {{ dbt_llm.llm_filter('l', 'Is it about money?') }} as money from {{ ref('mb') }}\n"
+    )
+    dry = ["--vars", "{dbt_llm_dry_run: true}"]
+    log = project.root / "logs" / "dbt.log"
+
+    # No table yet: every batch is priced, none is written, and the table the first batch created is dropped.
+    project.dbt("run", "--select", "mb", *window, *dry)
     assert project.server.requests == []
     audit = project.query("select batch_id, status, est_requests from dbt_llm.llm_audit order by 1")
-    # dbt skips the batches after a failed first one; the first was priced whole and wrote nothing.
-    assert audit == [("20240101", "dry_run", 5)]
+    assert audit == [(f"2024010{d}", "dry_run", 5) for d in (1, 2, 3)]
     assert project.query("select count(*) from information_schema.tables where table_name = 'mb'")[0][0] == 0
+    assert "Dry run so far: 15 request(s)" in log.read_text()
+
+    project.dbt("run", *window)
+    assert project.query("select count(*), count(l) from mb")[0] == (15, 15)
+    before = project.query("select * from mb order by id")
+    project.execute("delete from dbt_llm.llm_cache where function = 'classify'")
+    project.server.reset()
+    # Four dry runs of the DAG over a table that exists (two of them full refreshes, which would replace it):
+    # each exits 0, sends nothing, prices the same batches and leaves mb as it was.
+    for refresh in ([], ["--full-refresh"], [], ["--full-refresh"]):
+        size = len(log.read_text())
+        result = project.dbt("run", *window, *dry, *refresh)
+        assert {r.status for r in result.result.results} == {"success"}
+        assert project.server.requests == []
+        assert project.query("select * from mb order by id") == before
+        said = log.read_text()[size:]
+        assert "each of its 3 batch(es) was priced and none written" in said
+        assert "Dry run so far: 15 request(s)" in said, said
+    newest = project.query(
+        "select batch_id, est_requests from dbt_llm.llm_audit where invocation_id = (select invocation_id from "
+        "dbt_llm.llm_audit order by started_at desc limit 1) and node_id like '%.mb' order by 1"
+    )
+    assert newest == [(f"2024010{d}", 5) for d in (1, 2, 3)]
+    # The next real run writes every batch again (the dry run's settings were only the dry run's).
+    project.dbt("run", "--select", "mb", *window)
+    assert len(project.server.requests) == 15
+    assert project.query("select * from mb order by id") == before
 
 
 def test_show_settles_its_audit_row_and_the_tests_judge_the_last_run_not_the_preview(project: DbtProject) -> None:

@@ -4,7 +4,7 @@ why and what to do. Pure functions of the ledgers: nothing is sent or written he
 from __future__ import annotations
 
 from ..engine.budget import Budget
-from ..errors import BudgetExceededError, DbtLlmError, DryRunError, RowFailuresError
+from ..errors import BudgetExceededError, DbtLlmError, RowFailuresError
 from .ledger import EstimateTotal, Ledger, estimate_text
 
 
@@ -61,20 +61,16 @@ def batch_failed(where: str, texts: int, query: str) -> DbtLlmError:
     )
 
 
-def batch_dry_run(where: str, ledger: Ledger) -> DbtLlmError:
-    # dbt commits each batch on its own, so a dry run stops the batch once it is priced.
-    return DryRunError(
-        f"dbt_llm dry run: {where} would send {estimate_text(ledger)}. Nothing was sent and the batch was not "
-        "written; run without dbt_llm_dry_run to build it."
-    )
-
-
 def dry_run_note(node_id: str, ledgers: list[Ledger], materialized: str, total: EstimateTotal) -> str:
     """A dry run does not fail its model, so the models downstream are estimated in the same pass."""
     estimated = sum(lg.est_requests for lg in ledgers)
+    batches = len({lg.batch_id for lg in ledgers if lg.batch_id})
     built = (
         "built from cached answers, with NULL where a call would be needed (the next run rebuilds the table)"
         if materialized == "table"
+        else f"not built: each of its {batches} batch(es) was priced and none written; models downstream read "
+        "its previous state"
+        if batches
         else f"not built: its {materialized} build was rolled back, since NULLs committed to it would never be "
         "revisited; models downstream read its previous state"
     )

@@ -26,6 +26,7 @@ class Invocation:
         self._model_budgets: dict[str, Budget] = {}  # models with a cap of their own
         self._batch_owner: dict[str, CallJobs] = {}  # key -> the jobs of the call that sends it
         self._estimate_total = EstimateTotal()  # a dry run's, over all models
+        self._built_by_dry_run: set[str] = set()  # microbatch models whose first batch created the table
 
     def remember(self, key: str, answer: str) -> None:
         with self._lock:
@@ -73,6 +74,13 @@ class Invocation:
                 self._estimate_total.add(lg)
             total = self._estimate_total
             return EstimateTotal(total.requests, total.tokens, total.cost_usd, set(total.models))
+
+    def built_by_dry_run(self, node_id: str, *, first_batch_creates: bool = False) -> bool:
+        """Whether a dry run's first batch of `node_id` created its table (so the last drops it)."""
+        with self._lock:
+            if first_batch_creates:
+                self._built_by_dry_run.add(node_id)
+            return node_id in self._built_by_dry_run
 
     def batch_owner(self, key: str, jobs: CallJobs) -> CallJobs:
         """The jobs that send `key`: the first call's to ask; a later call waits for them."""

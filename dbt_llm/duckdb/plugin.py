@@ -53,6 +53,9 @@ class Plugin(BasePlugin):
         _arrow_function(conn, "dbt_llm_submit", runtime.submit, [VARCHAR] * 3, VARCHAR, side_effects=False)
         conn.create_function("dbt_llm_schema", runtime.schema, [], VARCHAR)
         conn.create_function("dbt_llm_estimated", runtime.estimated, [VARCHAR, VARCHAR], BIGINT, side_effects=True)
+        conn.create_function(
+            "dbt_llm_built_by_dry_run", runtime.built_by_dry_run, [VARCHAR, VARCHAR], BOOLEAN, side_effects=True
+        )
         conn.create_function("dbt_llm_finish", runtime.finish, [VARCHAR] * 3, VARCHAR, side_effects=True)
 
 

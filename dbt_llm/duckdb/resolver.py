@@ -65,14 +65,12 @@ class Resolver:
 
     def _batch_verdict(self, live: LiveCall, chunk: ChunkAnswers) -> DbtLlmError | None:
         """A microbatch batch fails in its own statement on skipped rows or, with on_error: fail, on
-        failed ones; a dry run stops it once priced."""
+        failed ones (a dry run's batch is priced whole and writes nothing: see _llm_prepare)."""
         call = live.call
-        if not call.batch_id:
+        if not call.batch_id or call.dry_run:
             return None
         if chunk.skipped or (chunk.failed and call.on_error == "fail"):
             return self._settler.fail_batch(live, self._sender.drain(live))
-        if call.dry_run and live.ledger.est_requests:
-            return self._settler.batch_dry_run(live)
         return None
 
 

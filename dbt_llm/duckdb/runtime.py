@@ -142,6 +142,8 @@ class Runtime:
         except SpecError as exc:
             return json.dumps({"error": str(exc)})
         invocation = self._begin(invocation_id)
+        if call.dry_run and args.get("dry_run_creates"):
+            invocation.built_by_dry_run(call.node_id, first_batch_creates=True)
         # The account exists from here, so a run with no new rows still leaves an audit row.
         account = self.book.account_of(call)
         with self._lock:
@@ -209,6 +211,13 @@ class Runtime:
         """Requests a dry run of the model would send: the post-hook rolls back a model that is not a
         table when there are any."""
         return sum(a.ledger.est_requests for a in self.book.accounts_of(invocation_id, node_id))
+
+    def built_by_dry_run(self, invocation_id: str, node_id: str) -> bool:
+        """dbt_llm_built_by_dry_run: in a microbatch model's last batch, whether this dry run created
+        its table (its first batch did): the post-hook drops it, as a rollback would."""
+        with self._lock:
+            invocation = self._invocation
+        return invocation is not None and invocation.id == invocation_id and invocation.built_by_dry_run(node_id)
 
     # -- dbt_llm_finish(invocation_id, node_id, materialized): the model's post-hook --
     def finish(self, invocation_id: str, node_id: str, materialized: str = "table") -> str:

@@ -58,11 +58,6 @@ class Settler:
         query = verdict.errors_query(self._schema(), call.invocation_id, call.node_id)
         return verdict.batch_failed(call.where, failed, query)
 
-    def batch_dry_run(self, live: LiveCall) -> DbtLlmError:
-        """dbt commits each batch on its own, so a dry run stops a batch once it is priced."""
-        self._settle_now(live.account, "dry_run")
-        return verdict.batch_dry_run(live.call.where, live.ledger)
-
     def finish_model(self, invocation: Invocation, node_id: str, materialized: str) -> str:
         """The model's post-hook: settle its open rows (batches of a microbatch model that failed or
         finished are settled already: this is the last), then fail it on failed or skipped rows."""
@@ -75,10 +70,12 @@ class Settler:
             self._log(summary(lg))
         failed = sum(lg.failed_rows for lg in ledgers if lg.on_error == "fail")
         skipped = sum(lg.skipped_rows for lg in ledgers)
-        estimated = sum(lg.est_requests for lg in ledgers)
-        if any(lg.dry_run for lg in ledgers) and estimated:
-            total = invocation.add_estimates(ledgers)
-            self._log(verdict.dry_run_note(node_id, ledgers, materialized, total))
+        # A dry run counts every batch of a microbatch model (the earlier ones settled as they ended).
+        priced = [a.ledger for a in self._book.accounts_of(invocation.id, node_id) if a.ledger.dry_run]
+        estimated = sum(lg.est_requests for lg in priced)
+        if priced and estimated:
+            total = invocation.add_estimates(priced)
+            self._log(verdict.dry_run_note(node_id, priced, materialized, total))
             return f"{node_id}: dry run, {estimated} request(s) not sent"
         if skipped:
             raise verdict.budget_error(node_id, invocation.node_budget(node_id), skipped)

@@ -2,17 +2,28 @@
     A dry run never fails the model, so a whole DAG can be estimated in one pass: a table is built
     from cached answers with NULL where a call would be needed (the next run rebuilds it); any other
     materialization is rolled back, since NULLs committed to an incremental model would never be
-    revisited. -#}
+    revisited; a microbatch model's batches write nothing (see _llm_prepare). -#}
 {% macro _llm_finish() -%}
   {{- adapter.dispatch('_llm_finish', 'dbt_llm')() -}}
 {%- endmacro %}
 
 {% macro duckdb___llm_finish() -%}
   {%- set materialized = config.get('materialized') -%}
+  {%- set node = "'" ~ invocation_id ~ "', '" ~ model.unique_id ~ "'" -%}
   {%- if execute and dbt_llm._llm_dry_run() and materialized != 'table' -%}
-    {%- set estimated = run_query("select dbt_llm_estimated('" ~ invocation_id ~ "', '" ~ model.unique_id ~ "')") -%}
+    {%- set estimated = run_query("select dbt_llm_estimated(" ~ node ~ ")") -%}
     {%- if estimated.columns[0].values()[0] > 0 -%}
       rollback; begin transaction;
+    {%- endif -%}
+    {#- The last batch of a microbatch model: no batch wrote a row, but the first one created the
+        table if there was none; a later run must find none, or it would skip the history. -#}
+    {%- if model.batch is defined and model.batch -%}
+      {%- if run_query("select dbt_llm_built_by_dry_run(" ~ node ~ ")").columns[0].values()[0] -%}
+        drop table if exists {{ this }};
+      {%- endif -%}
+      {%- if flags.FULL_REFRESH and not invocation_args_dict.get('event_time_start') -%}
+        {%- do log("dbt_llm dry run: " ~ model.unique_id ~ " was priced over the batches of an incremental run, and its table kept; to price a full refresh, add --event-time-start (its begin) and --event-time-end.", info=true) -%}
+      {%- endif -%}
     {%- endif -%}
   {%- endif -%}
   select dbt_llm_finish('{{ invocation_id }}', '{{ model.unique_id }}', '{{ materialized }}')

@@ -12,6 +12,14 @@
     {%- if 'concurrent_batches' not in (model.raw_code or '') and configured is none -%}
       {%- do config(concurrent_batches=false) -%}
     {%- endif -%}
+    {#- A dry run writes no batch: dbt-duckdb's delete+insert of a batch selects and deletes the rows
+        whose event_time is in the batch's window, so with an event_time that is never in a window each
+        batch is priced over all its rows and commits nothing. -#}
+    {%- if dbt_llm._llm_dry_run() and dbt_llm._llm_is_microbatch() -%}
+      {#- A full refresh's first batch would replace the table: a dry run keeps it (see _llm_finish).
+          Set whatever the flags: a partial parse does not parse again when only --full-refresh changed. -#}
+      {%- do config(event_time='cast(null as timestamp)', full_refresh=false) -%}
+    {%- endif -%}
     {{- return(none) -}}
   {%- endif -%}
   {%- set where = 'llm_' ~ function ~ '(' ~ text ~ ') in ' ~ model.unique_id -%}
@@ -23,12 +31,14 @@
   {#- A microbatch model renders once per batch: each batch is a call of its own that fails on its own rows. -#}
   {%- set batch = model.batch if model.batch is defined and model.batch else none -%}
   {%- set meta = config.get('meta') or {} -%}
+  {#- A dry run drops the table its first batch created (see _llm_finish). -#}
+  {%- set creates = batch is not none and dbt_llm._llm_dry_run() and load_relation(this) is none -%}
   {%- set payload = {'function': function, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id,
                      'command': flags.WHICH, 'hooked': flags.WHICH in dbt_llm._llm_hooked_commands(),
                      'batch_id': batch.id if batch else '',
                      'model_settings': meta.get('dbt_llm') if meta is mapping else none,
                      'mode': var('dbt_llm_mode', none),
-                     'dry_run': dbt_llm._llm_dry_run()} -%}
+                     'dry_run': dbt_llm._llm_dry_run(), 'dry_run_creates': creates} -%}
   {%- do payload.update(args) -%}
   {{- return(adapter.dispatch('_llm_plan', 'dbt_llm')(payload, where)) -}}
 {%- endmacro %}
