@@ -81,7 +81,8 @@ def test_microbatch_fails_the_batch_that_holds_the_failed_row_and_retry_mends_it
 def test_a_dry_run_prices_every_microbatch_batch_writes_none_and_fails_nothing(project: DbtProject) -> None:
     window = microbatch_events(project)
     project.write(  # downstream of mb: estimated on mb's rows
-        "models/down.sql", "select id, {{ dbt_llm.llm_filter('l', 'Is it about money?') }} as money from {{ ref('mb') }}\n"
+        "models/down.sql",
+        "select id, {{ dbt_llm.llm_filter('l', 'Is it about money?') }} as money from {{ ref('mb') }}\n",
     )
     dry = ["--vars", "{dbt_llm_dry_run: true}"]
     log = project.root / "logs" / "dbt.log"
