@@ -91,3 +91,13 @@ def test_the_new_functions_check_their_arguments() -> None:
     assert embedding.parse_answer("[0.5, 1]") == '{"embedding":[0.5,1.0]}'
     with pytest.raises(InvalidAnswer, match="3 dimensions, not the 2"):
         embedding.parse_answer("[1, 2, 3]")
+
+
+def test_a_misspelt_column_is_named_with_the_model_s_columns_only(tickets: DbtProject) -> None:
+    tickets.write("models/bad.sql", "select {{ dbt_llm.llm_classify('bdy', ['a', 'b']) }} as x from {{ ref('tickets') }}\n")
+    result = tickets.dbt("run", "--select", "bad", ok=False)
+    message = "".join(str(r.message) for r in (result.result or []))
+    assert 'column "bdy" not found' in message, message
+    candidates = message.split("Candidate bindings:")[1]
+    assert "body" in candidates and "key" not in candidates and "model" not in candidates, message
+    assert tickets.server.requests == []

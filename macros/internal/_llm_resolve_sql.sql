@@ -10,8 +10,10 @@
     {%- set value = "left(" ~ value ~ ", " ~ call.truncate_at ~ ")" -%}
   {%- endif -%}
   {%- set key = "sha256('" ~ call.spec_hash ~ "' || " ~ value ~ ")" -%}
-  {%- set cached = "(select coalesce(max(_llm_c.result), dbt_llm_submit(" ~ key ~ ", " ~ value ~ ", '" ~ call.handle
-      ~ "')) from " ~ call.cache_table ~ " as _llm_c where _llm_c.key = " ~ key ~ ")" -%}
+  {#- Only the two columns it needs, under names of its own: a misspelt column in `text` gets DuckDB's
+      "did you mean" list of the model's columns, not of llm_cache's. -#}
+  {%- set cached = "(select coalesce(max(_llm_c._llm_result), dbt_llm_submit(" ~ key ~ ", " ~ value ~ ", '" ~ call.handle
+      ~ "')) from (select key as _llm_key, result as _llm_result from " ~ call.cache_table ~ ") as _llm_c where _llm_c._llm_key = " ~ key ~ ")" -%}
   (case when dbt_llm_tally({{ value }} is not null, '{{ call.handle }}')
         then coalesce({{ cached }}, dbt_llm_resolve({{ key }}, {{ value }}, '{{ call.handle }}')) end)
 {%- endmacro %}
