@@ -94,7 +94,9 @@ def test_the_new_functions_check_their_arguments() -> None:
 
 
 def test_a_misspelt_column_is_named_with_the_model_s_columns_only(tickets: DbtProject) -> None:
-    tickets.write("models/bad.sql", "select {{ dbt_llm.llm_classify('bdy', ['a', 'b']) }} as x from {{ ref('tickets') }}\n")
+    tickets.write(
+        "models/bad.sql", "select {{ dbt_llm.llm_classify('bdy', ['a', 'b']) }} as x from {{ ref('tickets') }}\n"
+    )
     result = tickets.dbt("run", "--select", "bad", ok=False)
     message = "".join(str(r.message) for r in (result.result or []))
     assert 'column "bdy" not found' in message, message

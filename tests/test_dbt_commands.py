@@ -100,9 +100,9 @@ def test_a_dry_run_prices_every_microbatch_batch_writes_none_and_fails_nothing(p
     before = project.query("select * from mb order by id")
     project.execute("delete from dbt_llm.llm_cache where function = 'classify'")
     project.server.reset()
-    # Four dry runs of the DAG over a table that exists (two of them full refreshes, which would replace it):
-    # each exits 0, sends nothing, prices the same batches and leaves mb as it was.
-    for refresh in ([], ["--full-refresh"], [], ["--full-refresh"]):
+    # Dry runs of the DAG over a table that exists (one a full refresh, which would replace it): each
+    # exits 0, sends nothing, prices the same batches and leaves mb as it was.
+    for refresh in ([], ["--full-refresh"]):
         size = len(log.read_text())
         result = project.dbt("run", *window, *dry, *refresh)
         assert {r.status for r in result.result.results} == {"success"}
@@ -256,6 +256,8 @@ def test_a_dry_run_estimates_a_whole_dag_and_commits_no_null_to_an_incremental_m
         "{{ config(materialized='incremental', unique_key='id') }}\n"
         "select id, {{ dbt_llm.llm_extract('body', {'amount': 'number'}) }} as e from {{ ref('t') }}\n",
     )
+    # downstream of b, which does not exist yet: the dry run keeps b for it until the command ends
+    project.write("models/d.sql", "select count(*) as n, count(e) as answered from {{ ref('b') }}\n")
     project.dbt("seed")
     project.dbt("run", "--vars", "{dbt_llm_dry_run: true}")
     assert project.server.requests == []
@@ -266,9 +268,11 @@ def test_a_dry_run_estimates_a_whole_dag_and_commits_no_null_to_an_incremental_m
         ("model.dbt_llm_example.c", "dry_run", 20),
     ]
     assert project.query("select count(*), count(l2) from c")[0] == (20, 0)
-    # The incremental model's build was rolled back: no NULL was committed for a later run to keep.
+    assert project.query("select n, answered from d") == [(20, 0)]
+    # The incremental model's table was dropped when the command ended: no NULL is left for a later run to keep.
     tables = {t for (t,) in project.query("select table_name from information_schema.tables")}
-    assert {"a", "c"} <= tables and "b" not in tables
+    assert {"a", "c", "d"} <= tables and "b" not in tables
+    assert project.query("select count(*) from dbt_llm.llm_dry_run_tables") == [(0,)]
 
     project.dbt("run")
     assert len(project.server.requests) == 60

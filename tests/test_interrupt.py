@@ -126,3 +126,36 @@ def test_ctrl_c_while_every_request_hangs_exits_promptly(project: DbtProject) ->
     ((status, _calls, _prompt, _completion, cost),) = audit(project)
     assert (status, cost) == ("cancelled", 0.0)
     assert project.query("select count(*) from dbt_llm.llm_errors")[0][0] == 0
+
+
+def test_four_dry_runs_of_a_microbatch_dag_each_exit_0(project: DbtProject) -> None:
+    """The report: 1 of 4 identical dry runs of a DAG with a microbatch model exited 134 (SIGABRT)."""
+    rows = ["id,created_at,body"] + [
+        f"{d}{i},2024-01-0{d} 0{i}:00:00,day {d} ticket {i}" for d in (1, 2) for i in range(5)
+    ]
+    project.write("seeds/events.csv", "\n".join(rows) + "\n")
+    project.write(
+        "seeds/events.yml",
+        "version: 2\nseeds:\n  - name: events\n    config:\n      event_time: created_at\n"
+        "      column_types: {created_at: timestamp}\n",
+    )
+    project.write(
+        "models/mb.sql",
+        "{{ config(materialized='incremental', incremental_strategy='microbatch', event_time='created_at', "
+        "batch_size='day', begin='2024-01-01') }}\n"
+        f"select id, created_at, {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as l from {{{{ ref('events') }}}}\n",
+    )
+    project.write(
+        "models/down.sql", "select id, {{ dbt_llm.llm_filter('l', 'Is it a bug?') }} as b from {{ ref('mb') }}\n"
+    )
+    project.write_profiles()
+    seed(project)
+    window = ["--event-time-start", "2024-01-01", "--event-time-end", "2024-01-03"]
+    for _ in range(4):
+        proc = dbt_child(project, "build", *window, "--vars", "{dbt_llm_dry_run: true}")
+        out, err = proc.communicate(timeout=180)
+        output = (out + err).decode()
+        assert proc.returncode == 0, f"exit code {proc.returncode}:\n{output[-3000:]}"
+        assert "Traceback" not in output and "terminate called" not in output, output[-3000:]
+        assert "Dry run so far: 10 request(s)" in output, output[-3000:]
+    assert project.server.requests == []

@@ -118,3 +118,37 @@ def test_kill_9_then_any_dbt_command_settles_the_audit_from_what_was_paid(
     assert len(project.server.answered()) == len(billed) + (n - len(billed))
     statuses = project.query("select status, api_calls from dbt_llm.llm_audit order by started_at")
     assert statuses == [("interrupted", len(billed)), ("success", n - len(billed))]
+
+
+def test_a_table_a_killed_dry_run_created_is_dropped_by_the_next_command(project: DbtProject) -> None:
+    """The dry run keeps a new incremental model's table (NULLs where a call was needed) for the models
+    downstream and drops it when the command ends; killed before that, the next command drops it
+    before dbt lists the relations, so a real run never takes it for the model's previous state."""
+    write_model(project, 5)
+    project.write(
+        "models/m.sql", "{{ config(materialized='incremental') }}\n" + (project.root / "models/m.sql").read_text()
+    )
+    # Downstream of m and slow: the kill lands while it runs, after m's dry-run table was committed.
+    project.write("models/slow.sql", "-- depends_on: {{ ref('m') }}\nselect sum(range) as s from range(20000000000)\n")
+    project.write_profiles()
+    dbt = [str(Path(sys.executable).with_name("dbt"))]
+    where = ["--project-dir", str(project.root), "--profiles-dir", str(project.root)]
+    subprocess.run([*dbt, "seed", *where], check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*dbt, "run", "--vars", "{dbt_llm_dry_run: true}", *where], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    output = []
+    for line in proc.stdout:
+        output.append(line.decode())
+        if "START sql table model main.slow" in output[-1]:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert project.query("select relation from dbt_llm.llm_dry_run_tables") == [('"warehouse"."main"."m"',)], output
+    assert project.query("select count(*), count(l) from m") == [(5, 0)]  # what a real run must not build on
+
+    project.dbt("run", "--select", "m")
+    assert project.query("select count(*), count(l) from m") == [(5, 5)]
+    assert project.query("select count(*) from dbt_llm.llm_dry_run_tables") == [(0,)]

@@ -61,13 +61,20 @@ def batch_failed(where: str, texts: int, query: str) -> DbtLlmError:
     )
 
 
-def dry_run_note(node_id: str, ledgers: list[Ledger], materialized: str, total: EstimateTotal) -> str:
-    """A dry run does not fail its model, so the models downstream are estimated in the same pass."""
+def dry_run_note(
+    node_id: str, ledgers: list[Ledger], materialized: str, total: EstimateTotal, *, created: bool = False
+) -> str:
+    """A dry run does not fail its model, so the models downstream are estimated in the same pass.
+    `created`: the dry run had to create the model's table (it keeps it until the run ends)."""
     estimated = sum(lg.est_requests for lg in ledgers)
     batches = len({lg.batch_id for lg in ledgers if lg.batch_id})
     built = (
         "built from cached answers, with NULL where a call would be needed (the next run rebuilds the table)"
         if materialized == "table"
+        else "built from cached answers, with NULL where a call would be needed"
+        + (f" (its first batch of {batches})" if batches else "")
+        + ", for the models downstream; it did not exist, so it is dropped when the run ends"
+        if created
         else f"not built: each of its {batches} batch(es) was priced and none written; models downstream read "
         "its previous state"
         if batches

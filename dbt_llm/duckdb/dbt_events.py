@@ -41,3 +41,8 @@ def current_invocation_id() -> str | None:
 def cancelling(msg: Any) -> bool:
     """dbt cancels its open queries (its Ctrl-C path, or fail-fast): LogCancelLine, once per connection."""
     return bool(msg.info.name == "LogCancelLine")
+
+
+def command_completed(msg: Any) -> bool:
+    """dbt's CommandCompleted: the command (run, build, ...) has ended, its hooks and results written."""
+    return bool(msg.info.name == "CommandCompleted")

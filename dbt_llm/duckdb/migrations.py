@@ -149,6 +149,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         "llm_audit: ungrounded values",
         "alter table {s}.llm_audit add column if not exists ungrounded_values bigint",
     ),
+    (
+        # Tables a dry run had to create so that the models downstream could be estimated: dropped by
+        # the package's on-run-end hook (and on-run-start, after a run that was killed).
+        "create llm_dry_run_tables",
+        """create table if not exists {s}.llm_dry_run_tables (
+            relation varchar primary key,
+            node_id varchar,
+            invocation_id varchar,
+            created_at timestamp
+        )""",
+    ),
 ]
 
 

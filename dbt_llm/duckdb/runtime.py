@@ -25,6 +25,7 @@ from ..providers.factory import build_provider
 from . import dbt_events, signals
 from .audit_book import AuditBook
 from .batch_mode import BatchMode
+from .dry_run_tables import drop_dry_run_tables
 from .interrupted import settle_interrupted
 from .invocation import Invocation
 from .job_store import JobStore
@@ -64,6 +65,7 @@ class Runtime:
         # Guards the runtime's own fields: the schema, the invocation and its live calls.
         self._lock = threading.Lock()
         self._schema: str | None = None
+        self._conn: duckdb.DuckDBPyConnection | None = None  # the first attached: dry-run tables are dropped on it
         self._invocation: Invocation | None = None
         self._calls: dict[str, LiveCall] = {}
         self._progress = ProgressReporter(
@@ -86,6 +88,9 @@ class Runtime:
             first, self._schema = self._schema is None, qualified
         if first:  # before the writer starts: nothing else writes yet
             self._settle_interrupted(conn, qualified)
+            # Before dbt lists the relations: a killed dry run's tables must not pass for a model's state.
+            drop_dry_run_tables(conn, qualified, self._log)
+            self._conn = conn
         self.writer.bind(conn, qualified)
         self.jobs.bind(conn, qualified)
 
@@ -131,6 +136,15 @@ class Runtime:
         finished = dbt_events.node_finished(msg)
         if finished is not None:
             self.settler.node_finished(*finished)
+        if dbt_events.command_completed(msg):
+            self._end_command()
+
+    def _end_command(self) -> None:
+        """The dbt command ended: drop the tables its dry run created for the models downstream."""
+        with self._lock:
+            schema, conn, invocation = self._schema, self._conn, self._invocation
+        if schema is not None and conn is not None and invocation is not None:
+            drop_dry_run_tables(conn, schema, self._log, invocation.id)
 
     # -- dbt_llm_prepare(args_json): called once per macro call when the model renders --
     def prepare(self, args_json: str) -> str:

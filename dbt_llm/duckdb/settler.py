@@ -75,7 +75,8 @@ class Settler:
         estimated = sum(lg.est_requests for lg in priced)
         if priced and estimated:
             total = invocation.add_estimates(priced)
-            self._log(verdict.dry_run_note(node_id, priced, materialized, total))
+            created = invocation.built_by_dry_run(node_id)
+            self._log(verdict.dry_run_note(node_id, priced, materialized, total, created=created))
             return f"{node_id}: dry run, {estimated} request(s) not sent"
         if skipped:
             raise verdict.budget_error(node_id, invocation.node_budget(node_id), skipped)

@@ -1,8 +1,9 @@
 {#- Post-hook: waits for the writer, then fails the model on failed rows or a reached budget.
     A dry run never fails the model, so a whole DAG can be estimated in one pass: a table is built
-    from cached answers with NULL where a call would be needed (the next run rebuilds it); any other
-    materialization is rolled back, since NULLs committed to an incremental model would never be
-    revisited; a microbatch model's batches write nothing (see _llm_prepare). -#}
+    from cached answers with NULL where a call would be needed (the next run rebuilds it); an
+    incremental model that exists is rolled back, since NULLs committed to it would never be
+    revisited (a microbatch model's batches write nothing: see _llm_prepare); one that did not exist
+    is kept for the models downstream and dropped at the end of the run (_llm_drop_dry_run_tables). -#}
 {% macro _llm_finish() -%}
   {{- adapter.dispatch('_llm_finish', 'dbt_llm')() -}}
 {%- endmacro %}
@@ -11,19 +12,15 @@
   {%- set materialized = config.get('materialized') -%}
   {%- set node = "'" ~ invocation_id ~ "', '" ~ model.unique_id ~ "'" -%}
   {%- if execute and dbt_llm._llm_dry_run() and materialized != 'table' -%}
-    {%- set estimated = run_query("select dbt_llm_estimated(" ~ node ~ ")") -%}
-    {%- if estimated.columns[0].values()[0] > 0 -%}
+    {%- set created = run_query("select dbt_llm_built_by_dry_run(" ~ node ~ ")").columns[0].values()[0] -%}
+    {%- set estimated = run_query("select dbt_llm_estimated(" ~ node ~ ")").columns[0].values()[0] > 0 -%}
+    {#- A microbatch model's later batches wrote nothing, so what its first created is never whole. -#}
+    {%- if created and (estimated or (model.batch is defined and model.batch)) -%}
+      {#- It did not exist: kept with NULLs for the models downstream, dropped at the end of the run. -#}
+      {%- set schema = run_query("select dbt_llm_schema()").columns[0].values()[0] -%}
+      insert or replace into {{ schema }}.llm_dry_run_tables values ({{ dbt_llm._llm_literal(this | string) }}, '{{ model.unique_id }}', '{{ invocation_id }}', now());
+    {%- elif estimated -%}
       rollback; begin transaction;
-    {%- endif -%}
-    {#- The last batch of a microbatch model: no batch wrote a row, but the first one created the
-        table if there was none; a later run must find none, or it would skip the history. -#}
-    {%- if model.batch is defined and model.batch -%}
-      {%- if run_query("select dbt_llm_built_by_dry_run(" ~ node ~ ")").columns[0].values()[0] -%}
-        drop table if exists {{ this }};
-      {%- endif -%}
-      {%- if flags.FULL_REFRESH and not invocation_args_dict.get('event_time_start') -%}
-        {%- do log("dbt_llm dry run: " ~ model.unique_id ~ " was priced over the batches of an incremental run, and its table kept; to price a full refresh, add --event-time-start (its begin) and --event-time-end.", info=true) -%}
-      {%- endif -%}
     {%- endif -%}
   {%- endif -%}
   select dbt_llm_finish('{{ invocation_id }}', '{{ model.unique_id }}', '{{ materialized }}')

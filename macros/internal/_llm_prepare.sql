@@ -31,8 +31,9 @@
   {#- A microbatch model renders once per batch: each batch is a call of its own that fails on its own rows. -#}
   {%- set batch = model.batch if model.batch is defined and model.batch else none -%}
   {%- set meta = config.get('meta') or {} -%}
-  {#- A dry run drops the table its first batch created (see _llm_finish). -#}
-  {%- set creates = batch is not none and dbt_llm._llm_dry_run() and load_relation(this) is none -%}
+  {#- A table a dry run has to create (an incremental model's first build, a microbatch model's first
+      batch) is kept for the models downstream, then dropped at the end of the run (see _llm_finish). -#}
+  {%- set creates = dbt_llm._llm_dry_run() and materialized == 'incremental' and load_relation(this) is none -%}
   {%- set payload = {'function': function, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id,
                      'command': flags.WHICH, 'hooked': flags.WHICH in dbt_llm._llm_hooked_commands(),
                      'batch_id': batch.id if batch else '',
