@@ -149,6 +149,28 @@ MIGRATIONS: list[tuple[str, str]] = [
         "llm_audit: ungrounded values",
         "alter table {s}.llm_audit add column if not exists ungrounded_values bigint",
     ),
+    (
+        "create llm_calls: the spec of each call of a run",
+        """create table {s}.llm_calls (
+            invocation_id varchar not null,
+            node_id varchar not null,
+            batch_id varchar not null,
+            function varchar not null,
+            model varchar not null,
+            spec_hash varchar not null,
+            spec varchar not null,
+            text_sql varchar not null,
+            truncate_at bigint,
+            command varchar,
+            created_at timestamp not null,
+            primary key (invocation_id, node_id, batch_id, spec_hash, text_sql)
+        )""",
+    ),
+    (
+        "llm_audit: recheck rows and agreement",
+        """alter table {s}.llm_audit add column if not exists recheck_rows bigint;
+        alter table {s}.llm_audit add column if not exists recheck_agree bigint""",
+    ),
 ]
 
 

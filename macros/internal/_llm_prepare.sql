@@ -12,6 +12,10 @@
     {%- if 'concurrent_batches' not in (model.raw_code or '') and configured is none -%}
       {%- do config(concurrent_batches=false) -%}
     {%- endif -%}
+    {#- The call as the model's code has it now, for the tests that judge a column without running the
+        model (llm_up_to_date): one meta key per distinct call (meta merges key by key), in code order. -#}
+    {%- set entry = {'function': function, 'text': text, 'args': args} -%}
+    {%- do config(meta={'dbt_llm_call_' ~ local_md5(tojson(entry))[:12]: entry}) -%}
     {{- return(none) -}}
   {%- endif -%}
   {%- set where = 'llm_' ~ function ~ '(' ~ text ~ ') in ' ~ model.unique_id -%}
@@ -23,11 +27,12 @@
   {#- A microbatch model renders once per batch: each batch is a call of its own that fails on its own rows. -#}
   {%- set batch = model.batch if model.batch is defined and model.batch else none -%}
   {%- set meta = config.get('meta') or {} -%}
-  {%- set payload = {'function': function, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id,
+  {%- set payload = {'function': function, 'text': text, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id,
                      'command': flags.WHICH, 'hooked': flags.WHICH in dbt_llm._llm_hooked_commands(),
                      'batch_id': batch.id if batch else '',
                      'model_settings': meta.get('dbt_llm') if meta is mapping else none,
                      'mode': var('dbt_llm_mode', none),
+                     'recheck': var('dbt_llm_recheck', none),
                      'dry_run': dbt_llm._llm_dry_run()} -%}
   {%- do payload.update(args) -%}
   {{- return(adapter.dispatch('_llm_plan', 'dbt_llm')(payload, where)) -}}
