@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..calls.columns import call_of_column
 from ..calls.plan import plan_call, truncate_at
 from ..calls.rows import CallRow, now
 from ..config import LlmConfig
@@ -169,6 +170,31 @@ class Runtime:
                 "model": task.model,
                 "truncate_at": cut,  # truncating in SQL keeps the key equal to what is sent
                 "recheck": call.recheck,
+            }
+        )
+
+    # -- dbt_llm_current_spec(args_json): a test that judges a column, at compile time --
+    def current_spec(self, args_json: str) -> str:
+        """The spec the call that fills a column has in the model's code now (as dbt parsed it), planned
+        as the model would plan it, and nothing registered or sent: what llm_up_to_date recomputes keys with."""
+        args = json.loads(args_json)
+        node_id, column = str(args.get("node_id")), str(args.get("column"))
+        where = f"llm_up_to_date on {node_id}"
+        try:
+            found = call_of_column(str(args.get("raw_code") or ""), column, list(args.get("calls") or []), where)
+            planned = {**(found.get("args") or {}), "function": found.get("function"), "node_id": node_id}
+            planned.update(where=f"{where} ({column})", model_settings=args.get("model_settings"))
+            call = plan_call(planned, "current", self.config, self._prices)
+        except SpecError as exc:
+            return json.dumps({"error": str(exc)})
+        schema = self._schema_or_none()
+        return json.dumps(
+            {
+                "spec_hash": call.task.spec_hash,
+                "text": found.get("text"),
+                "function": call.task.function,
+                "truncate_at": truncate_at(self.config),
+                "cache_table": f"{schema}.llm_cache",
             }
         )
 
