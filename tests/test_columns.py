@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbt_llm.calls.columns import CodeCall, call_of_column, code_calls
+from dbt_llm.calls.columns import CodeCall, call_of_column, code_calls, direct_columns
 from dbt_llm.errors import SpecError
 
 CODE = """{{ config(materialized='incremental') }}
@@ -22,7 +22,7 @@ from {{ ref('t') }} where {{ dbt_llm.llm_filter('body', 'is it?') }}
 
 def test_each_call_is_found_in_code_order_with_the_column_it_fills() -> None:
     assert code_calls(CODE) == [
-        CodeCall("classify", "body", "category"),
+        CodeCall("classify", "body", "category", direct=True),
         CodeCall("classify", "title || body", "kind"),
         CodeCall("extract", "body", "town"),
         CodeCall("complete", "body", "summary"),
@@ -39,5 +39,7 @@ def test_a_column_names_its_call_among_equal_functions_and_texts_by_order() -> N
     assert call_of_column(code, "B", calls, "w")["n"] == 2
     with pytest.raises(SpecError, match="cannot tell which llm_\\* call fills column `c`"):
         call_of_column(code, "c", calls, "w")
+    assert direct_columns(code, calls) == ({"a": calls[0], "b": calls[1]}, [])
+    assert direct_columns(CODE, [{"function": "classify", "text": "body"}])[1] == ["kind", "town", "summary", "vec"]
     # One call in the model: it is the column's, whatever the code looks like (a wrapper macro).
     assert call_of_column("select {{ my_wrapper() }} as c", "c", calls[:1], "w")["n"] == 1

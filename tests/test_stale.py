@@ -76,6 +76,34 @@ def test_an_incremental_model_whose_labels_changed_has_stale_rows_until_a_full_r
     assert judged(project) == {"fail": ("pass", None), "warn": ("pass", None)}
 
 
+def test_dbt_llm_refresh_reasks_only_the_stale_rows_of_an_incremental_model_in_place(project: DbtProject) -> None:
+    seed(project, 20)
+    project.write("models/m.sql", MODEL.format(labels="['billing', 'bug', 'other']"))
+    project.write("models/schema.yml", TESTS)
+    project.dbt("run")
+    project.write("models/m.sql", MODEL.format(labels="['billing', 'bug', 'feature', 'other']"))
+    seed(project, 25)
+    project.dbt("run")
+    project.server.reset()
+    assert judged(project)["fail"][1].startswith("20 row(s)")  # type: ignore[union-attr]
+
+    project.dbt("run", "--vars", "{dbt_llm_refresh: true}")
+    sent = project.server.requests
+    assert sorted(r.text for r in sent) == sorted(f"ticket {i}: my invoice is wrong" for i in range(20))
+    # Each row holds the answer cached under the current spec, paid once and audited.
+    assert project.query(
+        "select count(*) from m join dbt_llm.llm_cache c on c.key = sha256(? || body) "
+        "where m.category = c.result ->> '$.label'",
+        [project.query("select spec_hash from dbt_llm.llm_calls order by created_at desc limit 1")[0][0]],
+    ) == [(25,)]
+    assert project.query("select sum(api_calls) from dbt_llm.llm_audit where status = 'success'")[0][0] == 45
+    assert judged(project) == {"fail": ("pass", None), "warn": ("pass", None)}
+    project.server.reset()
+    project.dbt("run", "--vars", "{dbt_llm_refresh: true}")  # nothing stale: nothing sent
+    project.dbt("run", "--full-refresh")  # every answer cached: nothing sent
+    assert project.server.requests == []
+
+
 def test_the_column_names_its_call_among_several_and_an_unknown_column_fails_at_compile_time(
     project: DbtProject,
 ) -> None:

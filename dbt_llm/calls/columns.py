@@ -21,6 +21,7 @@ _TOKEN = re.compile(
 _CALL = re.compile(
     r"""\bllm_(classify|extract|filter|complete|embed)\s*\(\s*(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")?""", re.DOTALL
 )
+_DIRECT = re.compile(r"""\s*(?:as\s+)?"?(\w+)""", re.IGNORECASE)
 # Words after an expression that end it without naming it.
 _ENDS = frozenset({"from", "where", "group", "order", "limit", "having", "union", "qualify", "window", "then"})
 _ENDS |= {"else", "end", "when", "and", "or", "is", "not", "in", "like", "between", "over", "filter", "collate"}
@@ -31,6 +32,7 @@ class CodeCall:
     function: str
     text: str | None  # the `text` argument when it is a string literal
     column: str | None  # the alias the select list gives the call's expression
+    direct: bool = False  # the column is the call's value itself: `{{ ... }} as column`
 
 
 def _unescape(text: str) -> str:
@@ -70,7 +72,10 @@ def code_calls(raw_code: str) -> list[CodeCall]:
         if call is not None:
             literal = call.group(2) if call.group(2) is not None else call.group(3)
             text = None if literal is None else _unescape(literal)
-            found.append(CodeCall(call.group(1), text, _alias(tokens, i, _levels_up(tokens, i))))
+            column = _alias(tokens, i, _levels_up(tokens, i))
+            after = _DIRECT.match(code, code.index(value) + len(value))
+            direct = column is not None and after is not None and after.group(1) == column
+            found.append(CodeCall(call.group(1), text, column, direct))
     return found
 
 
@@ -123,6 +128,19 @@ def call_of_column(raw_code: str, column: str, calls: list[dict[str, Any]], wher
     if not candidates:
         raise SpecError(_unknown(where, column, calls))
     return candidates[min(same.index(code), len(candidates) - 1)]
+
+
+def direct_columns(raw_code: str, calls: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The columns that are a call's value itself, each with its call, and the other named columns of calls
+    (a field of an extraction, an expression around the call)."""
+    columns: dict[str, dict[str, Any]] = {}
+    others: list[str] = []
+    for code in code_calls(raw_code):
+        if code.column is not None and code.direct:
+            columns[code.column] = call_of_column(raw_code, code.column, calls, "dbt_llm_refresh")
+        elif code.column is not None:
+            others.append(code.column)
+    return columns, others
 
 
 def _unknown(where: str, column: str, calls: list[dict[str, Any]]) -> str:

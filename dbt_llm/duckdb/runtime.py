@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..calls.columns import call_of_column
+from ..calls.columns import call_of_column, direct_columns
 from ..calls.plan import plan_call, truncate_at
 from ..calls.rows import CallRow, now
 from ..config import LlmConfig
@@ -193,10 +193,27 @@ class Runtime:
                 "spec_hash": call.task.spec_hash,
                 "text": found.get("text"),
                 "function": call.task.function,
+                "args": found.get("args") or {},
                 "truncate_at": truncate_at(self.config),
                 "cache_table": f"{schema}.llm_cache",
             }
         )
+
+    # -- dbt_llm_refresh_columns(args_json): the post-hook of a run with dbt_llm_refresh --
+    def refresh_columns(self, args_json: str) -> str:
+        """The columns of the model that are a call's value itself, which dbt_llm_refresh re-asks in place."""
+        args = json.loads(args_json)
+        try:
+            columns, others = direct_columns(str(args.get("raw_code") or ""), list(args.get("calls") or []))
+        except SpecError as exc:
+            return json.dumps({"error": str(exc)})
+        return json.dumps({"columns": sorted(columns), "others": others})
+
+    # -- dbt_llm_settled(invocation_id, node_id): whether a post-hook of the model settled it already --
+    def settled(self, invocation_id: str, node_id: str) -> bool:
+        with self._lock:
+            invocation = self._invocation
+        return invocation is not None and invocation.id == invocation_id and invocation.finished(node_id)
 
     def _live(self, handles: pa.Array) -> LiveCall:
         handle = handles[0].as_py()

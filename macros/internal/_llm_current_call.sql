@@ -13,13 +13,21 @@
   {%- if not execute -%}
     {{- return({'spec_hash': '', 'text': 'null', 'truncate_at': none, 'cache_table': 'llm_cache', 'node_id': ''}) -}}
   {%- endif -%}
-  {%- set node = dbt_llm._llm_node_of(model, test) -%}
-  {%- set meta = node.config.meta or {} -%}
+  {{- return(dbt_llm._llm_spec_of_column(dbt_llm._llm_node_of(model, test), column)) -}}
+{%- endmacro %}
+
+{#- The calls _llm_prepare recorded in a model node's meta when dbt parsed it, in code order. -#}
+{% macro _llm_parsed_calls(node) -%}
   {%- set calls = [] -%}
-  {%- for key, entry in meta.items() if key.startswith('dbt_llm_call_') -%}
+  {%- for key, entry in (node.config.meta or {}).items() if key.startswith('dbt_llm_call_') -%}
     {%- do calls.append(entry) -%}
   {%- endfor -%}
-  {%- set payload = {'node_id': node.unique_id, 'column': column, 'raw_code': node.raw_code, 'calls': calls,
+  {{- return(calls) -}}
+{%- endmacro %}
+
+{% macro _llm_spec_of_column(node, column) -%}
+  {%- set meta = node.config.meta or {} -%}
+  {%- set payload = {'node_id': node.unique_id, 'column': column, 'raw_code': node.raw_code, 'calls': dbt_llm._llm_parsed_calls(node),
                      'model_settings': meta.get('dbt_llm')} -%}
   {%- set call = fromjson(run_query('select dbt_llm_current_spec(' ~ dbt_llm._llm_literal(tojson(payload)) ~ ')').columns[0].values()[0]) -%}
   {%- if call.error -%}

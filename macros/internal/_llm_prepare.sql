@@ -55,6 +55,9 @@
 {#- Spark: `dbt-llm spark` registered dbt_llm_prepare, which plans the call on an executor (the config is
     the dbt var `dbt_llm`); the llm_* tables are created or migrated here, before the model's query. -#}
 {% macro spark___llm_plan(payload, where) -%}
+  {%- if var('dbt_llm_refresh', false) -%}
+    {{ exceptions.raise_compiler_error(where ~ ": dbt_llm_refresh is not available on Spark yet; rebuild the model with --full-refresh instead.") }}
+  {%- endif -%}
   {%- set registered = run_query("show user functions like 'dbt_llm_prepare'") -%}
   {%- if registered.rows | length == 0 -%}
     {{ exceptions.raise_compiler_error(where ~ ": dbt-llm's functions are not registered on this Spark session. Run dbt through dbt-llm: `dbt-llm spark " ~ flags.WHICH ~ " ...` (pip install 'dbt-llm[spark]'; see the README).") }}
