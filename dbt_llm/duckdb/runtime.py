@@ -14,7 +14,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..calls.columns import call_of_column, direct_columns
 from ..calls.plan import plan_call, truncate_at
 from ..calls.rows import CallRow, now
 from ..config import LlmConfig
@@ -27,6 +26,7 @@ from ..providers.factory import build_provider
 from . import dbt_events, signals
 from .audit_book import AuditBook
 from .batch_mode import BatchMode
+from .column_specs import ColumnSpecs
 from .interrupted import settle_interrupted
 from .invocation import Invocation
 from .job_store import JobStore
@@ -82,6 +82,7 @@ class Runtime:
         self.sender = Sender(self.engine, self._prices, config.max_input_chars, self._progress.start, self.batch_mode)
         self._resolver = Resolver(self.sender, self.settler, self.writer)
         self._rechecks = Rechecks(self.engine, log)
+        self.columns = ColumnSpecs(config, self._prices, self._schema_or_none)
 
     # -- connection --
     def attach(self, conn: duckdb.DuckDBPyConnection) -> None:
@@ -172,42 +173,6 @@ class Runtime:
                 "recheck": call.recheck,
             }
         )
-
-    # -- dbt_llm_current_spec(args_json): a test that judges a column, at compile time --
-    def current_spec(self, args_json: str) -> str:
-        """The spec the call that fills a column has in the model's code now (as dbt parsed it), planned
-        as the model would plan it, and nothing registered or sent: what llm_up_to_date recomputes keys with."""
-        args = json.loads(args_json)
-        node_id, column = str(args.get("node_id")), str(args.get("column"))
-        where = f"llm_up_to_date on {node_id}"
-        try:
-            found = call_of_column(str(args.get("raw_code") or ""), column, list(args.get("calls") or []), where)
-            planned = {**(found.get("args") or {}), "function": found.get("function"), "node_id": node_id}
-            planned.update(where=f"{where} ({column})", model_settings=args.get("model_settings"))
-            call = plan_call(planned, "current", self.config, self._prices)
-        except SpecError as exc:
-            return json.dumps({"error": str(exc)})
-        schema = self._schema_or_none()
-        return json.dumps(
-            {
-                "spec_hash": call.task.spec_hash,
-                "text": found.get("text"),
-                "function": call.task.function,
-                "args": found.get("args") or {},
-                "truncate_at": truncate_at(self.config),
-                "cache_table": f"{schema}.llm_cache",
-            }
-        )
-
-    # -- dbt_llm_refresh_columns(args_json): the post-hook of a run with dbt_llm_refresh --
-    def refresh_columns(self, args_json: str) -> str:
-        """The columns of the model that are a call's value itself, which dbt_llm_refresh re-asks in place."""
-        args = json.loads(args_json)
-        try:
-            columns, others = direct_columns(str(args.get("raw_code") or ""), list(args.get("calls") or []))
-        except SpecError as exc:
-            return json.dumps({"error": str(exc)})
-        return json.dumps({"columns": sorted(columns), "others": others})
 
     # -- dbt_llm_settled(invocation_id, node_id): whether a post-hook of the model settled it already --
     def settled(self, invocation_id: str, node_id: str) -> bool:
