@@ -236,6 +236,12 @@ class LlmConfig:
         description="distinct texts sent in one request (the macro argument of the same name overrides it); "
         "above 1 the fixed prompt is paid once per request, not per row",
     )
+    recheck: Int = Field(
+        default=0,
+        ge=0,
+        description="cached rows of each call re-asked on every run, bypassing the cache, to measure agreement "
+        "(llm_audit.recheck_rows, recheck_agree; the dbt var dbt_llm_recheck and meta dbt_llm.recheck override it)",
+    )
 
     def api_key(self) -> str:
         """The key, read from the environment only when a request is about to be sent."""
@@ -262,6 +268,7 @@ class ModelSettings:
         default=None, ge=0, description="stop calling for this model once it spent this much (USD), under the run's cap"
     )
     mode: Mode | None = Field(default=None, description="as the profile's `mode`, for this model")
+    recheck: Int | None = Field(default=None, ge=0, description="as the profile's `recheck`, for this model")
 
 
 _VALIDATOR = TypeAdapter(LlmConfig)

@@ -45,6 +45,12 @@ Options of the command line (``--help`` lists them all):
 ``--batch-delay S``
     How long a batch takes from created to completed (default 0.1; 0 is fine).
 
+A changed model
+---------------
+``change_answers(match=None)`` makes every later answer for a text containing ``match`` (all texts
+when None) another valid one: each top-level enum its next value, a boolean the other one, a
+multi-label list the labels it did not hold; packed rows alike.  ``reset()`` undoes it.
+
 Packed requests
 ---------------
 A request may carry several rows: its last ``user`` message holds one block per row, exactly
@@ -531,6 +537,28 @@ def _invented_answer(schema: dict[str, Any], text: str) -> Any:
     return answer
 
 
+def _changed_answer(schema: dict[str, Any], text: str) -> Any:
+    """Another schema-valid answer than ``build_answer``'s: what a model changed behind the same name
+    says. Each top-level enum holds the next value of its enum, a boolean the other one, a multi-label
+    list the labels it did not hold."""
+    answer = build_answer(schema, text)
+    properties = _resolve(schema, schema).get("properties")
+    if not isinstance(answer, dict) or not isinstance(properties, dict):
+        return answer
+    for name, prop in properties.items():
+        effective, _ = _split_nullable(prop, schema)
+        enum = [v for v in effective.get("enum", []) if v is not None]
+        items, _ = _split_nullable(effective.get("items", {}), schema)
+        labels = [v for v in items.get("enum", []) if isinstance(v, str)]
+        if len(enum) > 1 and answer[name] in enum:
+            answer[name] = enum[(enum.index(answer[name]) + 1) % len(enum)]
+        elif isinstance(answer[name], bool):
+            answer[name] = not answer[name]
+        elif labels and isinstance(answer[name], list):
+            answer[name] = [label for label in labels if label not in answer[name]]
+    return answer
+
+
 EMBEDDING_DIMENSIONS = 32
 
 
@@ -768,6 +796,7 @@ class FakeOpenAI(BatchService):
         self._rng = random.Random(0)
         self._seen_prefixes: set[tuple[str, str]] = set()
         self.arrivals: list[float] = []  # monotonic time each chat request arrived, answered or not
+        self._changed: list[str | None] = []  # see change_answers
 
     # -- recording --------------------------------------------------------- #
 
@@ -805,6 +834,7 @@ class FakeOpenAI(BatchService):
             self._batch_line_queue.clear()
             self._rates = {}
             self._seen_prefixes.clear()
+            self._changed.clear()
 
     # -- faults ------------------------------------------------------------ #
 
@@ -822,6 +852,16 @@ class FakeOpenAI(BatchService):
             return
         with self._lock:
             self._queue.append(_QueuedFault(kind, times, match, retry_after))
+
+    def change_answers(self, match: str | None = None) -> None:
+        """From now on, texts containing ``match`` (every text: None) get another valid answer (see
+        ``_changed_answer``): a model changed behind the same name. Realtime and packed requests alike."""
+        with self._lock:
+            self._changed.append(match)
+
+    def _changes(self, text: str) -> bool:
+        with self._lock:
+            return any(match is None or match in text for match in self._changed)
 
     def inject_batch_line(self, kind: str, *, times: int = 1, match: str | None = None) -> None:
         """Apply ``kind`` (``500``, ``invalid``, ``truncated``) to the next ``times`` batch lines matching ``match``."""
@@ -967,7 +1007,12 @@ class FakeOpenAI(BatchService):
     def _complete(self, chat: _Chat, fault: str | None, invalid_ids: tuple[str, ...] = ()) -> _Completion:
         """The 200 answer to ``chat``, bent by ``invalid`` (packed: the rows ``invalid_ids``) or ``truncated``."""
         finish_reason = "stop"
-        build = _invented_answer if fault == "invented" else build_answer
+
+        def build(schema: dict[str, Any], text: str) -> Any:
+            if fault == "invented":
+                return _invented_answer(schema, text)
+            return (_changed_answer if self._changes(text) else build_answer)(schema, text)
+
         if chat.texts:
             answer = {
                 row_id: (_invalid_answer if row_id in invalid_ids else build)(chat.row_schemas[row_id], text)

@@ -114,6 +114,7 @@ BOUNDS = {
     "batch_timeout": (1, 0.5, "a number >= 1"),
     "batch_poll_interval": (0.01, 0, "a number >= 0.01"),
     "rows_per_request": (1, 0, "an integer >= 1"),
+    "recheck": (0, -1, "an integer >= 0"),
 }
 
 

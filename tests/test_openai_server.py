@@ -112,6 +112,26 @@ def test_classify_is_deterministic_and_valid(fake: FakeOpenAI, client: httpx.Cli
     assert len(fake.answered()) == 3
 
 
+def test_a_changed_model_gives_other_valid_answers_for_the_texts_it_matches(
+    fake: FakeOpenAI, client: httpx.Client
+) -> None:
+    filter_schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "boolean"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    before = {t: _answer(_chat(client, t, s)) for t, s in [("a NEGATIVE one", CLASSIFY_SCHEMA), ("b", filter_schema)]}
+    fake.change_answers(match="NEGATIVE")
+    assert _answer(_chat(client, "a NEGATIVE one", CLASSIFY_SCHEMA)) == {"label": "neutral"}  # the next label
+    assert _answer(_chat(client, "b", filter_schema)) == before["b"]  # not matched: as before
+    fake.change_answers()
+    assert _answer(_chat(client, "b", filter_schema)) == {"answer": not before["b"]["answer"]}
+    assert all(is_valid(r.schema or {}, json.loads(r.content or "")) for r in fake.requests)
+    fake.reset()
+    assert _answer(_chat(client, "a NEGATIVE one", CLASSIFY_SCHEMA)) == before["a NEGATIVE one"]
+
+
 def test_extract_fields_and_nulls(client: httpx.Client) -> None:
     text = (
         "city: Paris, country: France; zip code = 75001\n"

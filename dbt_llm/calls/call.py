@@ -26,6 +26,8 @@ class Call:
     max_cost_usd: float | None = None  # the model's own cap, under the invocation's
     mode: Mode = "realtime"
     rows_per_request: int = 1  # texts packed in one request (packing.py)
+    recheck: int = 0  # cached rows re-asked after the run, to measure agreement (duckdb/rechecks.py)
+    text_sql: str = ""  # the macro's `text` argument, the SQL expression each row's text comes from
 
     @property
     def where(self) -> str:

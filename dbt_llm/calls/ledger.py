@@ -106,5 +106,6 @@ def summary(lg: Ledger) -> str:
         f"{lg.reused} reused (same text earlier in this run), {lg.api_calls} API calls ({lg.retries} retries), "
         f"{lg.failed_rows} failed, {lg.prompt_tokens + lg.completion_tokens} tokens, {usd(lg.cost_usd)}"
         + (f", {lg.ungrounded_values} invented values set to NULL" if lg.ungrounded_values else "")
+        + (f", recheck {lg.recheck_agree}/{lg.recheck_rows} agree" if lg.recheck_rows else "")
         + (" [preview]" if lg.status == "preview" else "")
     )

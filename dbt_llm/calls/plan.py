@@ -50,6 +50,8 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
             "<USD per 1M>}}, or remove max_cost_usd."
         )
     node_id, batch_id = str(args.get("node_id")), str(args.get("batch_id") or "")
+    dry = bool(args.get("dry_run"))
+    recheck = _recheck(args.get("recheck"), settings.recheck, config.recheck, where)
     return Call(
         sha256_hex(f"{invocation_id}\n{node_id}\n{batch_id}\n{task.spec_hash}")[:32],
         task,
@@ -59,11 +61,31 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         command=str(args.get("command") or "run"),
         hooked=hooked,
         on_error=settings.on_error or config.on_error,
-        dry_run=bool(args.get("dry_run")),
+        dry_run=dry,
         max_cost_usd=settings.max_cost_usd,
         mode=mode,
         rows_per_request=_rows_per_call(args, task, config, where),
+        recheck=recheck if hooked and not dry else 0,
+        text_sql=str(args.get("text") or ""),
     )
+
+
+def truncate_at(config: LlmConfig) -> int | None:
+    """Where texts are cut, in SQL, so the key stays equal to what is sent."""
+    return config.max_input_chars if config.on_long_input == "truncate" else None
+
+
+def _recheck(var: Any, meta: int | None, profile: int, where: str) -> int:
+    """The dbt var dbt_llm_recheck, else the model's meta, else the profile. A preview or a dry run
+    rechecks nothing."""
+    if var is None:
+        return profile if meta is None else meta
+    if isinstance(var, bool) or not isinstance(var, int) or var < 0:
+        raise SpecError(
+            f"{where}: dbt_llm_recheck is {var!r}; give the number of cached rows of each call to ask again, "
+            "for example --vars '{dbt_llm_recheck: 20}' (0: none)."
+        )
+    return int(var)
 
 
 def _rows_per_call(args: dict[str, Any], task: Task, config: LlmConfig, where: str) -> int:

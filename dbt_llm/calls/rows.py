@@ -76,6 +76,26 @@ class AuditRow:
     batch_answers: int = 0
     rows_per_call: float | None = None  # rows sent / api_calls: above 1 when rows are packed
     ungrounded_values: int = 0  # extracted strings the input text does not contain: nulled
+    recheck_rows: int = 0  # cached rows asked again (bypassing the cache) that got an answer
+    recheck_agree: int = 0  # of which the new answer agrees with the cached one
+
+
+@dataclass(frozen=True)
+class CallRow:
+    """One macro call of a model's run as it was compiled: what its rows' keys are made of, so the
+    keys can be recomputed in SQL, with no call (`sha256(spec_hash || text)`, the text cut at truncate_at)."""
+
+    invocation_id: str
+    node_id: str
+    batch_id: str
+    function: str
+    model: str
+    spec_hash: str
+    spec: str  # the canonical JSON the spec_hash is the hash of
+    text_sql: str  # the macro's `text` argument: a SQL expression over the model's input
+    truncate_at: int | None
+    command: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -110,8 +130,9 @@ ERROR_COLUMNS = _columns(ErrorRow)
 AUDIT_COLUMNS = _columns(AuditRow)
 AUDIT_KEY = AUDIT_COLUMNS[:5]
 BATCH_JOB_COLUMNS = _columns(BatchJobRow)
+CALL_COLUMNS = _columns(CallRow)
 
 
-def row_dict(row: CacheRow | ErrorRow | AuditRow | BatchJobRow, columns: list[str]) -> dict[str, Any]:
+def row_dict(row: CacheRow | ErrorRow | AuditRow | BatchJobRow | CallRow, columns: list[str]) -> dict[str, Any]:
     """The table's columns of a row (a Ledger is an AuditRow with more fields that are not columns)."""
     return {c: getattr(row, c) for c in columns}

@@ -102,6 +102,12 @@ class Account:
             with self.lock:
                 self.ledger.ungrounded_values += n
 
+    def count_recheck(self, rows: int, agree: int) -> None:
+        """Cached rows asked again that got an answer, and how many of those agree with the cache."""
+        with self.lock:
+            self.ledger.recheck_rows += rows
+            self.ledger.recheck_agree += agree
+
     def estimate(self, requests: int, prompt: int, completion: int, cost: float | None) -> None:
         """A dry run: what its requests would send (`cost` None when the model has no price)."""
         with self.lock:

@@ -67,6 +67,10 @@ class Invocation:
             self._finished.add(node_id)
             return first
 
+    def finished(self, node_id: str) -> bool:
+        with self._lock:
+            return node_id in self._finished
+
     def add_estimates(self, ledgers: list[Ledger]) -> EstimateTotal:
         """Add a dry-run model's estimates to the invocation's total; returns a copy of it."""
         with self._lock:

@@ -16,6 +16,7 @@ from .account import Account, ChunkCounts
 from .call_jobs import CallJobs
 from .invocation import Invocation
 from .recorder import Recorder
+from .sample import Sample
 from .writer import Writer
 
 # Failures a rerun meets again, unless the input or the settings change.
@@ -50,6 +51,8 @@ class LiveCall:
         self._failed: dict[str, Outcome] = {}
         self._resolves = 0
         self._jobs: CallJobs | None = None
+        # The cached rows a recheck asks again (dbt_llm_sample offers each one the call reads).
+        self.sample = Sample(call.recheck, seed=call.handle) if call.recheck else None
 
     @property
     def handle(self) -> str:

@@ -150,6 +150,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         "alter table {s}.llm_audit add column if not exists ungrounded_values bigint",
     ),
     (
+<<<<<<< HEAD
         # Tables a dry run had to create so that the models downstream could be estimated: dropped by
         # the package's on-run-end hook (and on-run-start, after a run that was killed).
         "create llm_dry_run_tables",
@@ -160,6 +161,29 @@ MIGRATIONS: list[tuple[str, str]] = [
             created_at timestamp
         )""",
     ),
+=======
+        "create llm_calls: the spec of each call of a run",
+        """create table {s}.llm_calls (
+            invocation_id varchar not null,
+            node_id varchar not null,
+            batch_id varchar not null,
+            function varchar not null,
+            model varchar not null,
+            spec_hash varchar not null,
+            spec varchar not null,
+            text_sql varchar not null,
+            truncate_at bigint,
+            command varchar,
+            created_at timestamp not null,
+            primary key (invocation_id, node_id, batch_id, spec_hash, text_sql)
+        )""",
+    ),
+    (
+        "llm_audit: recheck rows and agreement",
+        """alter table {s}.llm_audit add column if not exists recheck_rows bigint;
+        alter table {s}.llm_audit add column if not exists recheck_agree bigint""",
+    ),
+>>>>>>> stale
 ]
 
 

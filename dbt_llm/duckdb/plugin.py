@@ -51,6 +51,11 @@ class Plugin(BasePlugin):
         # Not marked side_effects: DuckDB then evaluates it once per distinct text inside the cache
         # subquery (it returns NULL and only starts requests, so that is all it needs).
         _arrow_function(conn, "dbt_llm_submit", runtime.submit, [VARCHAR] * 3, VARCHAR, side_effects=False)
+        # Not marked side_effects either: it returns the cached answer it is given, once per distinct text.
+        _arrow_function(conn, "dbt_llm_sample", runtime.sample, [VARCHAR] * 4, VARCHAR, side_effects=False)
+        conn.create_function("dbt_llm_current_spec", runtime.columns.current_spec, [VARCHAR], VARCHAR)
+        conn.create_function("dbt_llm_refresh_columns", runtime.columns.refresh_columns, [VARCHAR], VARCHAR)
+        conn.create_function("dbt_llm_settled", runtime.settled, [VARCHAR, VARCHAR], BOOLEAN, side_effects=True)
         conn.create_function("dbt_llm_schema", runtime.schema, [], VARCHAR)
         conn.create_function("dbt_llm_estimated", runtime.estimated, [VARCHAR, VARCHAR], BIGINT, side_effects=True)
         conn.create_function(

@@ -14,7 +14,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..calls.plan import plan_call
+from ..calls.plan import plan_call, truncate_at
+from ..calls.rows import CallRow, now
 from ..config import LlmConfig
 from ..engine import Budget
 from ..engine.factory import engine_for
@@ -25,13 +26,18 @@ from ..providers.factory import build_provider
 from . import dbt_events, signals
 from .audit_book import AuditBook
 from .batch_mode import BatchMode
+<<<<<<< HEAD
 from .dry_run_tables import drop_dry_run_tables
+=======
+from .column_specs import ColumnSpecs
+>>>>>>> stale
 from .interrupted import settle_interrupted
 from .invocation import Invocation
 from .job_store import JobStore
 from .live_call import LiveCall
 from .migrations import migrate
 from .progress import ProgressReporter
+from .rechecks import Rechecks
 from .resolver import Resolver
 from .sender import Sender
 from .settler import Settler
@@ -80,6 +86,8 @@ class Runtime:
         self.batch_mode = BatchMode(config, self.jobs, log)
         self.sender = Sender(self.engine, self._prices, config.max_input_chars, self._progress.start, self.batch_mode)
         self._resolver = Resolver(self.sender, self.settler, self.writer)
+        self._rechecks = Rechecks(self.engine, log)
+        self.columns = ColumnSpecs(config, self._prices, self._schema_or_none)
 
     # -- connection --
     def attach(self, conn: duckdb.DuckDBPyConnection) -> None:
@@ -166,6 +174,13 @@ class Runtime:
                 self._calls[call.handle] = LiveCall(call, invocation, account, self.writer)
             schema = self._schema
         task = call.task
+        cut = truncate_at(self.config)
+        self.writer.put_call(
+            CallRow(
+                *(call.invocation_id, call.node_id, call.batch_id, task.function, task.model, task.spec_hash),
+                *(task.spec_json, str(args.get("text") or ""), cut, call.command, now()),
+            )
+        )
         return json.dumps(
             {
                 "handle": call.handle,
@@ -173,10 +188,16 @@ class Runtime:
                 "cache_table": f"{schema}.llm_cache",
                 "structure": json.dumps(task.sql_structure),
                 "model": task.model,
-                # Truncating in SQL keeps the key equal to what is sent.
-                "truncate_at": self.config.max_input_chars if self.config.on_long_input == "truncate" else None,
+                "truncate_at": cut,  # truncating in SQL keeps the key equal to what is sent
+                "recheck": call.recheck,
             }
         )
+
+    # -- dbt_llm_settled(invocation_id, node_id): whether a post-hook of the model settled it already --
+    def settled(self, invocation_id: str, node_id: str) -> bool:
+        with self._lock:
+            invocation = self._invocation
+        return invocation is not None and invocation.id == invocation_id and invocation.finished(node_id)
 
     def _live(self, handles: pa.Array) -> LiveCall:
         handle = handles[0].as_py()
@@ -211,6 +232,18 @@ class Runtime:
             self.sender.send(self._live(handles), _texts_by_key(keys, texts), prefetch=True)
         return pa.nulls(len(keys), pa.string())
 
+    # -- dbt_llm_sample(key, text, cached answer, handle): with a recheck, the rows the cache answered --
+    def sample(self, keys: pa.Array, texts: pa.Array, results: pa.Array, handles: pa.Array) -> pa.Array:
+        """Offers each cached row to the call's recheck sample; returns the answers as they are."""
+        results = _flat(results)
+        if len(results):
+            sample = self._live(handles).sample
+            rows = zip(_flat(keys).to_pylist(), _flat(texts).to_pylist(), results.to_pylist(), strict=True)
+            for key, text, result in rows:
+                if sample is not None and key is not None and text is not None and result is not None:
+                    sample.offer(key, text, result)
+        return results
+
     # -- dbt_llm_resolve(key, text, handle): only the rows the cache join missed --
     def resolve(self, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
         """The answers of one chunk's missed rows (see Resolver.resolve)."""
@@ -242,7 +275,20 @@ class Runtime:
         # dbt adds one post-hook per macro call: the model is settled by the first.
         if not invocation.finish(node_id):
             return f"{node_id}: settled"
+        self._recheck(node_id)
         return self.settler.finish_model(invocation, node_id, materialized)
+
+    def _recheck(self, node_id: str) -> None:
+        """Before the rows settle: what a recheck pays is the model's. A microbatch batch settled already
+        has its row written again."""
+        with self._lock:
+            calls = [live for live in self._calls.values() if live.call.node_id == node_id and live.sample]
+        if not calls:
+            return
+        self._rechecks.run(calls)
+        for account in {id(live.account): live.account for live in calls}.values():
+            if account.ledger.closed:
+                self.writer.put_audit(account.snapshot())
 
     def cancel(self) -> None:
         """Ctrl-C, SIGTERM or dbt cancelling its queries: nothing more is sent, waiting UDFs return

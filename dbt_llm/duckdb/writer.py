@@ -20,9 +20,11 @@ from ..calls.rows import (
     AUDIT_COLUMNS,
     AUDIT_KEY,
     CACHE_COLUMNS,
+    CALL_COLUMNS,
     ERROR_COLUMNS,
     AuditRow,
     CacheRow,
+    CallRow,
     ErrorRow,
     row_dict,
 )
@@ -79,6 +81,9 @@ class Writer:
 
     def put_error(self, row: ErrorRow) -> None:
         self._queue.put(("error", row_dict(row, ERROR_COLUMNS)))
+
+    def put_call(self, row: CallRow) -> None:
+        self._queue.put(("call", row_dict(row, CALL_COLUMNS)))
 
     def put_audit(self, row: AuditRow) -> None:
         """Queue a snapshot of the row (the caller may change it afterwards)."""
@@ -140,14 +145,15 @@ class Writer:
         cache = [row for kind, row in items if kind == "cache"]
         errors = [row for kind, row in items if kind == "error"]
         audit = {tuple(row[k] for k in AUDIT_KEY): row for kind, row in items if kind == "audit"}
-        if not (cache or errors or audit):
+        calls = [row for kind, row in items if kind == "call"]
+        if not (cache or errors or audit or calls):
             return
         with self._lock:
             conn, schema = self._conn, self._schema
             assert conn is not None and schema is not None
             cur = cursor_of(conn)
             try:
-                self._write_with(cur, schema, cache, errors, audit)
+                self._write_with(cur, schema, cache, errors, audit, calls)
             finally:
                 cur.close()
 
@@ -158,9 +164,12 @@ class Writer:
         cache: list[dict[str, Any]],
         errors: list[dict[str, Any]],
         audit: dict[tuple[Any, ...], dict[str, Any]],
+        calls: list[dict[str, Any]],
     ) -> None:
         try:
             cur.execute("begin")
+            # Once per run: a call rendered again (dbt compiles, then runs) is the same call.
+            self._insert(cur, f"{schema}.llm_calls", CALL_COLUMNS, calls, "on conflict do nothing")
             self._insert(cur, f"{schema}.llm_cache", CACHE_COLUMNS, cache, "on conflict do nothing")
             self._insert(
                 cur,

@@ -5,6 +5,8 @@ naming the macro and the value."""
 
 from __future__ import annotations
 
+import json
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -66,6 +68,11 @@ class FunctionKind(ABC):
     def answer_tokens(self, task: Task) -> int:
         """Completion tokens of an answer of the expected length (see tokens.py)."""
         return tokens.answer_tokens(task.schema)
+
+    def agrees(self, cached: str, fresh: str) -> bool:
+        """Whether a recheck's answer agrees with the cached one: the same label, boolean or set of labels,
+        every extracted field equal, the same text (both are canonical JSON, so equal values compare equal)."""
+        return bool(json.loads(cached) == json.loads(fresh))
 
 
 def _object(properties: dict[str, JsonSchema]) -> JsonSchema:
@@ -216,6 +223,13 @@ class Embed(FunctionKind):
 
     def answer_tokens(self, task: Task) -> int:
         return 0
+
+    def agrees(self, cached: str, fresh: str) -> bool:
+        """Vectors agree when they point the same way (cosine similarity of at least 0.99): a provider
+        returns the same embedding up to float noise."""
+        a, b = json.loads(cached)["embedding"], json.loads(fresh)["embedding"]
+        norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+        return len(a) == len(b) and norms > 0 and sum(x * y for x, y in zip(a, b, strict=True)) / norms >= 0.99
 
 
 def _positive(args: dict[str, Any], name: str, where: str) -> int | None:

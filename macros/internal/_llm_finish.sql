@@ -23,6 +23,9 @@
       rollback; begin transaction;
     {%- endif -%}
   {%- endif -%}
+  {%- if execute and dbt_llm._llm_refreshing(materialized) -%}
+    {{ dbt_llm._llm_refresh_sql() }}
+  {%- endif -%}
   select dbt_llm_finish('{{ invocation_id }}', '{{ model.unique_id }}', '{{ materialized }}')
 {%- endmacro %}
 

@@ -20,6 +20,10 @@
           Set whatever the flags: a partial parse does not parse again when only --full-refresh changed. -#}
       {%- do config(event_time='cast(null as timestamp)', full_refresh=false) -%}
     {%- endif -%}
+    {#- The call as the model's code has it now, for the tests that judge a column without running the
+        model (llm_up_to_date): one meta key per distinct call (meta merges key by key), in code order. -#}
+    {%- set entry = {'function': function, 'text': text, 'args': args} -%}
+    {%- do config(meta={'dbt_llm_call_' ~ local_md5(tojson(entry))[:12]: entry}) -%}
     {{- return(none) -}}
   {%- endif -%}
   {%- set where = 'llm_' ~ function ~ '(' ~ text ~ ') in ' ~ model.unique_id -%}
@@ -34,11 +38,12 @@
   {#- A table a dry run has to create (an incremental model's first build, a microbatch model's first
       batch) is kept for the models downstream, then dropped at the end of the run (see _llm_finish). -#}
   {%- set creates = dbt_llm._llm_dry_run() and materialized == 'incremental' and load_relation(this) is none -%}
-  {%- set payload = {'function': function, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id,
+  {%- set payload = {'function': function, 'text': text, 'where': where, 'invocation_id': invocation_id, 'node_id': model.unique_id,
                      'command': flags.WHICH, 'hooked': flags.WHICH in dbt_llm._llm_hooked_commands(),
                      'batch_id': batch.id if batch else '',
                      'model_settings': meta.get('dbt_llm') if meta is mapping else none,
                      'mode': var('dbt_llm_mode', none),
+                     'recheck': var('dbt_llm_recheck', none),
                      'dry_run': dbt_llm._llm_dry_run(), 'dry_run_creates': creates} -%}
   {%- do payload.update(args) -%}
   {{- return(adapter.dispatch('_llm_plan', 'dbt_llm')(payload, where)) -}}
@@ -61,6 +66,9 @@
 {#- Spark: `dbt-llm spark` registered dbt_llm_prepare, which plans the call on an executor (the config is
     the dbt var `dbt_llm`); the llm_* tables are created or migrated here, before the model's query. -#}
 {% macro spark___llm_plan(payload, where) -%}
+  {%- if var('dbt_llm_refresh', false) -%}
+    {{ exceptions.raise_compiler_error(where ~ ": dbt_llm_refresh is not available on Spark yet; rebuild the model with --full-refresh instead.") }}
+  {%- endif -%}
   {%- set registered = run_query("show user functions like 'dbt_llm_prepare'") -%}
   {%- if registered.rows | length == 0 -%}
     {{ exceptions.raise_compiler_error(where ~ ": dbt-llm's functions are not registered on this Spark session. Run dbt through dbt-llm: `dbt-llm spark " ~ flags.WHICH ~ " ...` (pip install 'dbt-llm[spark]'; see the README).") }}

@@ -1,0 +1,57 @@
+"""What the tests that judge a column, and dbt_llm_refresh, ask the plugin at compile time: the spec the
+call that fills a column has in the model's code now, and the columns that are a call's value itself.
+Nothing is registered or sent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from ..calls.columns import call_of_column, direct_columns
+from ..calls.plan import plan_call, truncate_at
+from ..config import LlmConfig
+from ..errors import SpecError
+from ..pricing import PriceTable
+
+
+class ColumnSpecs:
+    def __init__(self, config: LlmConfig, prices: PriceTable, schema: Callable[[], str | None]) -> None:
+        self._config = config
+        self._prices = prices
+        self._schema = schema
+
+    # -- dbt_llm_current_spec(args_json): a test that judges a column, at compile time --
+    def current_spec(self, args_json: str) -> str:
+        """The spec the call that fills a column has in the model's code now (as dbt parsed it), planned
+        as the model would plan it, and nothing registered or sent: what llm_up_to_date recomputes keys with."""
+        args = json.loads(args_json)
+        node_id, column = str(args.get("node_id")), str(args.get("column"))
+        where = f"llm_up_to_date on {node_id}"
+        try:
+            found = call_of_column(str(args.get("raw_code") or ""), column, list(args.get("calls") or []), where)
+            planned = {**(found.get("args") or {}), "function": found.get("function"), "node_id": node_id}
+            planned.update(where=f"{where} ({column})", model_settings=args.get("model_settings"))
+            call = plan_call(planned, "current", self._config, self._prices)
+        except SpecError as exc:
+            return json.dumps({"error": str(exc)})
+        schema = self._schema()
+        return json.dumps(
+            {
+                "spec_hash": call.task.spec_hash,
+                "text": found.get("text"),
+                "function": call.task.function,
+                "args": found.get("args") or {},
+                "truncate_at": truncate_at(self._config),
+                "cache_table": f"{schema}.llm_cache",
+            }
+        )
+
+    # -- dbt_llm_refresh_columns(args_json): the post-hook of a run with dbt_llm_refresh --
+    def refresh_columns(self, args_json: str) -> str:
+        """The columns of the model that are a call's value itself, which dbt_llm_refresh re-asks in place."""
+        args = json.loads(args_json)
+        try:
+            columns, others = direct_columns(str(args.get("raw_code") or ""), list(args.get("calls") or []))
+        except SpecError as exc:
+            return json.dumps({"error": str(exc)})
+        return json.dumps({"columns": sorted(columns), "others": others})
