@@ -150,9 +150,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         "alter table {s}.llm_audit add column if not exists ungrounded_values bigint",
     ),
     (
-<<<<<<< HEAD
-        # Tables a dry run had to create so that the models downstream could be estimated: dropped by
-        # the package's on-run-end hook (and on-run-start, after a run that was killed).
+        # Tables a dry run had to create so that the models downstream could be estimated: dropped when
+        # the command ends (or at the next command's first connect, after a kill): dry_run_tables.py.
         "create llm_dry_run_tables",
         """create table if not exists {s}.llm_dry_run_tables (
             relation varchar primary key,
@@ -161,7 +160,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             created_at timestamp
         )""",
     ),
-=======
+    (
         "create llm_calls: the spec of each call of a run",
         """create table {s}.llm_calls (
             invocation_id varchar not null,
@@ -183,7 +182,6 @@ MIGRATIONS: list[tuple[str, str]] = [
         """alter table {s}.llm_audit add column if not exists recheck_rows bigint;
         alter table {s}.llm_audit add column if not exists recheck_agree bigint""",
     ),
->>>>>>> stale
 ]
 
 

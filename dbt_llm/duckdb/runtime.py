@@ -26,11 +26,8 @@ from ..providers.factory import build_provider
 from . import dbt_events, signals
 from .audit_book import AuditBook
 from .batch_mode import BatchMode
-<<<<<<< HEAD
-from .dry_run_tables import drop_dry_run_tables
-=======
 from .column_specs import ColumnSpecs
->>>>>>> stale
+from .dry_run_tables import drop_dry_run_tables
 from .interrupted import settle_interrupted
 from .invocation import Invocation
 from .job_store import JobStore
