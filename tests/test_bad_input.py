@@ -107,3 +107,27 @@ def test_a_long_input_that_fails_says_a_rerun_fails_it_again_and_counts_answers_
     )
     assert "a rerun fails them again" in message and "max_input_chars" in message
     assert "the next run retries them" not in message
+
+
+def test_a_microbatch_batch_failed_by_a_long_input_says_a_rerun_fails_it_again(project: DbtProject) -> None:
+    project.plugin_config.update(max_input_chars=1000, on_long_input="fail")
+    rows = ["id,created_at,body", "1,2024-01-01 01:00:00,short text", f"2,2024-01-02 01:00:00,{'x' * 1500}"]
+    project.write("seeds/events.csv", "\n".join(rows) + "\n")
+    project.write(
+        "seeds/events.yml",
+        "version: 2\nseeds:\n  - name: events\n    config:\n      event_time: created_at\n"
+        "      column_types: {created_at: timestamp}\n",
+    )
+    project.write(
+        "models/mb.sql",
+        "{{ config(materialized='incremental', incremental_strategy='microbatch', event_time='created_at', "
+        "batch_size='day', begin='2024-01-01') }}\n"
+        "select id, created_at, {{ dbt_llm.llm_classify('body', ['bug', 'billing']) }} as l from {{ ref('events') }}\n",
+    )
+    project.dbt("seed")
+    result = project.dbt("run", "--event-time-start", "2024-01-01", "--event-time-end", "2024-01-03", ok=False)
+    log = (project.root / "logs" / "dbt.log").read_text()
+    said = [line for line in log.splitlines() if "got no valid answer, so this batch was not written" in line]
+    assert said and "a rerun fails them again" in said[-1] and "max_input_chars" in said[-1], said
+    assert "`dbt retry` reruns this batch" not in said[-1]
+    assert len(result.result.results[0].batch_results.failed) == 1

@@ -159,3 +159,28 @@ def test_four_dry_runs_of_a_microbatch_dag_each_exit_0(project: DbtProject) -> N
         assert "Traceback" not in output and "terminate called" not in output, output[-3000:]
         assert "Dry run so far: 10 request(s)" in output, output[-3000:]
     assert project.server.requests == []
+
+
+def test_fail_fast_stops_the_spending_of_the_models_still_running(project: DbtProject) -> None:
+    """dbt --fail-fast cancels the running nodes when one fails: their LLM calls stop sending too."""
+    project.plugin_config["max_concurrency"] = 2
+    project.server.latency = 0.2  # 300 rows at 2 in flight: 30 s if nothing stopped them
+    write_model(project, 300)
+    # Fails after a second or two of work, while m is sending.
+    project.write(
+        "models/boom.sql", "select case when sum(range) > 0 then error('boom') end as x from range(300000000)\n"
+    )
+    project.dbt("seed")
+    started = time.monotonic()
+    result = project.dbt("run", "--fail-fast", ok=False)
+    took = time.monotonic() - started
+    sent = len(project.server.requests)
+    assert not result.success
+    assert 0 < sent < 150 and took < 20, (sent, took)  # m had started, and stopped well before its 300
+    status = project.query("select status from dbt_llm.llm_audit where node_id like '%.m'")
+    assert status == [("cancelled",)]
+    project.server.reset()
+    project.server.latency = 0.0
+    project.dbt("run", "--select", "m")
+    # Paid again at most what was on the wire when it was cancelled (2 slots).
+    assert 300 - sent <= len(project.server.requests) <= 300 - sent + 2

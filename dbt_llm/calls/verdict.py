@@ -28,6 +28,21 @@ def budget_error(where: str, budget: Budget, skipped: int, *, batch: bool = Fals
     )
 
 
+_AGAIN = (
+    "a rerun fails them again (an input longer than max_input_chars with on_long_input: fail, or one the "
+    "provider refused): change the input or the setting"
+)
+
+
+def _retried(failed: int | str, lasting: int, retry: str) -> str:
+    """What the next run does with `failed` rows of which `lasting` fail again on every run."""
+    if not lasting or not isinstance(failed, int):
+        return f"They are not cached, so {retry}"
+    if lasting >= failed:
+        return "They are not cached, but " + _AGAIN
+    return f"{failed - lasting} are not cached, so {retry}; for the other {lasting}, {_AGAIN}"
+
+
 def rows_failed(
     node_id: str, failed: int | str, query: str, *, lasting: int = 0, by_function: dict[str, int] | None = None
 ) -> DbtLlmError:
@@ -37,27 +52,18 @@ def rows_failed(
     if by_function and len(by_function) > 1:
         per = ", ".join(f"{n} of llm_{function}" for function, n in sorted(by_function.items()))
         counted = f"{failed} answer(s) in {node_id} are missing ({per})"
-    retried = "They are not cached, so the next run retries them"
-    again = (
-        "a rerun fails them again (an input longer than max_input_chars with on_long_input: fail, or one the "
-        "provider refused): change the input or the setting"
-    )
-    if lasting and isinstance(failed, int):
-        retried = (
-            "They are not cached, but " + again
-            if lasting >= failed
-            else f"{failed - lasting} are not cached, so the next run retries them; for the other {lasting}, {again}"
-        )
+    retried = _retried(failed, lasting, "the next run retries them")
     return RowFailuresError(
         f"dbt_llm: {counted}. {retried}. See why: {query}. To keep NULLs instead of failing, set on_error: null."
     )
 
 
-def batch_failed(where: str, texts: int, query: str) -> DbtLlmError:
+def batch_failed(where: str, texts: int, query: str, *, lasting: int = 0) -> DbtLlmError:
+    retried = _retried(texts, lasting, "`dbt retry` reruns this batch and retries only them")
     return RowFailuresError(
         f"dbt_llm: {texts} text(s) of {where} got no valid answer, so this batch was not written (each microbatch "
-        "batch fails on its own rows). They are not cached: `dbt retry` reruns this batch and retries only them. "
-        f"See why: {query}. To keep NULLs instead of failing, set on_error: null."
+        f"batch fails on its own rows). {retried}. See why: {query}. To keep NULLs instead of failing, set "
+        "on_error: null."
     )
 
 

@@ -179,9 +179,9 @@ class LiveCall:
         elif outcome.shared:
             chunk.reused += 1
 
-    def settle_drained(self, drained: list[Outcome]) -> tuple[int, int]:
+    def settle_drained(self, drained: list[Outcome]) -> tuple[int, int, int]:
         """A microbatch batch that fails: its drained outcomes counted; returns its failed and
-        budget-skipped keys over the whole call."""
+        budget-skipped keys over the whole call, and of the failed those a rerun fails again."""
         with self._lock:
             self._failed.update((o.key, o) for o in drained if not o.ok)
             failures = list(self._failed.values())
@@ -190,4 +190,5 @@ class LiveCall:
             failed=sum(not o.ok and o.error_kind != "budget" for o in drained),
             skipped=sum(o.error_kind == "budget" for o in drained),
         )
-        return len(failures) - skipped, skipped
+        lasting = sum(o.error_kind in LASTING_ERRORS for o in failures)
+        return len(failures) - skipped, skipped, lasting

@@ -49,14 +49,14 @@ class Settler:
         """A microbatch batch fails on its own rows, in its own statement (dbt runs the post-hook only
         after the last batch), once every text it queued was answered (`drained`): all its failures are
         recorded and every answer it paid for is cached."""
-        failed, skipped = live.settle_drained(drained)
+        failed, skipped, lasting = live.settle_drained(drained)
         status: Status = "budget_exceeded" if skipped else "failed_rows"
         self._settle_now(live.account, status)
         call = live.call
         if skipped:
             return verdict.budget_error(call.where, live.budget, skipped, batch=True)
         query = verdict.errors_query(self._schema(), call.invocation_id, call.node_id)
-        return verdict.batch_failed(call.where, failed, query)
+        return verdict.batch_failed(call.where, failed, query, lasting=lasting)
 
     def finish_model(self, invocation: Invocation, node_id: str, materialized: str) -> str:
         """The model's post-hook: settle its open rows (batches of a microbatch model that failed or

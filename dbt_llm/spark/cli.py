@@ -31,12 +31,14 @@ def ensure_tables(spark: SparkSession, schema: str) -> None:
             spark.sql(statement)
 
 
-def merge_leftovers(spark: SparkSession, root: str) -> int:
-    """Merge every model directory left in staging; their audit rows say `error` (or `preview`)."""
+def merge_leftovers(spark: SparkSession, root: str, status: str) -> int:
+    """Merge every model directory left in staging; their audit rows say `status` (or `preview`):
+    `interrupted` before dbt starts (a killed run left them), `error` after it ended (a model whose
+    statement failed before its post-hook)."""
     merged = 0
     for node in node_dirs(Path(root)):
         ensure_tables(spark, node.schema)
-        plan = merge(node, "error")
+        plan = merge(node, status)
         for statement in plan.statements:
             spark.sql(statement)
         for statement in plan.drop_views:
@@ -86,13 +88,13 @@ def run(argv: Sequence[str]) -> int:
     try:
         root = session.staging_root(spark)
         udfs.register(spark, root)
-        merge_leftovers(spark, root)
+        merge_leftovers(spark, root, "interrupted")
         if held is not None:  # this process holds the project: what is left is a dead run's
             forget_calls(Path(root), since=0)
             (Path(root) / MERGE_LOCK).unlink(missing_ok=True)
             session.drop_orphan_tables(spark, state)
         result = dbtRunner().invoke(list(argv))
-        merge_leftovers(spark, root)
+        merge_leftovers(spark, root, "error")
         forget_calls(Path(root), since=started)
         return _outcome(result)
     finally:

@@ -100,11 +100,9 @@ def _audit_insert(s: str, view: str, ids: tuple[str, str], status: str) -> str:
     """One llm_audit row per function and model of the node (`ids`: its invocation and node literals)."""
     inv, nid = ids
     paid = "`kind` in ('answer', 'error')"
-    final = (
-        f"case when first(`command`, true) = 'show' then 'preview' "
-        f"when coalesce(sum(`failed`), 0) > 0 then 'failed_rows' "
-        f"else {literal(status)} end"
-    )
+    # A killed run's rows are `interrupted` whatever its rows came to: it was not judged.
+    rows_say = "" if status == "interrupted" else "when coalesce(sum(`failed`), 0) > 0 then 'failed_rows' "
+    final = f"case when first(`command`, true) = 'show' then 'preview' {rows_say}else {literal(status)} end"
     return f"""insert into {s}.llm_audit
         select n.* from (
             select {inv} as invocation_id, {nid} as node_id, '' as batch_id, `function`, `model`,
@@ -124,8 +122,9 @@ def _audit_insert(s: str, view: str, ids: tuple[str, str], status: str) -> str:
 
 
 def merge(node: NodeDir, status: str) -> Merge:
-    """`status`: what the audit says of this model's run (success, or error for a run that never finished);
-    it becomes failed_rows when rows failed, and a `dbt show` is always a preview."""
+    """`status`: what the audit says of this model's run (success; error for a model whose statement
+    failed; interrupted for a killed run's); it becomes failed_rows when rows failed (but for a killed
+    run), and a `dbt show` is always a preview."""
     s = quote(node.schema)
     view = "_dbt_llm_staged_" + hashlib.sha256(str(node.path).encode()).hexdigest()[:16]
     inv, nid = literal(node.invocation_id), literal(node.node_id)
