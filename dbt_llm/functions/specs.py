@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InternalStateError, SpecError
 from . import prompts, tokens
+from .confidence import Choices
 from .schemas import JsonSchema, fields_to_schema, normalize_schema
 
 if TYPE_CHECKING:
@@ -56,6 +57,10 @@ class FunctionKind(ABC):
 
     def labels(self, spec: dict[str, Any]) -> dict[str, str | None]:
         return {}
+
+    def choices(self, spec: dict[str, Any]) -> Choices | None:
+        """The answers the schema allows, when an answer is one of them: what its confidence is over."""
+        return None
 
     def dimensions(self, spec: dict[str, Any]) -> int | None:
         return None
@@ -127,6 +132,9 @@ class Classify(FunctionKind):
     def labels(self, spec: dict[str, Any]) -> dict[str, str | None]:
         return dict(spec["labels"])
 
+    def choices(self, spec: dict[str, Any]) -> Choices | None:
+        return None if spec.get("multi_label") else Choices.labels("label", [p[0] for p in spec["labels"]])
+
     def messages(self, task: Task, text: str) -> list[prompts.Message]:
         spec = task.spec
         return prompts.classify_messages(
@@ -169,6 +177,9 @@ class Filter(FunctionKind):
                 f"for example 'Does the customer ask for a refund?'; got {question!r}."
             )
         return FunctionSpec({"question": question.strip()}, _object({"answer": {"type": "boolean"}}), 24, "filter")
+
+    def choices(self, spec: dict[str, Any]) -> Choices | None:
+        return Choices.booleans("answer")
 
     def messages(self, task: Task, text: str) -> list[prompts.Message]:
         spec = task.spec
