@@ -52,6 +52,13 @@ def _number_from_text(value: Any) -> Any:
     return value
 
 
+def _bool_from_text(value: Any) -> Any:
+    """env_var() renders 'true' and 'false' as text."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return value
+
+
 def _filled(value: str) -> str:
     if not value.strip():
         raise _Refusal("Set it to a non-empty string.")
@@ -236,6 +243,11 @@ class LlmConfig:
         description="distinct texts sent in one request (the macro argument of the same name overrides it); "
         "above 1 the fixed prompt is paid once per request, not per row",
     )
+    logprobs: Annotated[bool, Strict(), BeforeValidator(_bool_from_text)] = Field(
+        default=True,
+        description="ask llm_classify and llm_filter requests for token logprobs, the source of with_confidence; "
+        "false for an endpoint whose Batch API refuses them (realtime requests stop asking by themselves)",
+    )
 
     def api_key(self) -> str:
         """The key, read from the environment only when a request is about to be sent."""
@@ -368,6 +380,8 @@ def _expected(field: FieldInfo) -> str:
         return f"Set it to {'an integer' if kind is int else 'a number'} >= {minimum}."
     if kind is str:
         return "Set it to a non-empty string."
+    if kind is bool:
+        return "Use true or false."
     return "Use a mapping like {gpt-4o-mini: {input: 0.15, output: 0.60}}."
 
 

@@ -28,6 +28,7 @@ class CacheRow:
     created_at: datetime
     invocation_id: str
     node_id: str
+    confidence: float | None = None  # of the answer among the allowed ones, from its logprobs (NULL: unknown)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class AuditRow:
     batch_answers: int = 0
     rows_per_call: float | None = None  # rows sent / api_calls: above 1 when rows are packed
     ungrounded_values: int = 0  # extracted strings the input text does not contain: nulled
+    mean_confidence: float | None = None  # over the rows this row's requests answered with a confidence
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         "llm_audit: ungrounded values",
         "alter table {s}.llm_audit add column if not exists ungrounded_values bigint",
     ),
+    (
+        "llm_cache: answer confidence; llm_audit: mean confidence",
+        """alter table {s}.llm_cache add column if not exists confidence double;
+        alter table {s}.llm_audit add column if not exists mean_confidence double""",
+    ),
 ]
 
 

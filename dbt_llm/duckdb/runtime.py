@@ -157,6 +157,10 @@ class Runtime:
                 "cache_table": f"{schema}.llm_cache",
                 "structure": json.dumps(task.sql_structure),
                 "model": task.model,
+                # with_confidence: the answer's key in llm_cache.result and its field in the STRUCT.
+                "confidence": {"key": task.choices.key, "name": task.choices.name}
+                if call.with_confidence and task.choices is not None
+                else None,
                 # Truncating in SQL keeps the key equal to what is sent.
                 "truncate_at": self.config.max_input_chars if self.config.on_long_input == "truncate" else None,
             }

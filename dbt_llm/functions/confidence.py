@@ -37,18 +37,21 @@ _WS = b" \t\n\r"
 @dataclass(frozen=True)
 class Choices:
     """The answers the schema allows at one JSON key, each as the bytes that spell it (a string's
-    quotes included), keyed by the answer's canonical JSON value."""
+    quotes included), keyed by the answer's canonical JSON value; `name`: the answer's field in the
+    STRUCT with_confidence returns."""
 
     key: str
     terms: dict[str, bytes]
+    name: str
 
     @classmethod
     def labels(cls, key: str, names: Sequence[str]) -> Choices:
-        return cls(key, {json.dumps(n, ensure_ascii=False): json.dumps(n, ensure_ascii=False).encode() for n in names})
+        spelled = [json.dumps(n, ensure_ascii=False) for n in names]
+        return cls(key, {s: s.encode() for s in spelled}, "label")
 
     @classmethod
     def booleans(cls, key: str) -> Choices:
-        return cls(key, {"true": b"true", "false": b"false"})
+        return cls(key, {"true": b"true", "false": b"false"}, "value")
 
 
 def confidence(content: str, value: object, tokens: Tokens | None, choices: Choices, row_id: str = "") -> float | None:
