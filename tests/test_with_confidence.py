@@ -4,6 +4,10 @@ answer; NULL where the provider gives none; per packed row; in batch mode; avera
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from conftest import DbtProject
 
@@ -55,6 +59,23 @@ def test_classify_confidence_is_the_logprobs_renormalised_over_the_labels(projec
     project.dbt("run")
     assert project.server.requests == []
     assert values(project) == [("billing", c1), ("shipping", 1.0), ("billing", c1), (None, None)]
+
+
+def test_a_killed_run_is_settled_with_the_mean_confidence_it_cached(project: DbtProject) -> None:
+    project.server.set_logprobs("refund", REFUND)
+    project.write("seeds/t.csv", SEED)
+    project.write("models/m.sql", f"select id, {classify()} as v from {{{{ ref('t') }}}}\n")
+    project.write_profiles()
+    # In another process: this one settles only runs it does not know, when it first opens the warehouse.
+    dbt = [str(Path(sys.executable).with_name("dbt"))]
+    where = ["--project-dir", str(project.root), "--profiles-dir", str(project.root)]
+    subprocess.run([*dbt, "build", *where], check=True, capture_output=True)
+    # What kill -9 leaves: the audit row still `running`, its counters behind what reached llm_cache.
+    project.execute("update dbt_llm.llm_audit set status = 'running', mean_confidence = null")
+    project.write("models/plain.sql", "select 1 as x\n")
+    project.dbt("run", "-s", "plain")  # the next invocation settles it from llm_cache
+    [(status, mean)] = project.query("select status, mean_confidence from dbt_llm.llm_audit")
+    assert status == "interrupted" and abs(mean - (0.5 / 0.75 + 1.0) / 2) < EXACT
 
 
 def test_with_confidence_is_no_part_of_the_cache_key(project: DbtProject) -> None:
