@@ -61,7 +61,9 @@ def _token(token: str, probs: Probs | None, top: int) -> dict[str, Any]:
     return entry
 
 
-def logprobs_of(answer: Any, rows: dict[str, str], text: str, top: int, probs_of: Callable[[str], Probs | None]) -> list[dict[str, Any]]:
+def logprobs_of(
+    answer: Any, rows: dict[str, str], text: str, top: int, probs_of: Callable[[str], Probs | None]
+) -> list[dict[str, Any]]:
     """The ``logprobs.content`` of ``json.dumps(answer)``; ``rows``: a packed answer's id -> text
     (``{}`` unpacked, then ``text`` is the row's), ``probs_of(text)``: a row's distribution or None."""
     tokens: list[dict[str, Any]] = []

@@ -181,7 +181,6 @@ from _fake_batches import (
     RecordedFile,
 )
 from _fake_http import BAD_GATEWAY_HTML as BAD_GATEWAY_HTML  # re-export: it used to be defined here
-from _fake_logprobs import Probs, logprobs_of
 from _fake_http import (
     MODEL_ID,
     FakeHandler,
@@ -194,6 +193,7 @@ from _fake_http import (
     response_format,
     server_fault_reply,
 )
+from _fake_logprobs import Probs, logprobs_of
 
 __all__ = [
     "BATCH_FAULTS",

@@ -94,7 +94,9 @@ def test_filter_confidence_of_each_packed_row_comes_from_its_own_tokens(project:
     project.server.set_logprobs("refund", {"false": 0.5, "true": 0.25, "maybe": 0.25})
     project.server.set_logprobs("shipping", {"false": 0.25, "true": 0.5, "yes": 0.25})
     question = "Does the customer ask for money back?"
-    build(project, {"m": f"{{{{ dbt_llm.llm_filter('body', '{question}', rows_per_request=4, with_confidence=true) }}}}"})
+    build(
+        project, {"m": f"{{{{ dbt_llm.llm_filter('body', '{question}', rows_per_request=4, with_confidence=true) }}}}"}
+    )
     [packed] = project.server.requests  # both distinct texts in one request
     assert packed.ids == ("r1", "r2") and packed.top_logprobs == 20
     rows = values(project, field="value")
