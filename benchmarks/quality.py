@@ -72,7 +72,14 @@ Columns:
   scored as wrong;
 - ``requests``: requests sent (packs count once; retries and split packs included);
 - ``rows/s``: rows answered per second of wall time (server start-up excluded);
-- ``prompt/row``, ``compl/row``: prompt and completion tokens per row, retries included.
+- ``prompt/row``, ``compl/row``: prompt and completion tokens per row, retries included;
+- ``conf``, ``hi_half``, ``lo_half`` (classification): the mean confidence of the answers (what
+  ``with_confidence=true`` returns: the probability the model gave its label among the labels, from
+  the token logprobs, ``dbt_llm/functions/confidence.py``), and the accuracy of the more confident and
+  the less confident half of the rows that have one (sorted by confidence, ties in sha256 order of the
+  row id; an odd row out in the middle is left out); ``conf_rows``: rows with a confidence (a failed
+  row, or a provider that gives no logprobs, has none).  A confidence that separates right from wrong
+  answers has ``hi_half`` well above ``lo_half``.
 """
 
 from __future__ import annotations
@@ -257,13 +264,15 @@ class Bench:
         answers = [json.loads(o.result)["label"] if o.result else None for o in outcomes]
         right = sum(a == r["expected_label"] for a, r in zip(answers, sample, strict=True))
         self.answers += [
-            {"id": r["id"], "text": r["text"], "expected": r["expected_label"], "answer": a}
-            for r, a in zip(sample, answers, strict=True)
+            {"id": r["id"], "text": r["text"], "expected": r["expected_label"], "answer": a, "confidence": o.confidence}
+            for r, a, o in zip(sample, answers, outcomes, strict=True)
         ]
         majority = Counter(r["expected_label"] for r in sample).most_common(1)[0][1]
+        rights = [a == r["expected_label"] for a, r in zip(answers, sample, strict=True)]
         return {
             "score": right / len(sample),
             "floor": majority / len(sample),
+            **halves(outcomes, rights, sample),
             **self.common(outcomes, [json.dumps(a) for a in answers if a is not None], seconds),
         }
 
@@ -349,13 +358,34 @@ class Bench:
         }
 
     def run(self, name: str) -> dict[str, Any]:
-        with open(DATASETS / SETS[name], newline="", encoding="utf-8") as f:
+        with open(Path(self.args.datasets) / SETS[name], newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         extract = name == "snips_slots"
         ordered = stratified(rows, "intent" if extract else "expected_label")
         sample, rest = ordered[: self.args.limit], ordered[self.args.limit :]
         print(f"{name}, {self.prompt}, K={self.rows_per_request}: {len(sample)} rows", file=sys.stderr)
         return (self.extract if extract else self.classify)(rows, sample, rest)
+
+
+def halves(outcomes: list[Outcome], rights: list[bool], sample: list[Row]) -> dict[str, Any]:
+    """The accuracy of the more and the less confident half of the answers that have a confidence."""
+    scored = sorted(
+        (
+            (o.confidence, right, _h(r["id"]))
+            for o, right, r in zip(outcomes, rights, sample, strict=True)
+            if o.confidence is not None
+        ),
+        key=lambda t: (-t[0], t[2]),
+    )
+    half = len(scored) // 2
+    if not half:
+        return {"conf_rows": len(scored)}
+    return {
+        "conf_rows": len(scored),
+        "conf": sum(c for c, _, _ in scored) / len(scored),
+        "hi_half": sum(right for _, right, _ in scored[:half]) / half,
+        "lo_half": sum(right for _, right, _ in scored[-half:]) / half,
+    }
 
 
 def provider_factory(args: argparse.Namespace) -> Callable[[], Provider]:
@@ -389,7 +419,7 @@ Key = tuple[str, int, str]  # (set, K, prompt)
 def table(results: dict[Key, dict[str, Any]]) -> str:
     """One line per (set, K, prompt), in the order given."""
     cols = ["rows", "score", "floor", "row_em", "row_floor", "raw_score", "raw_row_em", "top", "failed", "requests"]
-    cols += ["rows/s", "prompt/row", "compl/row"]
+    cols += ["rows/s", "prompt/row", "compl/row", "conf_rows", "conf", "hi_half", "lo_half"]
 
     def cell(value: Any) -> str:
         if value is None:
@@ -449,6 +479,7 @@ def main() -> None:
     p.add_argument("--base-url", default="https://api.openai.com/v1")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")
     p.add_argument("--sets", default=",".join(SETS))
+    p.add_argument("--datasets", default=str(DATASETS), help="folder of the sets (default: ../shared/datasets)")
     p.add_argument("--limit", type=int, default=60, help="rows per set")
     p.add_argument("--concurrency", type=int, help="requests at once (local: server slots); default 2 local, 8 openai")
     p.add_argument("--descriptions", action="store_true", help="describe each label by its name, humanised")

@@ -52,6 +52,13 @@ def _number_from_text(value: Any) -> Any:
     return value
 
 
+def _bool_from_text(value: Any) -> Any:
+    """env_var() renders 'true' and 'false' as text."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return value
+
+
 def _filled(value: str) -> str:
     if not value.strip():
         raise _Refusal("Set it to a non-empty string.")
@@ -242,6 +249,11 @@ class LlmConfig:
         description="cached rows of each call re-asked on every run, bypassing the cache, to measure agreement "
         "(llm_audit.recheck_rows, recheck_agree; the dbt var dbt_llm_recheck and meta dbt_llm.recheck override it)",
     )
+    logprobs: Annotated[bool, Strict(), BeforeValidator(_bool_from_text)] = Field(
+        default=True,
+        description="ask llm_classify and llm_filter requests for token logprobs, the source of with_confidence; "
+        "false for an endpoint whose Batch API refuses them (realtime requests stop asking by themselves)",
+    )
 
     def api_key(self) -> str:
         """The key, read from the environment only when a request is about to be sent."""
@@ -375,6 +387,8 @@ def _expected(field: FieldInfo) -> str:
         return f"Set it to {'an integer' if kind is int else 'a number'} >= {minimum}."
     if kind is str:
         return "Set it to a non-empty string."
+    if kind is bool:
+        return "Use true or false."
     return "Use a mapping like {gpt-4o-mini: {input: 0.15, output: 0.60}}."
 
 

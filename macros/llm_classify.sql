@@ -1,20 +1,24 @@
 {#- Classify a text expression into one of `labels` (a list, or a dict label -> description).
     Returns VARCHAR, always one of the labels; NULL or blank text gives NULL with no call.
     With multi_label=true: VARCHAR[], every label that applies, in the order of `labels`; an empty
-    list when none does (NULL still means there was no text). -#}
-{% macro llm_classify(text, labels, model=none, instructions=none, examples=none, rows_per_request=none, multi_label=false) -%}
+    list when none does (NULL still means there was no text).
+    With with_confidence=true: STRUCT(label VARCHAR, confidence DOUBLE), the confidence being the
+    probability the model gave its label among the labels (NULL where the provider gave no logprobs). -#}
+{% macro llm_classify(text, labels, model=none, instructions=none, examples=none, rows_per_request=none, multi_label=false, with_confidence=false) -%}
   {{- dbt_llm._llm_check_text('classify', text) -}}
-  {{- adapter.dispatch('llm_classify', 'dbt_llm')(text, labels, model, instructions, examples, rows_per_request, multi_label) -}}
+  {{- adapter.dispatch('llm_classify', 'dbt_llm')(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence) -}}
 {%- endmacro %}
 
-{% macro default__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label) -%}
+{% macro default__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence) -%}
   {{- exceptions.raise_compiler_error("llm_classify: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml, or dbt-spark through `dbt-llm spark`.") -}}
 {%- endmacro %}
 
-{% macro duckdb__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label) -%}
-  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label}) -%}
+{% macro duckdb__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence) -%}
+  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label, 'with_confidence': with_confidence}) -%}
   {%- if call is none -%}
-    cast(null as {{ 'varchar[]' if multi_label else 'varchar' }})
+    cast(null as {{ 'struct(label varchar, confidence double)' if with_confidence else 'varchar[]' if multi_label else 'varchar' }})
+  {%- elif with_confidence -%}
+    json_transform({{ dbt_llm._llm_resolve_sql(call, text) }}, '{"label": "VARCHAR", "confidence": "DOUBLE"}')
   {%- elif multi_label -%}
     json_transform({{ dbt_llm._llm_resolve_sql(call, text) }}, {{ dbt_llm._llm_literal(call.structure) }}).labels
   {%- else -%}
@@ -22,7 +26,8 @@
   {%- endif -%}
 {%- endmacro %}
 
-{% macro spark__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label) -%}
+{% macro spark__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence) -%}
+  {{- dbt_llm._llm_spark_no_confidence('classify', with_confidence) -}}
   {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label}) -%}
   {%- if call is none -%}
     cast(null as {{ 'array<string>' if multi_label else 'string' }})

@@ -94,10 +94,12 @@ def chat_completion_dict(
     prompt_tokens: int,
     completion_tokens: int,
     cached_tokens: int | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A non-streaming ``chat.completion`` with one choice and its usage.
 
-    ``usage.prompt_tokens_details.cached_tokens`` is there only when ``cached_tokens`` is given.
+    ``usage.prompt_tokens_details.cached_tokens`` is there only when ``cached_tokens`` is given;
+    ``choices[0].logprobs`` is ``{"content": logprobs}`` when they are given, else null.
     """
     usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
@@ -115,7 +117,7 @@ def chat_completion_dict(
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
+                "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None},
                 "finish_reason": finish_reason,
             }
         ],

@@ -72,6 +72,16 @@ in ``answered()``.  An unpacked request has ``ids=()``, ``texts=(text,)`` and ``
 Usage is counted as for any request: prompt tokens from all the messages, completion tokens
 from the whole answer.
 
+Logprobs
+--------
+A chat request with ``logprobs: true`` gets ``choices[0].logprobs.content[]`` as OpenAI gives it
+(``{token, logprob, bytes, top_logprobs}``, ``top_logprobs`` alternatives each): see
+``_fake_logprobs``.  Every token is certain unless ``set_logprobs(match, probs)`` gave the rows
+whose text contains ``match`` a distribution over their value tokens.  ``fake.logprobs`` says what
+a request that asks gets: ``"given"`` (the default), ``"ignored"`` (no logprobs, as some servers do)
+or ``"refused"`` (a 400 naming logprobs, as reasoning models do); realtime and batch lines alike.
+The record's ``top_logprobs`` is what the request asked for (``None``: no logprobs).
+
 Prefix cache
 ------------
 ``usage.prompt_tokens_details.cached_tokens`` follows OpenAI's rule (caching from 1024
@@ -189,6 +199,7 @@ from _fake_http import (
     response_format,
     server_fault_reply,
 )
+from _fake_logprobs import Probs, logprobs_of
 
 __all__ = [
     "BATCH_FAULTS",
@@ -227,6 +238,7 @@ _PACKED_INPUT_RE = re.compile(r'<input id="([^"]+)">\n(.*?)\n</input>', re.DOTAL
 _TRUE_WORDS = frozenset({"yes", "true", "1"})
 _FALSE_WORDS = frozenset({"no", "false", "0"})
 _MISSING: Any = object()
+_LOGPROBS_REFUSED = "logprobs are not supported with this model"
 
 
 @dataclass
@@ -248,6 +260,7 @@ class RecordedRequest:
     texts: tuple[str, ...] = ()  # the row texts, in the order of ``ids`` (unpacked: ``(text,)``)
     ids: tuple[str, ...] = ()  # the row ids of a packed request (unpacked: ``()``)
     invalid_ids: tuple[str, ...] = ()  # the rows an ``invalid`` fault broke (packed requests only)
+    top_logprobs: int | None = None  # what the request asked for: None without ``logprobs: true``
 
 
 # --------------------------------------------------------------------------- #
@@ -713,6 +726,13 @@ class _Chat:
         )
 
     @property
+    def top_logprobs(self) -> int | None:
+        """The alternatives per token the request asks for; None when it asks for no logprobs."""
+        if not isinstance(self.body, dict) or self.body.get("logprobs") is not True:
+            return None
+        return int(self.body.get("top_logprobs") or 0)
+
+    @property
     def row_texts(self) -> tuple[str, ...]:
         """The texts a fault's ``match`` is looked for in: the row texts, or the one input text."""
         return tuple(self.texts.values()) if self.texts else (self.text,)
@@ -731,6 +751,9 @@ class _Chat:
             return "'messages' is a required property"
         if self.body.get("stream"):
             return "stream=true is not supported by FakeOpenAI"
+        top = self.body.get("top_logprobs")
+        if top is not None and (self.body.get("logprobs") is not True or not 0 <= int(top) <= 20):
+            return "top_logprobs must be an integer from 0 to 20, and needs logprobs: true"
         return None
 
 
@@ -797,6 +820,8 @@ class FakeOpenAI(BatchService):
         self._seen_prefixes: set[tuple[str, str]] = set()
         self.arrivals: list[float] = []  # monotonic time each chat request arrived, answered or not
         self._changed: list[str | None] = []  # see change_answers
+        self.logprobs = "given"  # or "ignored", "refused": what a request asking for logprobs gets
+        self._logprob_rules: list[tuple[str, Probs]] = []
 
     # -- recording --------------------------------------------------------- #
 
@@ -835,6 +860,8 @@ class FakeOpenAI(BatchService):
             self._rates = {}
             self._seen_prefixes.clear()
             self._changed.clear()
+            self._logprob_rules.clear()
+            self.logprobs = "given"
 
     # -- faults ------------------------------------------------------------ #
 
@@ -862,6 +889,19 @@ class FakeOpenAI(BatchService):
     def _changes(self, text: str) -> bool:
         with self._lock:
             return any(match is None or match in text for match in self._changed)
+
+    def set_logprobs(self, match: str, probs: Probs) -> None:
+        """The value tokens of rows whose text contains ``match`` get these token probabilities (see
+        ``_fake_logprobs``); the first rule that matches a row applies."""
+        with self._lock:
+            self._logprob_rules.append((match, dict(probs)))
+
+    def _probs_of(self, text: str) -> Probs | None:
+        with self._lock:
+            return next((probs for match, probs in self._logprob_rules if match in text), None)
+
+    def _refuses_logprobs(self, chat: _Chat) -> bool:
+        return chat.top_logprobs is not None and self.logprobs == "refused"
 
     def inject_batch_line(self, kind: str, *, times: int = 1, match: str | None = None) -> None:
         """Apply ``kind`` (``500``, ``invalid``, ``truncated``) to the next ``times`` batch lines matching ``match``."""
@@ -1013,6 +1053,7 @@ class FakeOpenAI(BatchService):
                 return _invented_answer(schema, text)
             return (_changed_answer if self._changes(text) else build_answer)(schema, text)
 
+        answer: Any = _MISSING
         if chat.texts:
             answer = {
                 row_id: (_invalid_answer if row_id in invalid_ids else build)(chat.row_schemas[row_id], text)
@@ -1021,7 +1062,8 @@ class FakeOpenAI(BatchService):
             content = json.dumps(answer)
         elif chat.schema is not None:
             bend = _invalid_answer if fault == "invalid" else build
-            content = json.dumps(bend(chat.schema, chat.text))
+            answer = bend(chat.schema, chat.text)
+            content = json.dumps(answer)
         elif fault == "invalid":
             content = INVALID_LABEL
         else:
@@ -1031,6 +1073,10 @@ class FakeOpenAI(BatchService):
             finish_reason = "length"
         completion_tokens = estimate_tokens(len(content))
         cached = self._cached_tokens(chat)
+        top = chat.top_logprobs
+        logprobs = None
+        if top is not None and self.logprobs == "given" and answer is not _MISSING and fault != "truncated":
+            logprobs = logprobs_of(answer, chat.texts, chat.text, top, self._probs_of)
         body = chat_completion_dict(
             f"chatcmpl-{self._next_id()}",
             chat.model,
@@ -1039,6 +1085,7 @@ class FakeOpenAI(BatchService):
             prompt_tokens=chat.prompt_tokens,
             completion_tokens=completion_tokens,
             cached_tokens=cached,
+            logprobs=logprobs,
         )
         return _Completion(body, content, completion_tokens, cached or 0)
 
@@ -1059,7 +1106,7 @@ class FakeOpenAI(BatchService):
             record(401, None)
             handler.send_unauthorized()
             return
-        problem = chat.problem()
+        problem = chat.problem() or (_LOGPROBS_REFUSED if self._refuses_logprobs(chat) else None)
         if problem is not None:
             record(400, None)
             handler.send_body(400, error_body(problem, "invalid_request_error", None))
@@ -1107,7 +1154,7 @@ class FakeOpenAI(BatchService):
             with self._lock:
                 self._batch_records.append(recorded)
 
-        problem = chat.problem()
+        problem = chat.problem() or (_LOGPROBS_REFUSED if self._refuses_logprobs(chat) else None)
         if problem is not None:
             record(400, None)
             return 400, json.loads(error_body(problem, "invalid_request_error", None))
@@ -1153,6 +1200,7 @@ def _recorded(
         texts=chat.row_texts,
         ids=tuple(chat.texts),
         invalid_ids=invalid_ids,
+        top_logprobs=chat.top_logprobs,
     )
 
 

@@ -476,10 +476,12 @@ def test_a_batch_line_is_the_request_the_realtime_provider_sends() -> None:
             response_format=TASK.response_format(),
             max_tokens=TASK.max_tokens,
             temperature=TASK.temperature,
+            top_logprobs=TASK.top_logprobs,
         )
         await provider.aclose()
 
     asyncio.run(send())
+    assert realtime[0]["logprobs"] is True and realtime[0]["top_logprobs"] == 20  # the source of confidence
     fake = FakeBatchAPI()
     runner(fake, Clock()).submit([request(text)], lambda r: None)
     (line,) = [json.loads(raw) for raw in fake.uploads[0].splitlines()]
@@ -490,7 +492,9 @@ def test_a_batch_line_is_the_request_the_realtime_provider_sends() -> None:
         "body": realtime[0],
     }
     asked = request(text)
-    body = chat_body(asked.model, asked.messages(), asked.response_format(), TASK.max_tokens, asked.temperature)
+    body = chat_body(
+        asked.model, asked.messages(), asked.response_format(), TASK.max_tokens, asked.temperature, asked.top_logprobs
+    )
     assert request_line(line["custom_id"], body) == line
 
 

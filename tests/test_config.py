@@ -138,6 +138,15 @@ def test_numeric_keys_refuse_out_of_range_values_and_booleans(key: str) -> None:
         assert f"`{key}` is {value!r}. Set it to {kind}." in str(info.value)
 
 
+def test_logprobs_is_true_or_false() -> None:
+    assert parse_config({}).logprobs is True
+    assert parse_config({"logprobs": "false"}).logprobs is False  # as env_var() renders it
+    for value in ("yes", 1):
+        with pytest.raises(ConfigError) as info:
+            parse_config({"logprobs": value})
+        assert f"`logprobs` is {value!r}. Use true or false." in str(info.value)
+
+
 def test_every_key_has_a_description() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"no_such_key": 1})

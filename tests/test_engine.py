@@ -62,6 +62,7 @@ class FakeProvider:
         response_format: dict[str, Any],
         max_tokens: int,
         temperature: float,
+        top_logprobs: int | None = None,
     ) -> Completion:
         text = messages[-1]["content"].split("<input>\n", 1)[1].split("\n</input>", 1)[0]
         self.calls.append(Call(text, max_tokens))
@@ -260,9 +261,7 @@ def test_a_key_answered_after_the_callers_check_is_not_sent_again(engines: Calla
         answered[outcome.key] = outcome.result
 
     [first] = engine.run([request("shared")], record)  # landed after the second caller checked
-    pending = engine.submit(
-        [request("shared"), request("new")], record, still_needed=lambda key: key not in answered
-    )
+    pending = engine.submit([request("shared"), request("new")], record, still_needed=lambda key: key not in answered)
     assert [p.key for p in pending] == [request("new").key]
     engine.wait(pending)
     assert provider.texts() == ["shared", "new"] and first.ok

@@ -54,3 +54,22 @@ def test_local_model_answers_within_the_schema_at_zero_cost(project: DbtProject)
     ]
     project.dbt("run")
     assert project.query("select sum(api_calls) from dbt_llm.llm_audit")[0][0] == 5  # the rerun is cached
+
+
+def test_local_model_gives_each_answer_a_confidence(project: DbtProject) -> None:
+    # llama.cpp's server returns logprobs on chat completions, as OpenAI does: the embedded model has them too.
+    project.plugin_config = {"provider": "local", "model": MODEL, "local_parallel": 2}
+    project.write("seeds/v.csv", "id,description\n1,Annual licence for CRM platform\n2,Dell laptops x25\n")
+    project.write(
+        "models/m.sql",
+        f"select id, {{{{ dbt_llm.llm_classify('description', {LABELS}, with_confidence=true) }}}} as c, "
+        "{{ dbt_llm.llm_filter('description', 'Is it a physical product?', with_confidence=true) }} as f "
+        "from {{ ref('v') }}\n",
+    )
+    project.dbt("seed")
+    project.dbt("run")
+    rows = project.query("select c.label, c.confidence, f.value, f.confidence from m order by id")
+    for label, label_confidence, value, value_confidence in rows:
+        assert label in LABELS and isinstance(value, bool)
+        assert 0.0 < label_confidence <= 1.0 and 0.0 < value_confidence <= 1.0
+    assert project.query("select count(*) from dbt_llm.llm_cache where confidence is null")[0][0] == 0

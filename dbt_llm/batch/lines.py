@@ -191,7 +191,7 @@ def _answer_pack(
             outcome.truncated += cut.truncated
         return [("invalid_answer", str(exc))] * len(rows)
     verdicts: list[Verdict] = []
-    for answer, outcome in zip(row_answers(envelope(content.result), rows), outcomes, strict=True):
+    for answer, outcome in zip(row_answers(envelope(content.result), rows, content), outcomes, strict=True):
         if isinstance(answer, InvalidAnswer):
             verdicts.append(("invalid_answer", str(answer)))
         else:

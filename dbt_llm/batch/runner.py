@@ -83,7 +83,8 @@ class BatchRunner:
             asked: Request | Pack = pack[0] if len(pack) == 1 else Pack(tuple(pack))
             cut = max((earlier[r.key].so_far.truncated for r in pack if earlier and r.key in earlier), default=0)
             max_tokens = asked.max_tokens * 2**cut  # a cut answer gets more room
-            body = chat_body(asked.model, asked.messages(), asked.response_format(), max_tokens, asked.temperature)
+            messages, schema = asked.messages(), asked.response_format()
+            body = chat_body(asked.model, messages, schema, max_tokens, asked.temperature, asked.top_logprobs)
             line = request_line(asked.key, body)
             data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
             if len(data) > self._settings.max_bytes:

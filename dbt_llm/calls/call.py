@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from ..config import Mode, OnError
@@ -28,6 +29,15 @@ class Call:
     rows_per_request: int = 1  # texts packed in one request (packing.py)
     recheck: int = 0  # cached rows re-asked after the run, to measure agreement (duckdb/rechecks.py)
     text_sql: str = ""  # the macro's `text` argument, the SQL expression each row's text comes from
+    with_confidence: bool = False  # the SQL gets {<answer>, confidence}: no part of the cache key
+
+    def shown(self, result: str | None, confidence: float | None) -> str | None:
+        """An answer as the call's SQL reads it: the cached JSON, or with_confidence's
+        {label|value: answer, confidence: ...} (the form _llm_resolve_sql builds for cached rows)."""
+        choices = self.task.choices
+        if result is None or not self.with_confidence or choices is None:
+            return result
+        return json.dumps({choices.name: json.loads(result)[choices.key], "confidence": confidence})
 
     @property
     def where(self) -> str:

@@ -29,6 +29,8 @@ class Ledger(AuditRow):
     closed: bool = False  # settled: its status is final
     stopped: bool = False  # the call was stopped by an error that is no row's own (a missing key, no provider)
     cancelled: bool = False  # Ctrl-C or SIGTERM stopped the run while the row was open
+    confidence_sum: float = 0.0  # of the answers with a confidence, for mean_confidence
+    confident_rows: int = 0
 
     @property
     def key(self) -> LedgerKey:
@@ -41,6 +43,7 @@ class Ledger(AuditRow):
     def row(self) -> AuditRow:
         """A copy of the audit columns (take it under the book's lock)."""
         self.rows_per_call = round(self.sent_rows / self.api_calls, 2) if self.api_calls else None
+        self.mean_confidence = self.confidence_sum / self.confident_rows if self.confident_rows else None
         return AuditRow(**{column: getattr(self, column) for column in AUDIT_COLUMNS})
 
     def final_status(self, *, node_failed: bool = False) -> Status:

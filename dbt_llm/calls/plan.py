@@ -31,6 +31,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         provider=config.provider,
         default_model=config.embedding_model if embeds else settings.model or config.model,
         temperature=config.temperature,
+        logprobs=config.logprobs,
     )
     # Whether dbt runs the model's post-hook for this command: the macro _llm_hooked_commands decides.
     hooked = args.get("hooked") is True
@@ -52,8 +53,11 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
     node_id, batch_id = str(args.get("node_id")), str(args.get("batch_id") or "")
     dry = bool(args.get("dry_run"))
     recheck = _recheck(args.get("recheck"), settings.recheck, config.recheck, where)
+    with_confidence = _with_confidence(args.get("with_confidence"), task, where)
+    # with_confidence is no part of the key, but the call's SQL reads another form: a call of its own.
+    shown = "\nconfidence" if with_confidence else ""
     return Call(
-        sha256_hex(f"{invocation_id}\n{node_id}\n{batch_id}\n{task.spec_hash}")[:32],
+        sha256_hex(f"{invocation_id}\n{node_id}\n{batch_id}\n{task.spec_hash}{shown}")[:32],
         task,
         invocation_id,
         node_id,
@@ -67,6 +71,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         rows_per_request=_rows_per_call(args, task, config, where),
         recheck=recheck if hooked and not dry else 0,
         text_sql=str(args.get("text") or ""),
+        with_confidence=with_confidence,
     )
 
 
@@ -86,6 +91,21 @@ def _recheck(var: Any, meta: int | None, profile: int, where: str) -> int:
             "for example --vars '{dbt_llm_recheck: 20}' (0: none)."
         )
     return int(var)
+
+
+def _with_confidence(value: Any, task: Task, where: str) -> bool:
+    if value is None or value is False:
+        return False
+    if value is not True:
+        raise SpecError(f"{where}: `with_confidence` must be true or false; got {value!r}.")
+    if task.choices is None:
+        multi = " with multi_label=true" if task.multi_label else ""
+        raise SpecError(
+            f"{where}: with_confidence=true is not available for llm_{task.function}{multi}: it gives the "
+            "probability of an answer among a fixed set, so it works for llm_classify (one label per row) "
+            "and llm_filter. Remove with_confidence."
+        )
+    return True
 
 
 def _rows_per_call(args: dict[str, Any], task: Task, config: LlmConfig, where: str) -> int:

@@ -28,6 +28,7 @@ class CacheRow:
     created_at: datetime
     invocation_id: str
     node_id: str
+    confidence: float | None = None  # of the answer among the allowed ones, from its logprobs (NULL: unknown)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class AuditRow:
     ungrounded_values: int = 0  # extracted strings the input text does not contain: nulled
     recheck_rows: int = 0  # cached rows asked again (bypassing the cache) that got an answer
     recheck_agree: int = 0  # of which the new answer agrees with the cached one
+    mean_confidence: float | None = None  # over the rows this row's requests answered with a confidence
 
 
 @dataclass(frozen=True)

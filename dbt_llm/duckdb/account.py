@@ -108,6 +108,13 @@ class Account:
             self.ledger.recheck_rows += rows
             self.ledger.recheck_agree += agree
 
+    def count_confidence(self, confidence: float | None) -> None:
+        """An answer's confidence, for the row's mean_confidence (an answer without one is not counted)."""
+        if confidence is not None:
+            with self.lock:
+                self.ledger.confidence_sum += confidence
+                self.ledger.confident_rows += 1
+
     def estimate(self, requests: int, prompt: int, completion: int, cost: float | None) -> None:
         """A dry run: what its requests would send (`cost` None when the model has no price)."""
         with self.lock:

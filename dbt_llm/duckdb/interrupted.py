@@ -26,7 +26,8 @@ with keyed as (
 ), paid as (
     select o.invocation_id, o.node_id, o.batch_id, o.function, o.model, count(*) as answers,
            sum(c.prompt_tokens) as prompt, sum(c.completion_tokens) as completion,
-           sum(c.cost_usd) as usd, count(c.cost_usd) as priced, max(c.created_at) as last
+           sum(c.cost_usd) as usd, count(c.cost_usd) as priced, max(c.created_at) as last,
+           avg(c.confidence) as confidence
     from open o join {s}.llm_cache c
       on (c.invocation_id, c.node_id, c.function, c.model) = (o.invocation_id, o.node_id, o.function, o.model)
     where {window_c}
@@ -42,7 +43,8 @@ with keyed as (
 select o.invocation_id, o.node_id, o.batch_id, o.function, o.model,
        coalesce(p.answers, 0), coalesce(p.prompt, 0), coalesce(p.completion, 0),
        case when coalesce(p.priced, 0) < coalesce(p.answers, 0) then null else coalesce(p.usd, 0) end,
-       coalesce(f.failed, 0), coalesce(f.attempts, 0), coalesce(greatest(p.last, f.last), p.last, f.last, o.started_at)
+       coalesce(f.failed, 0), coalesce(f.attempts, 0), coalesce(greatest(p.last, f.last), p.last, f.last, o.started_at),
+       p.confidence
 from open o
 left join paid p using (invocation_id, node_id, batch_id, function, model)
 left join failed f using (invocation_id, node_id, batch_id, function, model)
@@ -65,7 +67,8 @@ update {s}.llm_audit set
     failed_rows = greatest(coalesce(failed_rows, 0), ?),
     prompt_tokens = greatest(coalesce(prompt_tokens, 0), ?),
     completion_tokens = greatest(coalesce(completion_tokens, 0), ?),
-    cost_usd = case when ?::double is null then null else greatest(coalesce(cost_usd, 0), ?) end
+    cost_usd = case when ?::double is null then null else greatest(coalesce(cost_usd, 0), ?) end,
+    mean_confidence = coalesce(?, mean_confidence)
 where invocation_id = ? and node_id = ? and batch_id = ? and function = ? and model = ?
 """
 
@@ -95,9 +98,11 @@ def settle_interrupted(
         try:
             sql = _OPEN.format(s=schema, window_c=_window("c"), window_e=_window("e"))
             found = cur.execute(sql, [list(known_invocations)]).fetchall()
-            for inv, node, batch, function, model, answers, prompt, completion, usd, failed, attempts, last in found:
+            for row in found:
+                answers, prompt, completion, usd, failed, attempts, last, confidence = row[5:]
                 calls, retries = answers + attempts, attempts - failed
-                params = [last, calls, retries, failed, prompt, completion, usd, usd, inv, node, batch, function, model]
+                counts = [last, calls, retries, failed, prompt, completion, usd, usd, confidence]
+                params = [*counts, *row[:5]]
                 cur.execute(_SETTLE.format(s=schema), params)
             cur.execute("commit")
         except Exception:

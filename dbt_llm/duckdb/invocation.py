@@ -20,7 +20,7 @@ class Invocation:
         self._lock = threading.Lock()
         # Answers paid for in this invocation: later chunks of a running query cannot see them in the
         # cache table (their snapshot is older), so they are served from here.
-        self._answers: dict[str, str] = {}
+        self._answers: dict[str, tuple[str, float | None]] = {}  # key -> (answer, its confidence)
         self._estimated: set[str] = set()  # keys a dry run has already priced
         self._finished: set[str] = set()  # nodes settled by dbt_llm_finish
         self._model_budgets: dict[str, Budget] = {}  # models with a cap of their own
@@ -28,11 +28,11 @@ class Invocation:
         self._estimate_total = EstimateTotal()  # a dry run's, over all models
         self._built_by_dry_run: set[str] = set()  # microbatch models whose first batch created the table
 
-    def remember(self, key: str, answer: str) -> None:
+    def remember(self, key: str, answer: str, confidence: float | None = None) -> None:
         with self._lock:
-            self._answers[key] = answer
+            self._answers[key] = (answer, confidence)
 
-    def answer_of(self, key: str) -> str | None:
+    def answer_of(self, key: str) -> tuple[str, float | None] | None:
         with self._lock:
             return self._answers.get(key)
 

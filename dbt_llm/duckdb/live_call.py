@@ -163,10 +163,10 @@ class LiveCall:
             outcome = self._failed.get(key)
         answer = self.invocation.answer_of(key) if outcome is None else None
         if answer is not None:
-            chunk.results.append(answer)  # answered earlier in this invocation
+            chunk.results.append(self.call.shown(*answer))  # answered earlier in this invocation
             chunk.reused += 1
             return
-        chunk.results.append(outcome.result if outcome else None)
+        chunk.results.append(self.call.shown(outcome.result, outcome.confidence) if outcome else None)
         if outcome is None:
             chunk.skipped += not self.call.dry_run  # not sent: a dry run, or the budget stopped it
         elif outcome.error_kind == "budget":

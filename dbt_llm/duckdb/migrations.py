@@ -182,6 +182,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         """alter table {s}.llm_audit add column if not exists recheck_rows bigint;
         alter table {s}.llm_audit add column if not exists recheck_agree bigint""",
     ),
+    (
+        "llm_cache: answer confidence; llm_audit: mean confidence",
+        """alter table {s}.llm_cache add column if not exists confidence double;
+        alter table {s}.llm_audit add column if not exists mean_confidence double""",
+    ),
 ]
 
 

@@ -25,7 +25,8 @@ class Recorder:
         self._account.spend(outcome)
         self._account.count_ungrounded(outcome.ungrounded)
         if outcome.result is not None:
-            self._invocation.remember(outcome.key, outcome.result)
+            self._account.count_confidence(outcome.confidence)
+            self._invocation.remember(outcome.key, outcome.result, outcome.confidence)
             self._writer.put_cache(
                 CacheRow(
                     key=outcome.key,
@@ -38,6 +39,7 @@ class Recorder:
                     created_at=now(),
                     invocation_id=call.invocation_id,
                     node_id=call.node_id,
+                    confidence=outcome.confidence,
                 )
             )
         elif outcome.error_kind not in ("budget", "cancelled"):  # rows left unsent are no errors

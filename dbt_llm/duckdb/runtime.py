@@ -185,6 +185,10 @@ class Runtime:
                 "cache_table": f"{schema}.llm_cache",
                 "structure": json.dumps(task.sql_structure),
                 "model": task.model,
+                # with_confidence: the answer's key in llm_cache.result and its field in the STRUCT.
+                "confidence": {"key": task.choices.key, "name": task.choices.name}
+                if call.with_confidence and task.choices is not None
+                else None,
                 "truncate_at": cut,  # truncating in SQL keeps the key equal to what is sent
                 "recheck": call.recheck,
             }

@@ -11,7 +11,7 @@ from ..errors import ConfigError, DbtLlmError, ProviderError
 from ..functions.prompts import Message
 from ..functions.tasks import InvalidAnswer, Task
 from ..pricing import Price
-from ..providers.base import Completion, Provider, Usage
+from ..providers.base import Completion, Provider, TokenLogprob, Usage
 from .budget import Budget
 
 # Why a row has no answer: the llm_errors.error_kind of a failed row.
@@ -41,10 +41,14 @@ class Halt(Exception):
 
 @dataclass(frozen=True)
 class Answer:
-    """A checked answer: its canonical JSON, and how many invented values grounding set to NULL in it."""
+    """A checked answer: its canonical JSON, how many invented values grounding set to NULL in it, and
+    the probability the model gave it among the allowed answers (None: unknown). A pack's envelope
+    keeps the completion's logprobs, for each row's confidence."""
 
     result: str
     ungrounded: int = 0
+    confidence: float | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,14 +89,18 @@ class Request:
     def keeps_cut_answers(self) -> bool:
         return self.task.keeps_cut_answers
 
-    def parse_answer(self, content: str | None) -> Answer:
+    def parse_answer(self, content: str | None, logprobs: tuple[TokenLogprob, ...] | None = None) -> Answer:
         """Validated, then grounded against this row's own text: every path to an answer passes here."""
         result, ungrounded = self.task.ground(self.task.parse_answer(content), self.text)
-        return Answer(result, ungrounded)
+        return Answer(result, ungrounded, self.task.confidence(content, result, logprobs))
 
     @property
     def temperature(self) -> float:
         return self.task.temperature
+
+    @property
+    def top_logprobs(self) -> int | None:
+        return self.task.top_logprobs
 
     def estimate(self) -> tuple[int, int]:
         return self.task.estimate_tokens(self.text)
@@ -113,6 +121,7 @@ async def chat(provider: Provider, asked: Askable, max_tokens: int) -> Completio
         response_format=asked.response_format(),
         max_tokens=max_tokens,
         temperature=asked.temperature,
+        top_logprobs=asked.top_logprobs,
     )
 
 
@@ -133,13 +142,15 @@ class Askable(Protocol):
     def answer_tokens(self) -> int: ...
     @property
     def temperature(self) -> float: ...
+    @property
+    def top_logprobs(self) -> int | None: ...
     def messages(self) -> list[Message]: ...
     def response_format(self) -> dict[str, Any] | None: ...
     @property
     def keeps_cut_answers(self) -> bool: ...
     def estimate(self) -> tuple[int, int]: ...
     async def send(self, provider: Provider, max_tokens: int) -> Completion: ...
-    def parse_answer(self, content: str | None) -> Answer: ...
+    def parse_answer(self, content: str | None, logprobs: tuple[TokenLogprob, ...] | None = None) -> Answer: ...
 
 
 @dataclass
@@ -156,6 +167,7 @@ class Outcome:
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = 0.0
     ungrounded: int = 0  # values of the answer set to NULL: the text does not contain them (grounding.py)
+    confidence: float | None = None  # of the answer, from the token logprobs (functions/confidence.py)
     shared: bool = False  # answered by a request another caller had in flight: cost counted there
     # Monotonic time row_timeout counts from: the row's first request, or its first wait for a
     # provider that is down (time queued behind the rate limit before either does not count).
@@ -177,7 +189,14 @@ class Outcome:
 
     def as_shared(self) -> Outcome:
         """The answer as another caller gets it: already grounded; its cost and counts stay with the owner."""
-        return Outcome(key=self.key, result=self.result, error_kind=self.error_kind, error=self.error, shared=True)
+        return Outcome(
+            key=self.key,
+            result=self.result,
+            error_kind=self.error_kind,
+            error=self.error,
+            confidence=self.confidence,
+            shared=True,
+        )
 
     def charge(self, usage: Usage, price: Price | None) -> float:
         """Add what one answer billed (`price`: the list or the batch one); returns its cost."""
@@ -191,7 +210,7 @@ class Outcome:
         return cost
 
     def took(self, answer: Answer) -> None:
-        self.result, self.ungrounded = answer.result, answer.ungrounded
+        self.result, self.ungrounded, self.confidence = answer.result, answer.ungrounded, answer.confidence
 
 
 def answer_of(asked: Askable, completion: Completion, outcome: Outcome, max_tokens: int) -> Answer:
@@ -203,7 +222,7 @@ def answer_of(asked: Askable, completion: Completion, outcome: Outcome, max_toke
         raise InvalidAnswer(f"the answer was cut at max_tokens={max_tokens}")
     if completion.finish_reason == "refusal":
         raise InvalidAnswer("the model refused to answer")
-    return asked.parse_answer(completion.content)
+    return asked.parse_answer(completion.content, completion.logprobs)
 
 
 @dataclass(frozen=True)

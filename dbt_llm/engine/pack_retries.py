@@ -78,11 +78,11 @@ class PackRetries:
         starts = [r.outcome.clock_from for r in rows if r.outcome.clock_from is not None]
         tries.outcome.clock_from = min(starts) if starts else None
         self._in_flight[sig] += 1
-        content: str | None = None
+        content: Answer | None = None  # the pack's envelope
         ended: Halt | None = None  # every row ends with this error, unsplit
         stopped = False  # the run was cancelled
         try:
-            content = (await self._send(tries)).result
+            content = await self._send(tries)
         except BudgetReached:
             ended = Halt("budget", "not sent: max_cost_usd was reached")
         except Stopped:

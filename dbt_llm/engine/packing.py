@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, TypeVar
 
 from ..functions import tokens
 from ..functions.prompts import Message
 from ..functions.tasks import InvalidAnswer, sha256_hex
-from ..providers.base import Completion, Provider, Usage
+from ..providers.base import Completion, Provider, TokenLogprob, Usage
 from .budget import Budget
 from .outcome import Answer, Request, chat
 
@@ -59,6 +59,10 @@ class Pack:
     @property
     def temperature(self) -> float:
         return self.requests[0].task.temperature
+
+    @property
+    def top_logprobs(self) -> int | None:
+        return self.requests[0].task.top_logprobs
 
     @property
     def calibration_key(self) -> str:
@@ -113,14 +117,14 @@ class Pack:
         name = f"llm_{self.requests[0].task.function}_packed"
         return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": self.schema}}
 
-    def parse_answer(self, content: str | None) -> Answer:
+    def parse_answer(self, content: str | None, logprobs: tuple[TokenLogprob, ...] | None = None) -> Answer:
         """Checks only the envelope (a JSON object): each row's answer is checked by `answers`."""
         envelope(content)
-        return Answer(content or "")
+        return Answer(content or "", logprobs=logprobs)
 
-    def answers(self, content: str) -> list[Answer | InvalidAnswer]:
+    def answers(self, answer: Answer) -> list[Answer | InvalidAnswer]:
         """Per row, in order: its checked answer, or why it has none."""
-        return row_answers(envelope(content), zip(self.ids, self.requests, strict=True))
+        return row_answers(envelope(answer.result), zip(self.ids, self.requests, strict=True), answer)
 
 
 def envelope(content: str | None) -> dict[str, Any]:
@@ -136,18 +140,24 @@ def envelope(content: str | None) -> dict[str, Any]:
     return value
 
 
-def row_answers(value: dict[str, Any], rows: Iterable[tuple[str, Request]]) -> list[Answer | InvalidAnswer]:
+def row_answers(
+    value: dict[str, Any], rows: Iterable[tuple[str, Request]], envelope: Answer
+) -> list[Answer | InvalidAnswer]:
     """Per (row id, request), in order: the row's answer checked as an unpacked one is (validated, and
-    grounded against the row's own text), or why it has none."""
+    grounded against the row's own text), or why it has none; its confidence read from its own value's
+    tokens in the pack's answer (`envelope`)."""
     results: list[Answer | InvalidAnswer] = []
     for row_id, request in rows:
         if row_id not in value:
             results.append(InvalidAnswer(f"the packed answer has no entry for row {row_id}"))
             continue
         try:
-            results.append(request.parse_answer(json.dumps(value[row_id], ensure_ascii=False)))
+            answer = request.parse_answer(json.dumps(value[row_id], ensure_ascii=False))
         except InvalidAnswer as exc:
             results.append(exc)
+            continue
+        confidence = request.task.confidence(envelope.result, answer.result, envelope.logprobs, row_id)
+        results.append(replace(answer, confidence=confidence))
     return results
 
 

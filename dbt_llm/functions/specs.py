@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InternalStateError, SpecError
 from . import prompts, tokens
+from .confidence import Choices
 from .schemas import JsonSchema, fields_to_schema, normalize_schema
 
 if TYPE_CHECKING:
@@ -58,6 +59,10 @@ class FunctionKind(ABC):
 
     def labels(self, spec: dict[str, Any]) -> dict[str, str | None]:
         return {}
+
+    def choices(self, spec: dict[str, Any]) -> Choices | None:
+        """The answers the schema allows, when an answer is one of them: what its confidence is over."""
+        return None
 
     def dimensions(self, spec: dict[str, Any]) -> int | None:
         return None
@@ -134,6 +139,9 @@ class Classify(FunctionKind):
     def labels(self, spec: dict[str, Any]) -> dict[str, str | None]:
         return dict(spec["labels"])
 
+    def choices(self, spec: dict[str, Any]) -> Choices | None:
+        return None if spec.get("multi_label") else Choices.labels("label", [p[0] for p in spec["labels"]])
+
     def messages(self, task: Task, text: str) -> list[prompts.Message]:
         spec = task.spec
         return prompts.classify_messages(
@@ -176,6 +184,9 @@ class Filter(FunctionKind):
                 f"for example 'Does the customer ask for a refund?'; got {question!r}."
             )
         return FunctionSpec({"question": question.strip()}, _object({"answer": {"type": "boolean"}}), 24, "filter")
+
+    def choices(self, spec: dict[str, Any]) -> Choices | None:
+        return Choices.booleans("answer")
 
     def messages(self, task: Task, text: str) -> list[prompts.Message]:
         spec = task.spec

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError
 from . import prompts, tokens
+from .confidence import TOP_LOGPROBS, Choices, Tokens, confidence
 from .grounding import ground
 from .schemas import JsonSchema, answer_model, sql_structure, wire_schema
 from .specs import FUNCTIONS, FunctionKind
@@ -50,6 +51,9 @@ class Task:
     validator: type[BaseModel]
     max_tokens: int
     temperature: float
+    # Asked of every classify and filter request, so a cached answer keeps its confidence however it
+    # was asked for (with_confidence is no part of the key); None: not asked.
+    top_logprobs: int | None = None
 
     @property
     def kind(self) -> FunctionKind:
@@ -64,6 +68,19 @@ class Task:
     @property
     def labels(self) -> dict[str, str | None]:
         return self.kind.labels(self.spec)
+
+    @property
+    def choices(self) -> Choices | None:
+        """The answers an answer is one of (one label, true/false); None when it is free."""
+        return self.kind.choices(self.spec)
+
+    def confidence(self, content: str | None, result: str, tokens: Tokens | None, row_id: str = "") -> float | None:
+        """The probability the model gave the answer `result` among the allowed ones (confidence.py),
+        from the completion's `content` and its token logprobs; None without them."""
+        choices = self.choices
+        if choices is None or content is None or not tokens:
+            return None
+        return confidence(content, json.loads(result)[choices.key], tokens, choices, row_id)
 
     @property
     def sql_structure(self) -> Any:
@@ -178,8 +195,11 @@ def _examples(raw: Any, where: str) -> list[dict[str, Any]]:
     return [{"input": str(e["input"]), "output": e["output"]} for e in raw]
 
 
-def build_task(args: dict[str, Any], *, provider: str, default_model: str, temperature: float) -> Task:
-    """Turn a macro call's arguments into a Task; bad arguments raise SpecError."""
+def build_task(
+    args: dict[str, Any], *, provider: str, default_model: str, temperature: float, logprobs: bool = True
+) -> Task:
+    """Turn a macro call's arguments into a Task; bad arguments raise SpecError. `logprobs`: ask for
+    them where an answer has a confidence (the plugin config's `logprobs`)."""
     function = args.get("function")
     where = str(args.get("where") or f"llm_{function}")
     if not isinstance(function, str) or function not in FUNCTIONS:
@@ -214,4 +234,5 @@ def build_task(args: dict[str, Any], *, provider: str, default_model: str, tempe
         validator=answer_model(own.schema),
         max_tokens=own.max_tokens,
         temperature=temperature,
+        top_logprobs=TOP_LOGPROBS if logprobs and FUNCTIONS[function].choices(own.spec) is not None else None,
     )

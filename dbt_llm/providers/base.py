@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from .rate_headers import RateHeaders
 
@@ -22,12 +22,22 @@ class Usage:
         )
 
 
+class TokenLogprob(NamedTuple):
+    """One token of an answer as `choices[0].logprobs.content[]` gives it: its bytes, its logprob,
+    and the alternatives shown (`top_logprobs`) as (bytes, logprob)."""
+
+    text: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...]
+
+
 @dataclass(frozen=True)
 class Completion:
     content: str | None
     finish_reason: str | None
     usage: Usage
     rate: RateHeaders | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None  # None: not asked for, or not given
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class Provider(Protocol):
         response_format: dict[str, Any] | None,  # None: free text
         max_tokens: int,
         temperature: float,
+        top_logprobs: int | None = None,  # ask for token logprobs with this many alternatives
     ) -> Completion: ...
 
     async def embed(self, *, model: str, inputs: list[str], dimensions: int | None) -> Embeddings: ...

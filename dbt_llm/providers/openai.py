@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from .base import Completion, Embeddings, FatalProviderError, RowError, TransientError, Usage
+from .base import Completion, Embeddings, FatalProviderError, RowError, TokenLogprob, TransientError, Usage
 from .rate_headers import RateHeaders
 
 
@@ -78,6 +78,33 @@ def usage_of(usage: Any) -> Usage:
     return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), int(cached or 0))
 
 
+def _token_bytes(item: dict[str, Any]) -> bytes:
+    raw = item.get("bytes")
+    if isinstance(raw, list):
+        return bytes(raw)  # exact even when a token is part of a UTF-8 character
+    return str(item["token"]).encode()
+
+
+def logprobs_of(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
+    """`choices[0].logprobs.content[]`: {token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]};
+    None when absent or unreadable (the answer stands, its confidence is unknown)."""
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list) or not content:
+        return None
+    try:
+        return tuple(
+            TokenLogprob(
+                _token_bytes(item),
+                float(item["logprob"]),
+                tuple((_token_bytes(alt), float(alt["logprob"])) for alt in item.get("top_logprobs") or ()),
+            )
+            for item in content
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
 def completion_of(body: Any, rate: RateHeaders | None = None) -> Completion:
     """A chat completion body, realtime or a batch line's: a refusal has no content. Raises KeyError,
     IndexError, TypeError or AttributeError when the body is not a chat completion."""
@@ -89,6 +116,7 @@ def completion_of(body: Any, rate: RateHeaders | None = None) -> Completion:
         finish_reason="refusal" if refused else choice.get("finish_reason"),
         usage=usage_of(body.get("usage")),
         rate=rate,
+        logprobs=None if refused else logprobs_of(choice),
     )
 
 
@@ -115,12 +143,15 @@ def chat_body(
     response_format: dict[str, Any] | None,
     max_tokens: int,
     temperature: float,
+    top_logprobs: int | None = None,
 ) -> dict[str, Any]:
     """The body of one chat completion: posted in real time, and the `body` of a batch line."""
     body: dict[str, Any] = {"model": model, "messages": messages}
     if response_format is not None:
         body["response_format"] = response_format
     body.update(max_tokens=max_tokens, temperature=temperature)
+    if top_logprobs is not None:
+        body.update(logprobs=True, top_logprobs=top_logprobs)
     return body
 
 
@@ -145,6 +176,7 @@ class OpenAIProvider:
         self._base = shown_url(base_url.rstrip("/"))
         self._api_key = api_key
         self._answered = False  # a 2xx came back: a 404 is then about the model, not base_url
+        self._no_logprobs: set[str] = set()  # models whose endpoint refused logprobs with a 400
         # httpcore scans every connection of a pool on each request event, a cost that grows with the
         # square of the pool: at 100+ requests in flight that alone saturates a core. Small pools keep it cheap.
         shards = 1 if transport is not None else max(1, math.ceil(max_connections / _SHARD_CONNECTIONS))
@@ -168,9 +200,20 @@ class OpenAIProvider:
         response_format: dict[str, Any] | None,
         max_tokens: int,
         temperature: float,
+        top_logprobs: int | None = None,
     ) -> Completion:
-        body = chat_body(model, messages, response_format, max_tokens, temperature)
-        response, key = await self._post(self._url, body, model)
+        asks = top_logprobs is not None and model not in self._no_logprobs
+        body = chat_body(model, messages, response_format, max_tokens, temperature, top_logprobs if asks else None)
+        try:
+            response, key = await self._post(self._url, body, model)
+        except RowError as exc:
+            # Some models refuse logprobs (reasoning models, some gateways): answer without them, and
+            # stop asking this model; those answers' confidence is NULL.
+            if not asks or "logprob" not in str(exc).lower():
+                raise
+            self._no_logprobs.add(model)
+            body = chat_body(model, messages, response_format, max_tokens, temperature)
+            response, key = await self._post(self._url, body, model)
         try:
             return completion_of(response.json(), RateHeaders.parse(dict(response.headers)))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
