@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..calls.call import Call
 from ..calls.plan import plan_call, truncate_at
 from ..calls.rows import CallRow, now
 from ..config import LlmConfig
@@ -47,6 +48,26 @@ def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 def _texts_by_key(keys: pa.Array, texts: pa.Array) -> dict[str, str]:
     return {k: t for k, t in zip(keys.to_pylist(), texts.to_pylist(), strict=True) if k is not None and t is not None}
+
+
+def _planned(call: Call, schema: str | None, cut: int | None) -> str:
+    """What the macros build the call's SQL from (dbt_llm_prepare's answer)."""
+    task = call.task
+    return json.dumps(
+        {
+            "handle": call.handle,
+            "spec_hash": task.spec_hash,
+            "cache_table": f"{schema}.llm_cache",
+            "structure": json.dumps(task.sql_structure),
+            "model": task.model,
+            # with_confidence: the answer's key in llm_cache.result and its field in the STRUCT.
+            "confidence": {"key": task.choices.key, "name": task.choices.name}
+            if call.with_confidence and task.choices is not None
+            else None,
+            "truncate_at": cut,  # truncating in SQL keeps the key equal to what is sent
+            "recheck": call.recheck,
+        }
+    )
 
 
 class Runtime:
@@ -178,21 +199,7 @@ class Runtime:
                 *(task.spec_json, str(args.get("text") or ""), cut, call.command, now()),
             )
         )
-        return json.dumps(
-            {
-                "handle": call.handle,
-                "spec_hash": task.spec_hash,
-                "cache_table": f"{schema}.llm_cache",
-                "structure": json.dumps(task.sql_structure),
-                "model": task.model,
-                # with_confidence: the answer's key in llm_cache.result and its field in the STRUCT.
-                "confidence": {"key": task.choices.key, "name": task.choices.name}
-                if call.with_confidence and task.choices is not None
-                else None,
-                "truncate_at": cut,  # truncating in SQL keeps the key equal to what is sent
-                "recheck": call.recheck,
-            }
-        )
+        return _planned(call, schema, cut)
 
     # -- dbt_llm_settled(invocation_id, node_id): whether a post-hook of the model settled it already --
     def settled(self, invocation_id: str, node_id: str) -> bool:
