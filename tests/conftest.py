@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,11 @@ import yaml
 from dbt.cli.main import dbtRunner, dbtRunnerResult
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# A suite started in the background of a script (`make test &`) inherits SIGINT ignored, and so would
+# every dbt and server process it starts: the tests that press Ctrl-C need a terminal's SIGINT.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 from openai_server import FakeOpenAI
 
 REPO = Path(__file__).resolve().parent.parent
