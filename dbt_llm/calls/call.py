@@ -29,6 +29,7 @@ class Call:
     rows_per_request: int = 1  # texts packed in one request (packing.py)
     recheck: int = 0  # cached rows re-asked after the run, to measure agreement (duckdb/rechecks.py)
     text_sql: str = ""  # the macro's `text` argument, the SQL expression each row's text comes from
+    compare: int = 0  # a dry run: rows of the model the new spec answers, to compare with the last run's
     with_confidence: bool = False  # the SQL gets {<answer>, confidence}: no part of the cache key
 
     def shown(self, result: str | None, confidence: float | None) -> str | None:

@@ -53,6 +53,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
     node_id, batch_id = str(args.get("node_id")), str(args.get("batch_id") or "")
     dry = bool(args.get("dry_run"))
     recheck = _recheck(args.get("recheck"), settings.recheck, config.recheck, where)
+    compare = _compare(args.get("compare"), dry, where)
     with_confidence = _with_confidence(args.get("with_confidence"), task, where)
     # with_confidence is no part of the key, but the call's SQL reads another form: a call of its own.
     shown = "\nconfidence" if with_confidence else ""
@@ -70,6 +71,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         mode=mode,
         rows_per_request=_rows_per_call(args, task, config, where),
         recheck=recheck if hooked and not dry else 0,
+        compare=compare if hooked else 0,
         text_sql=str(args.get("text") or ""),
         with_confidence=with_confidence,
     )
@@ -89,6 +91,23 @@ def _recheck(var: Any, meta: int | None, profile: int, where: str) -> int:
         raise SpecError(
             f"{where}: dbt_llm_recheck is {var!r}; give the number of cached rows of each call to ask again, "
             "for example --vars '{dbt_llm_recheck: 20}' (0: none)."
+        )
+    return int(var)
+
+
+def _compare(var: Any, dry: bool, where: str) -> int:
+    """The dbt var dbt_llm_compare: rows of each call a dry run asks the new spec, to compare."""
+    if var is None or var == 0:
+        return 0
+    if isinstance(var, bool) or not isinstance(var, int) or var < 0:
+        raise SpecError(
+            f"{where}: dbt_llm_compare is {var!r}; give the number of the model's rows to ask the new spec, "
+            "for example --vars '{dbt_llm_dry_run: true, dbt_llm_compare: 50}'."
+        )
+    if not dry:
+        raise SpecError(
+            f"{where}: dbt_llm_compare previews a change before it is paid, so it runs with a dry run: "
+            "--vars '{dbt_llm_dry_run: true, dbt_llm_compare: 50}'."
         )
     return int(var)
 

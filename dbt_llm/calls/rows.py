@@ -80,6 +80,8 @@ class AuditRow:
     recheck_rows: int = 0  # cached rows asked again (bypassing the cache) that got an answer
     recheck_agree: int = 0  # of which the new answer agrees with the cached one
     mean_confidence: float | None = None  # over the rows this row's requests answered with a confidence
+    compare_rows: int = 0  # a dry run with dbt_llm_compare: sampled rows the new spec and the last run's both answered
+    compare_agree: int = 0  # of which the two answers agree
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,12 @@ class Account:
             with self.lock:
                 self.ledger.ungrounded_values += n
 
+    def count_compare(self, rows: int, agree: int) -> None:
+        """A dry run's compare: sampled rows both specs answered, and how many answers agree."""
+        with self.lock:
+            self.ledger.compare_rows += rows
+            self.ledger.compare_agree += agree
+
     def count_recheck(self, rows: int, agree: int) -> None:
         """Cached rows asked again that got an answer, and how many of those agree with the cache."""
         with self.lock:

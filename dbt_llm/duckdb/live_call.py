@@ -53,6 +53,8 @@ class LiveCall:
         self._jobs: CallJobs | None = None
         # The cached rows a recheck asks again (dbt_llm_sample offers each one the call reads).
         self.sample = Sample(call.recheck, seed=call.handle) if call.recheck else None
+        # A dry run's compare: the rows the new spec will answer (dbt_llm_compare), from those it priced.
+        self.compared = Sample(call.compare, seed=call.handle + "\ncompare") if call.compare else None
 
     @property
     def handle(self) -> str:

@@ -187,6 +187,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         """alter table {s}.llm_cache add column if not exists confidence double;
         alter table {s}.llm_audit add column if not exists mean_confidence double""",
     ),
+    (
+        "llm_audit: compare rows and agreement",
+        """alter table {s}.llm_audit add column if not exists compare_rows bigint;
+        alter table {s}.llm_audit add column if not exists compare_agree bigint""",
+    ),
 ]
 
 

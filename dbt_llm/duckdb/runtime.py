@@ -28,6 +28,7 @@ from . import dbt_events, signals
 from .audit_book import AuditBook
 from .batch_mode import BatchMode
 from .column_specs import ColumnSpecs
+from .compare import Comparer
 from .dry_run_tables import drop_dry_run_tables
 from .interrupted import settle_interrupted
 from .invocation import Invocation
@@ -105,6 +106,7 @@ class Runtime:
         self.sender = Sender(self.engine, self._prices, config.max_input_chars, self._progress.start, self.batch_mode)
         self._resolver = Resolver(self.sender, self.settler, self.writer)
         self._rechecks = Rechecks(self.engine, log)
+        self._comparer = Comparer(self.sender.answer_now, self._bound, log)
         self.columns = ColumnSpecs(config, self._prices, self._schema_or_none)
 
     # -- connection --
@@ -283,8 +285,16 @@ class Runtime:
         # dbt adds one post-hook per macro call: the model is settled by the first.
         if not invocation.finish(node_id):
             return f"{node_id}: settled"
+        with self._lock:
+            calls = [live for live in self._calls.values() if live.call.node_id == node_id]
+        if any(live.compared is not None for live in calls):
+            self._comparer.run(calls)
         self._recheck(node_id)
         return self.settler.finish_model(invocation, node_id, materialized)
+
+    def _bound(self) -> tuple[duckdb.DuckDBPyConnection, str] | None:
+        with self._lock:
+            return None if self._conn is None or self._schema is None else (self._conn, self._schema)
 
     def _recheck(self, node_id: str) -> None:
         """Before the rows settle: what a recheck pays is the model's. A microbatch batch settled already

@@ -55,6 +55,9 @@ class Sender:
             else:
                 requests.append(Request(key, call.task, text, budget, call.rows_per_request))
         if call.dry_run:
+            if live.compared is not None:
+                for request in requests:
+                    live.compared.offer(request.key, request.text, "")
             self._estimate(live, requests)
         elif requests and call.mode == "batch" and prefetch:
             self._batch_mode.start(live, requests)  # every distinct miss, as jobs

@@ -43,7 +43,7 @@
                      'batch_id': batch.id if batch else '',
                      'model_settings': meta.get('dbt_llm') if meta is mapping else none,
                      'mode': var('dbt_llm_mode', none),
-                     'recheck': var('dbt_llm_recheck', none),
+                     'recheck': var('dbt_llm_recheck', none), 'compare': var('dbt_llm_compare', none),
                      'dry_run': dbt_llm._llm_dry_run(), 'dry_run_creates': creates} -%}
   {%- do payload.update(args) -%}
   {{- return(adapter.dispatch('_llm_plan', 'dbt_llm')(payload, where)) -}}
