@@ -2,17 +2,17 @@
     Returns VARCHAR, always one of the labels; NULL or blank text gives NULL with no call.
     With multi_label=true: VARCHAR[], every label that applies, in the order of `labels`; an empty
     list when none does (NULL still means there was no text). -#}
-{% macro llm_classify(text, labels, model=none, instructions=none, examples=none, rows_per_request=none, multi_label=false) -%}
+{% macro llm_classify(text, labels, model=none, instructions=none, examples=none, rows_per_request=none, multi_label=false, golden=none) -%}
   {{- dbt_llm._llm_check_text('classify', text) -}}
-  {{- adapter.dispatch('llm_classify', 'dbt_llm')(text, labels, model, instructions, examples, rows_per_request, multi_label) -}}
+  {{- adapter.dispatch('llm_classify', 'dbt_llm')(text, labels, model, instructions, examples, rows_per_request, multi_label, golden) -}}
 {%- endmacro %}
 
-{% macro default__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label) -%}
+{% macro default__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, golden) -%}
   {{- exceptions.raise_compiler_error("llm_classify: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml, or dbt-spark through `dbt-llm spark`.") -}}
 {%- endmacro %}
 
-{% macro duckdb__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label) -%}
-  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label}) -%}
+{% macro duckdb__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, golden) -%}
+  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label}, golden) -%}
   {%- if call is none -%}
     cast(null as {{ 'varchar[]' if multi_label else 'varchar' }})
   {%- elif multi_label -%}
@@ -22,8 +22,8 @@
   {%- endif -%}
 {%- endmacro %}
 
-{% macro spark__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label) -%}
-  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label}) -%}
+{% macro spark__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, golden) -%}
+  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label}, golden) -%}
   {%- if call is none -%}
     cast(null as {{ 'array<string>' if multi_label else 'string' }})
   {%- elif multi_label -%}

@@ -1,16 +1,16 @@
 {#- A yes/no judgement of a text expression: `question` is asked of each text ("Does the customer ask
     for a refund?"). Returns BOOLEAN; NULL or blank text gives NULL with no call. -#}
-{% macro llm_filter(text, question, model=none, instructions=none, examples=none, rows_per_request=none) -%}
+{% macro llm_filter(text, question, model=none, instructions=none, examples=none, rows_per_request=none, golden=none) -%}
   {{- dbt_llm._llm_check_text('filter', text) -}}
-  {{- adapter.dispatch('llm_filter', 'dbt_llm')(text, question, model, instructions, examples, rows_per_request) -}}
+  {{- adapter.dispatch('llm_filter', 'dbt_llm')(text, question, model, instructions, examples, rows_per_request, golden) -}}
 {%- endmacro %}
 
-{% macro default__llm_filter(text, question, model, instructions, examples, rows_per_request) -%}
+{% macro default__llm_filter(text, question, model, instructions, examples, rows_per_request, golden) -%}
   {{- exceptions.raise_compiler_error("llm_filter: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml, or dbt-spark through `dbt-llm spark`.") -}}
 {%- endmacro %}
 
-{% macro duckdb__llm_filter(text, question, model, instructions, examples, rows_per_request) -%}
-  {%- set call = dbt_llm._llm_prepare('filter', text, {'question': question, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request}) -%}
+{% macro duckdb__llm_filter(text, question, model, instructions, examples, rows_per_request, golden) -%}
+  {%- set call = dbt_llm._llm_prepare('filter', text, {'question': question, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request}, golden) -%}
   {%- if call is none -%}
     cast(null as boolean)
   {%- else -%}
@@ -18,8 +18,8 @@
   {%- endif -%}
 {%- endmacro %}
 
-{% macro spark__llm_filter(text, question, model, instructions, examples, rows_per_request) -%}
-  {%- set call = dbt_llm._llm_prepare('filter', text, {'question': question, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request}) -%}
+{% macro spark__llm_filter(text, question, model, instructions, examples, rows_per_request, golden) -%}
+  {%- set call = dbt_llm._llm_prepare('filter', text, {'question': question, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request}, golden) -%}
   {%- if call is none -%}
     cast(null as boolean)
   {%- else -%}

@@ -28,6 +28,7 @@ class Call:
     rows_per_request: int = 1  # texts packed in one request (packing.py)
     recheck: int = 0  # cached rows re-asked after the run, to measure agreement (duckdb/rechecks.py)
     text_sql: str = ""  # the macro's `text` argument, the SQL expression each row's text comes from
+    golden: str = ""  # golden=: the relation of the golden set answered after the model's rows (no part of the key)
 
     @property
     def where(self) -> str:

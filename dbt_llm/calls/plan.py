@@ -67,6 +67,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         rows_per_request=_rows_per_call(args, task, config, where),
         recheck=recheck if hooked and not dry else 0,
         text_sql=str(args.get("text") or ""),
+        golden=str(args.get("golden") or ""),
     )
 
 

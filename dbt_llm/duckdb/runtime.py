@@ -28,6 +28,7 @@ from .audit_book import AuditBook
 from .batch_mode import BatchMode
 from .column_specs import ColumnSpecs
 from .dry_run_tables import drop_dry_run_tables
+from .golden import GoldenSets
 from .interrupted import settle_interrupted
 from .invocation import Invocation
 from .job_store import JobStore
@@ -85,6 +86,7 @@ class Runtime:
         self._resolver = Resolver(self.sender, self.settler, self.writer)
         self._rechecks = Rechecks(self.engine, log)
         self.columns = ColumnSpecs(config, self._prices, self._schema_or_none)
+        self.golden = GoldenSets(self.writer, self._resolve_with, self._calls_of, self._add_call)
 
     # -- connection --
     def attach(self, conn: duckdb.DuckDBPyConnection) -> None:
@@ -195,6 +197,25 @@ class Runtime:
         with self._lock:
             invocation = self._invocation
         return invocation is not None and invocation.id == invocation_id and invocation.finished(node_id)
+
+    # -- golden sets (golden.py): the post-hook's calls, registered like any live call --
+    def _resolve_with(self) -> dict[str, object]:
+        return {"cache_table": f"{self.schema()}.llm_cache", "truncate_at": truncate_at(self.config)}
+
+    def _calls_of(self, invocation_id: str, node_id: str) -> list[LiveCall]:
+        with self._lock:
+            current = self._invocation is not None and self._invocation.id == invocation_id
+            return [live for live in self._calls.values() if current and live.call.node_id == node_id]
+
+    def _add_call(self, live: LiveCall) -> bool:
+        with self._lock:
+            return self._calls.setdefault(live.handle, live) is live
+
+    def golden_score(self, inputs: pa.Array, expected: pa.Array, answers: pa.Array, handles: pa.Array) -> pa.Array:
+        answers = _flat(answers)
+        if len(answers) == 0:
+            return pa.nulls(0, pa.float64())
+        return self.golden.score(self._live(handles), _flat(inputs), _flat(expected), answers)
 
     def _live(self, handles: pa.Array) -> LiveCall:
         handle = handles[0].as_py()
