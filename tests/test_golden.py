@@ -107,3 +107,137 @@ def test_golden_inputs_are_answered_with_the_call_s_spec_scored_and_judged_by_ll
     assert project.server.requests == []
     assert audit(project)[2:5] == (0, 10, 6.0)
     assert project.query("select count(distinct invocation_id), count(*) from dbt_llm.llm_golden_results") == [(2, 20)]
+
+
+def test_filter_extract_and_multi_label_golden_sets_score_boolean_fields_and_jaccard(project: DbtProject) -> None:
+    project.write("seeds/t.csv", 'id,body\n1,"city: Paris, amount: 42"\n2,a bug\n')
+    # A boolean column, a column of JSON text, a model with a list column: each a way to write `expected`.
+    project.write(
+        "seeds/golden_filter.csv",
+        'input,expected\n"answer: yes, urgent",true\ncalm day,false\n"answer: yes",false\nplease hurry,true\n',
+    )
+    project.write(
+        "seeds/golden_extract.csv",
+        "input,expected\n"
+        '"city: Paris, amount: 42","{""city"": ""paris"", ""amount"": 42}"\n'  # case aside, 42 is 42.0: right
+        '"city: Lyon, amount: 7","{""city"": ""Lyon"", ""amount"": 8}"\n'  # half right
+        '"city: Rome","{""city"": ""Rome"", ""amount"": null}"\n'  # right: the text states no amount
+        'nothing here,"{""city"": ""Oslo""}"\n',  # wrong
+    )
+    project.write(
+        "models/golden_multi.sql",
+        "select 'billing and bug' as input, ['billing', 'bug'] as expected\n"  # Jaccard 1
+        "union all select 'a bug', ['bug', 'feature']\n"  # 1/2
+        "union all select 'nothing', []::varchar[]\n"  # both empty: 1
+        "union all select 'feature', ['billing']\n",  # 0
+    )
+    project.write(
+        "models/m.sql",
+        "select id,\n"
+        "  {{ dbt_llm.llm_filter('body', 'Is it urgent?', golden=ref('golden_filter')) }} as urgent,\n"
+        "  {{ dbt_llm.llm_extract('body', {'city': 'string', 'amount': 'number'}, "
+        "golden=ref('golden_extract')) }} as x,\n"
+        "  {{ dbt_llm.llm_classify('body', ['billing', 'bug', 'feature'], multi_label=true, "
+        "golden=ref('golden_multi')) }} as topics\n"
+        "from {{ ref('t') }}\n",
+    )
+    project.dbt("seed")
+    project.dbt("run")
+    assert project.query("select count(*) from m") == [(2,)]
+    assert project.query(
+        "select function, rows, golden_rows, golden_correct from dbt_llm.llm_audit "
+        "where node_id = 'model.dbt_llm_example.m' order by function"
+    ) == [("classify", 2, 4, 2.5), ("extract", 2, 4, 2.5), ("filter", 2, 4, 2.0)]
+    assert project.query(
+        "select function, input, expected, answer, score, wrong_fields from dbt_llm.llm_golden_results "
+        "where not correct order by function, input"
+    ) == [
+        ("classify", "a bug", '["bug","feature"]', '["bug"]', 0.5, None),
+        ("classify", "feature", '["billing"]', '["feature"]', 0.0, None),
+        (
+            "extract",
+            "city: Lyon, amount: 7",
+            '{"amount":8,"city":"Lyon"}',
+            '{"amount":7.0,"city":"Lyon"}',
+            0.5,
+            ["amount"],
+        ),
+        ("extract", "nothing here", '{"city":"Oslo"}', '{"amount":null,"city":null}', 0.0, ["city"]),
+        ("filter", "answer: yes", "false", "true", 0.0, None),
+        ("filter", "please hurry", "true", "false", 0.0, None),
+    ]
+    status, problem = accuracy(project, 0.7)
+    assert status == "fail"
+    assert problem == (
+        "golden accuracy 7/12 = 0.58, below min_accuracy 0.70; most confused: "
+        '["billing"]→["feature"] 1, ["bug","feature"]→["bug"] 1, false→true 1; '
+        "fields most often wrong: amount 1, city 1"
+    )
+
+
+def test_a_dry_run_prices_the_golden_inputs_and_a_preview_answers_none(project: DbtProject) -> None:
+    setup(project)
+    project.dbt("run", "--select", "m", "--vars", "{dbt_llm_dry_run: true}")
+    assert project.server.requests == []
+    # 5 model texts and the 9 golden texts that are not also a model row: each priced once.
+    assert project.query(
+        "select est_requests, golden_rows, status from dbt_llm.llm_audit order by started_at desc limit 1"
+    ) == [(14, 0, "dry_run")]
+    project.dbt("show", "--select", "m")
+    assert sorted(r.text for r in project.server.requests) == [
+        f"ticket {i}: my invoice is wrong, billing" for i in range(5)
+    ]
+    assert project.query("select count(*) from dbt_llm.llm_golden_results") == [(0,)]
+    # Neither is a run: llm_accuracy has nothing to judge yet.
+    assert accuracy(project, 0.9) == ("pass", None)
+
+
+def test_a_golden_input_that_fails_is_not_scored_and_fails_no_model(project: DbtProject) -> None:
+    setup(project)
+    project.server.inject("500", times=100, match="other things")
+    project.dbt("run", "--select", "m")
+    # Its 4 attempts are paid by the model's audit row, like the 13 answered texts; it is no failed row.
+    assert audit(project) == (5, 0, 17, 9, 5.0, 0, "success")
+    assert project.query(
+        "select input, answer, correct, score from dbt_llm.llm_golden_results where answer is null"
+    ) == [("other things", None, None, None)]
+    assert project.query("select error_kind from dbt_llm.llm_errors") == [("retries_exhausted",)]
+    status, problem = accuracy(project, 0.9)
+    assert status == "fail" and problem is not None
+    assert problem.startswith("golden accuracy 5/9 = 0.56, below min_accuracy 0.90; most confused: feature→bug 3")
+    assert problem.endswith(
+        '; 1 golden input(s) got no answer and are not scored (see "warehouse"."dbt_llm".llm_errors)'
+    )
+    # A model whose last run answered no golden input fails the test, saying so.
+    project.write(
+        "models/m.sql", f"select {{{{ dbt_llm.llm_classify('body', {LABELS}) }}}} as l from {{{{ ref('t') }}}}\n"
+    )
+    project.dbt("run", "--select", "m")
+    status, problem = accuracy(project, 0.9)
+    assert status == "fail" and problem is not None
+    assert problem.startswith("golden accuracy: the last run of model.dbt_llm_example.m answered no golden input")
+
+
+def test_a_golden_set_without_its_columns_or_with_an_unknown_label_fails_the_model_naming_it(
+    project: DbtProject,
+) -> None:
+    setup(project, golden=[("a bug", "bug")])
+    project.write("seeds/no_expected.csv", "input,label\na bug,bug\n")
+    project.write("seeds/odd_label.csv", "input,expected\na bug,urgent\n")
+    project.dbt("seed")
+    cases = {
+        "ref('no_expected')": "llm_classify(body) in model.dbt_llm_example.m: the golden set "
+        '"warehouse"."main"."no_expected" has no column `expected` (its columns: input, label)',
+        "'golden_tickets'": "llm_classify(body) in model.dbt_llm_example.m: `golden` must be a relation",
+        # Found when the post-hook scores it: the model fails, naming the relation and the input.
+        "ref('odd_label')": "the golden set expects the label 'urgent', which is not one of the call's labels "
+        "(billing, bug, feature, other); fix the golden row or the labels. (golden set "
+        '"warehouse"."main"."odd_label", input \'a bug\')',
+    }
+    for golden, message in cases.items():
+        project.write(
+            "models/m.sql",
+            f"select {{{{ dbt_llm.llm_classify('body', {LABELS}, golden={golden}) }}}} as l from {{{{ ref('t') }}}}\n",
+        )
+        result = project.dbt("run", "--select", "m", ok=False)
+        assert message in str(result.result.results[0].message), result.result.results[0].message

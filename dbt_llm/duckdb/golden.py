@@ -29,25 +29,19 @@ GOLDEN_SUFFIX = ":golden"  # a golden call's handle is its macro call's, so suff
 @dataclass(eq=False)
 class GoldenAccount(Account):
     """The account of a golden call: the ledger (and lock) of its macro call's audit row, so what it
-    pays is the row's, while the rows it answers are counted here, apart."""
-
-    rows: int = 0
-    failed: int = 0
+    pays is the row's; the rows it answers are not the model's, so they are not counted (a golden input
+    without an answer is written to llm_golden_results with a NULL score, and its failure to llm_errors)."""
 
     def count_rows(self, n: int) -> bool:
-        with self.lock:
-            self.rows += n
-        return False  # the row's audit row is written by the model's own rows
+        return False  # the audit row is written by the model's own rows
 
     def count_chunk(self, chunk: ChunkCounts, *, fatal: bool) -> None:
-        with self.lock:
-            self.failed += chunk.failed + chunk.skipped
-            if fatal:  # the provider or the key stopped it: the model's run stops too
+        if fatal:  # the provider or the key stopped it: the model's run stops too
+            with self.lock:
                 self.ledger.status, self.ledger.stopped = "error", True
 
     def count_settled(self, failed: int, skipped: int) -> None:
-        with self.lock:
-            self.failed += failed + skipped
+        pass
 
     def count_golden(self, rows: int, correct: float) -> None:
         with self.lock:
