@@ -241,3 +241,34 @@ def test_a_golden_set_without_its_columns_or_with_an_unknown_label_fails_the_mod
         )
         result = project.dbt("run", "--select", "m", ok=False)
         assert message in str(result.result.results[0].message), result.result.results[0].message
+
+
+def test_a_microbatch_model_answers_its_golden_set_once_per_run_in_its_last_batch(project: DbtProject) -> None:
+    rows = ["id,created_at,body"] + [
+        f"{d}{i},2024-01-0{d} 0{i}:00:00,day {d} ticket {i}" for d in (1, 2, 3) for i in range(2)
+    ]
+    project.write("seeds/events.csv", "\n".join(rows) + "\n")
+    project.write(
+        "seeds/events.yml",
+        "version: 2\nseeds:\n  - name: events\n    config:\n      event_time: created_at\n"
+        "      column_types: {created_at: timestamp}\n",
+    )
+    project.write("seeds/golden_tickets.csv", "input,expected\n" + "".join(f'"{i}",{e}\n' for i, e in GOLDEN))
+    project.write(
+        "models/mb.sql",
+        "{{ config(materialized='incremental', incremental_strategy='microbatch', event_time='created_at', "
+        "batch_size='day', begin='2024-01-01') }}\n"
+        f"select id, created_at, {{{{ dbt_llm.llm_classify('body', {LABELS}, golden=ref('golden_tickets')) }}}} as l "
+        "from {{ ref('events') }}\n",
+    )
+    project.dbt("seed")
+    project.dbt("run", "--select", "mb", "--event-time-start", "2024-01-01", "--event-time-end", "2024-01-04")
+    assert len(project.server.requests) == 6 + 10
+    assert project.query(
+        "select batch_id, rows, golden_rows, golden_correct from dbt_llm.llm_audit order by batch_id"
+    ) == [
+        ("20240101", 2, 0, 0.0),
+        ("20240102", 2, 0, 0.0),
+        ("20240103", 2, 10, 6.0),
+    ]
+    assert project.query("select count(*) from dbt_llm.llm_golden_results") == [(10,)]
