@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
 
+from ..calls.call import Call
 from ..calls.rows import GoldenResultRow, now
-from ..errors import SpecError
+from ..errors import InternalStateError, SpecError
 from ..functions import golden
 from .account import Account, ChunkCounts
 from .live_call import LiveCall
@@ -61,71 +63,95 @@ def golden_call(live: LiveCall, writer: Writer) -> LiveCall:
 
 
 class GoldenSets:
-    def __init__(
-        self,
-        writer: Writer,
-        resolve_with: Callable[[], dict[str, object]],
-        calls_of: Callable[[str, str], list[LiveCall]],
-        add: Callable[[LiveCall], bool],
-    ) -> None:
+    """The golden sets of the invocation: the macro calls with golden= (told when they are prepared) and
+    the calls that answer them (made in the model's post-hook), found by the UDFs by handle."""
+
+    def __init__(self, writer: Writer, schema: Callable[[], str | None], truncate_at: int | None) -> None:
         self._writer = writer
-        self._resolve_with = resolve_with  # what the call's SQL also needs: cache_table, truncate_at
-        self._calls_of = calls_of  # (invocation_id, node_id): the node's live calls, in the order prepared
-        self._add = add  # registers a live call under its handle; False if one is there already
+        self._schema = schema
+        self._truncate_at = truncate_at  # the call's SQL cuts texts there, as the model's rows are
+        self._lock = threading.Lock()
+        self._invocation = ""  # of the calls below: a new invocation starts afresh
+        self._of: dict[str, LiveCall] = {}  # macro calls with golden=, by handle, in the order prepared
+        self._answering: dict[str, LiveCall] = {}  # the calls answering their golden sets, by handle
+
+    def prepared(self, live: LiveCall) -> LiveCall:
+        """A live call just made (dbt_llm_prepare); returned as it is."""
+        if live.call.golden:
+            with self._lock:
+                if live.call.invocation_id != self._invocation:
+                    self._invocation, self._of, self._answering = live.call.invocation_id, {}, {}
+                self._of[live.handle] = live
+        return live
+
+    def live(self, handle: str) -> LiveCall | None:
+        with self._lock:
+            return self._answering.get(handle)
 
     # -- dbt_llm_golden_calls(invocation_id, node_id): the model's post-hook, once per model --
     def calls(self, invocation_id: str, node_id: str) -> str:
         """The golden calls of the model to answer, each once per run (dbt adds a post-hook per macro
         call; a microbatch model answers its golden sets once, with the last batch's call), as JSON."""
-        latest: dict[tuple[str, str], LiveCall] = {}
-        for live in self._calls_of(invocation_id, node_id):
-            if live.call.golden and not live.handle.endswith(GOLDEN_SUFFIX):
-                latest[(live.call.task.spec_hash, live.call.golden)] = live
         planned = []
-        for live in latest.values():
-            answering = golden_call(live, self._writer)
-            if self._add(answering):
-                planned.append({**_planned(answering), **self._resolve_with()})
-        return json.dumps(planned)
+        with self._lock:
+            latest = {
+                (live.call.task.spec_hash, live.call.golden): live
+                for live in self._of.values()
+                if invocation_id == self._invocation and live.call.node_id == node_id
+            }
+            for live in latest.values():
+                answering = golden_call(live, self._writer)
+                if answering.handle not in self._answering:
+                    self._answering[answering.handle] = answering
+                    planned.append(_planned(answering))
+        extra = {"cache_table": f"{self._schema()}.llm_cache", "truncate_at": self._truncate_at}
+        return json.dumps([{**p, **extra} for p in planned])
 
     # -- dbt_llm_golden_score(input, expected, answer, handle): each golden input, in the post-hook --
-    def score(self, live: LiveCall, inputs: pa.Array, expected: pa.Array, answers: pa.Array) -> pa.Array:
+    def score(self, inputs: pa.Array, expected: pa.Array, answers: pa.Array, handles: pa.Array) -> pa.Array:
         """Scores each answer, writes its llm_golden_results row (not in a dry run: nothing was asked),
         counts the scored ones in the audit row; returns the scores (NULL: no answer)."""
+        if len(answers) == 0:
+            return pa.nulls(0, pa.float64())
+        live = self.live(handles[0].as_py())
+        if live is None:
+            raise InternalStateError("dbt_llm: this golden set was planned in another dbt invocation; run `dbt run`.")
         call, account = live.call, live.account
         assert isinstance(account, GoldenAccount)
-        rows = zip(inputs.to_pylist(), expected.to_pylist(), answers.to_pylist(), strict=True)
+        rows = zip(_values(inputs), _values(expected), _values(answers), strict=True)
         scores: list[float | None] = []
-        scored, correct = 0, 0.0
         for text, wanted, answer in rows:
-            if call.dry_run:
+            if call.dry_run:  # priced, not asked: nothing to score
                 scores.append(None)
                 continue
-            result = self._score_one(live, wanted, answer, text)
+            expected_json = _expected(call, wanted, text)
+            result = None if answer is None else _score_one(call, expected_json, answer, text)
             scores.append(result.score if result else None)
-            scored, correct = scored + (result is not None), correct + (result.score if result else 0.0)
-            self._writer.put_golden(_result_row(live, text, wanted, result))
-        account.count_golden(scored, correct)
+            self._writer.put_golden(_result_row(live, text, expected_json, result))
+        account.count_golden(sum(s is not None for s in scores), sum(s for s in scores if s is not None))
         if account.ledger.closed:  # a microbatch batch settled already: its row is written again
             self._writer.put_audit(account.snapshot())
         return pa.array(scores, pa.float64())
 
-    @staticmethod
-    def _score_one(
-        live: LiveCall, wanted: str | None, answer: str | None, text: str | None
-    ) -> golden.GoldenScore | None:
-        call = live.call
-        if wanted is None:
-            raise SpecError(
-                f"{call.where}: the golden set {call.golden} has a NULL `expected` for the input {text!r}; "
-                "give every golden input its expected answer."
-            )
-        if answer is None:
-            return None
-        try:
-            return golden.score(call.task, json.loads(wanted), answer)
-        except SpecError as exc:
-            raise SpecError(f"{exc} (golden set {call.golden}, input {text!r})") from None
+
+def _expected(call: Call, wanted: str | None, text: str | None) -> str:
+    if wanted is None:
+        raise SpecError(
+            f"{call.where}: the golden set {call.golden} has a NULL `expected` for the input {text!r}; "
+            "give every golden input its expected answer."
+        )
+    return wanted
+
+
+def _score_one(call: Call, expected_json: str, answer: str, text: str | None) -> golden.GoldenScore:
+    try:
+        return golden.score(call.task, json.loads(expected_json), answer)
+    except SpecError as exc:
+        raise SpecError(f"{exc} (golden set {call.golden}, input {text!r})") from None
+
+
+def _values(values: pa.Array | pa.ChunkedArray) -> list[str | None]:
+    return list(values.to_pylist())
 
 
 def _planned(answering: LiveCall) -> dict[str, object]:

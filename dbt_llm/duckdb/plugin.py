@@ -58,10 +58,10 @@ class Plugin(BasePlugin):
         conn.create_function(
             "dbt_llm_golden_calls", runtime.golden.calls, [VARCHAR, VARCHAR], VARCHAR, side_effects=True
         )
-        _arrow_function(conn, "dbt_llm_golden_score", runtime.golden_score, [VARCHAR] * 4, DOUBLE, side_effects=True)
+        _arrow_function(conn, "dbt_llm_golden_score", runtime.golden.score, [VARCHAR] * 4, DOUBLE, side_effects=True)
         conn.create_function("dbt_llm_settled", runtime.settled, [VARCHAR, VARCHAR], BOOLEAN, side_effects=True)
         conn.create_function("dbt_llm_schema", runtime.schema, [], VARCHAR)
-        conn.create_function("dbt_llm_estimated", runtime.estimated, [VARCHAR, VARCHAR], BIGINT, side_effects=True)
+        conn.create_function("dbt_llm_estimated", runtime.book.estimated, [VARCHAR, VARCHAR], BIGINT, side_effects=True)
         conn.create_function(
             "dbt_llm_built_by_dry_run", runtime.built_by_dry_run, [VARCHAR, VARCHAR], BOOLEAN, side_effects=True
         )

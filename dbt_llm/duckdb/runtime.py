@@ -86,7 +86,7 @@ class Runtime:
         self._resolver = Resolver(self.sender, self.settler, self.writer)
         self._rechecks = Rechecks(self.engine, log)
         self.columns = ColumnSpecs(config, self._prices, self._schema_or_none)
-        self.golden = GoldenSets(self.writer, self._resolve_with, self._calls_of, self._add_call)
+        self.golden = GoldenSets(self.writer, self._schema_or_none, truncate_at(config))
 
     # -- connection --
     def attach(self, conn: duckdb.DuckDBPyConnection) -> None:
@@ -170,7 +170,7 @@ class Runtime:
         with self._lock:
             # A call rendered again (dbt compiles, then runs) keeps what it has in flight.
             if call.handle not in self._calls:
-                self._calls[call.handle] = LiveCall(call, invocation, account, self.writer)
+                self._calls[call.handle] = self.golden.prepared(LiveCall(call, invocation, account, self.writer))
             schema = self._schema
         task = call.task
         cut = truncate_at(self.config)
@@ -198,29 +198,10 @@ class Runtime:
             invocation = self._invocation
         return invocation is not None and invocation.id == invocation_id and invocation.finished(node_id)
 
-    # -- golden sets (golden.py): the post-hook's calls, registered like any live call --
-    def _resolve_with(self) -> dict[str, object]:
-        return {"cache_table": f"{self.schema()}.llm_cache", "truncate_at": truncate_at(self.config)}
-
-    def _calls_of(self, invocation_id: str, node_id: str) -> list[LiveCall]:
-        with self._lock:
-            current = self._invocation is not None and self._invocation.id == invocation_id
-            return [live for live in self._calls.values() if current and live.call.node_id == node_id]
-
-    def _add_call(self, live: LiveCall) -> bool:
-        with self._lock:
-            return self._calls.setdefault(live.handle, live) is live
-
-    def golden_score(self, inputs: pa.Array, expected: pa.Array, answers: pa.Array, handles: pa.Array) -> pa.Array:
-        answers = _flat(answers)
-        if len(answers) == 0:
-            return pa.nulls(0, pa.float64())
-        return self.golden.score(self._live(handles), _flat(inputs), _flat(expected), answers)
-
     def _live(self, handles: pa.Array) -> LiveCall:
         handle = handles[0].as_py()
         with self._lock:
-            live = self._calls.get(handle)
+            live = self._calls.get(handle) or self.golden.live(handle)
         if live is None:
             raise InternalStateError(
                 "dbt_llm: this query was compiled in another dbt invocation or process; run the model with `dbt run`."
@@ -270,12 +251,6 @@ class Runtime:
             return pa.nulls(0, pa.string())
         results = self._resolver.resolve(self._live(handles), keys.to_pylist(), _texts_by_key(keys, texts))
         return pa.array(results, pa.string())
-
-    # -- dbt_llm_estimated(invocation_id, node_id): in a dry run's post-hook, before dbt_llm_finish --
-    def estimated(self, invocation_id: str, node_id: str) -> int:
-        """Requests a dry run of the model would send: the post-hook rolls back a model that is not a
-        table when there are any."""
-        return sum(a.ledger.est_requests for a in self.book.accounts_of(invocation_id, node_id))
 
     def built_by_dry_run(self, invocation_id: str, node_id: str) -> bool:
         """dbt_llm_built_by_dry_run: in a microbatch model's last batch, whether this dry run created

