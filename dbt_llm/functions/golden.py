@@ -1,8 +1,9 @@
 """Golden sets: a golden input's expected answer scored against the answer a call gave it.
 
-A pure function of (the call's task, the expected value, the answer): classify and filter score 1 for
-the same label or boolean and 0 otherwise; multi-label classify the Jaccard index of the two label sets
-(1 when both are empty); extract the share of the expected fields whose answer is equal once strings
+A pure function of (the call's task, the expected value, the answer); each function's registry entry
+(specs.py) picks its scorer here. Classify and filter score 1 for the same label or boolean and 0
+otherwise; multi-label classify the Jaccard index of the two label sets (1 when both are empty);
+extract the share of the expected fields whose answer is equal once strings
 are normalised as grounding normalises them (case and whitespace aside) and numbers compared as
 numbers. An expected value that cannot be read (a label that is not one of the call's labels, a field
 it does not extract) raises SpecError naming the value and the fix."""
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
 from .grounding import normalise
-from .tasks import Task, canonical_json
 
-GOLDEN_FUNCTIONS = ("classify", "filter", "extract")  # the macros that take golden=
+if TYPE_CHECKING:
+    from .tasks import Task
 
 
 @dataclass(frozen=True)
@@ -35,18 +36,34 @@ class GoldenScore:
 def score(task: Task, expected: Any, answer: str) -> GoldenScore:
     """`expected` as the warehouse holds it, decoded from JSON (a string may itself hold JSON: a list,
     an object, true); `answer` the call's cached answer (canonical JSON)."""
-    value = json.loads(answer)
-    if task.function == "classify" and task.multi_label:
-        return _jaccard(_label_set(task, expected), value["labels"])
-    if task.function == "classify":
-        label = _label(task, expected)
-        return GoldenScore(float(label == value["label"]), label, value["label"])
-    if task.function == "filter":
-        wanted = _boolean(task, expected)
-        return GoldenScore(float(wanted == value["answer"]), _bool_text(wanted), _bool_text(value["answer"]))
-    if task.function == "extract":
-        return _fields(task, _object(task, expected), value)
-    raise SpecError(f"{task.where}: golden sets score {', '.join(GOLDEN_FUNCTIONS)}; not llm_{task.function}.")
+    return task.kind.golden_score(task, expected, json.loads(answer))
+
+
+def label_score(task: Task, expected: Any, answer: dict[str, Any]) -> GoldenScore:
+    label = _label(task, expected)
+    return GoldenScore(float(label == answer["label"]), label, answer["label"])
+
+
+def labels_score(task: Task, expected: Any, answer: dict[str, Any]) -> GoldenScore:
+    """Multi-label: the Jaccard index of the two label sets (1 when both are empty)."""
+    wanted = _label_set(task, expected)
+    a, b = set(wanted), set(answer["labels"])
+    value = len(a & b) / len(a | b) if a | b else 1.0
+    return GoldenScore(value, _canonical(wanted), _canonical(answer["labels"]))
+
+
+def boolean_score(task: Task, expected: Any, answer: dict[str, Any]) -> GoldenScore:
+    wanted = _boolean(task, expected)
+    return GoldenScore(float(wanted == answer["answer"]), _bool_text(wanted), _bool_text(answer["answer"]))
+
+
+def fields_score(task: Task, expected: Any, answer: dict[str, Any]) -> GoldenScore:
+    return _fields(task, _object(task, expected), answer)
+
+
+def _canonical(value: Any) -> str:
+    """As tasks.canonical_json writes answers, so equal values read equal."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _decoded(expected: Any) -> Any:
@@ -75,12 +92,6 @@ def _label_set(task: Task, expected: Any) -> list[str]:
     items = decoded if isinstance(decoded, list) else [decoded]
     chosen = {_label(task, item) for item in items}
     return [name for name in task.labels if name in chosen]  # in the order of the labels, as answers are
-
-
-def _jaccard(expected: list[str], answer: list[str]) -> GoldenScore:
-    a, b = set(expected), set(answer)
-    value = len(a & b) / len(a | b) if a | b else 1.0
-    return GoldenScore(value, canonical_json(expected), canonical_json(answer))
 
 
 def _boolean(task: Task, expected: Any) -> bool:
@@ -117,7 +128,7 @@ def _fields(task: Task, expected: dict[str, Any], answer: dict[str, Any]) -> Gol
         )
     wrong = tuple(name for name in expected if _normal(expected[name]) != _normal(answer.get(name)))
     value = (len(expected) - len(wrong)) / len(expected)
-    return GoldenScore(value, canonical_json(expected), canonical_json(answer), wrong)
+    return GoldenScore(value, _canonical(expected), _canonical(answer), wrong)
 
 
 def _normal(value: Any) -> Any:
