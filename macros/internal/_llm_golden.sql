@@ -5,6 +5,9 @@
     it is no part of the spec, so no part of the cache key. A command that runs no post-hook (dbt show,
     dbt compile) answers no golden set, so it does not need the relation to exist yet. -#}
 {% macro _llm_golden_relation(golden, where) -%}
+  {%- if adapter.type() != 'duckdb' -%}
+    {{ exceptions.raise_compiler_error(where ~ ": golden sets are not available on " ~ adapter.type() ~ " yet; remove `golden=` from the macro call (score the model on dbt-duckdb).") }}
+  {%- endif -%}
   {%- if golden is string or golden.identifier is not defined -%}
     {{ exceptions.raise_compiler_error(where ~ ": `golden` must be a relation with columns `input` and `expected`, such as golden=ref('golden_tickets'); got " ~ golden ~ ".") }}
   {%- endif -%}

@@ -73,9 +73,6 @@
   {%- if var('dbt_llm_refresh', false) -%}
     {{ exceptions.raise_compiler_error(where ~ ": dbt_llm_refresh is not available on Spark yet; rebuild the model with --full-refresh instead.") }}
   {%- endif -%}
-  {%- if payload.get('golden') -%}
-    {{ exceptions.raise_compiler_error(where ~ ": golden sets are not available on Spark yet; remove `golden=` from the macro call (score the model on dbt-duckdb).") }}
-  {%- endif -%}
   {%- set registered = run_query("show user functions like 'dbt_llm_prepare'") -%}
   {%- if registered.rows | length == 0 -%}
     {{ exceptions.raise_compiler_error(where ~ ": dbt-llm's functions are not registered on this Spark session. Run dbt through dbt-llm: `dbt-llm spark " ~ flags.WHICH ~ " ...` (pip install 'dbt-llm[spark]'; see the README).") }}
