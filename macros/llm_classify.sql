@@ -4,17 +4,17 @@
     list when none does (NULL still means there was no text).
     With with_confidence=true: STRUCT(label VARCHAR, confidence DOUBLE), the confidence being the
     probability the model gave its label among the labels (NULL where the provider gave no logprobs). -#}
-{% macro llm_classify(text, labels, model=none, instructions=none, examples=none, rows_per_request=none, multi_label=false, with_confidence=false) -%}
+{% macro llm_classify(text, labels, model=none, instructions=none, examples=none, rows_per_request=none, multi_label=false, with_confidence=false, golden=none) -%}
   {{- dbt_llm._llm_check_text('classify', text) -}}
-  {{- adapter.dispatch('llm_classify', 'dbt_llm')(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence) -}}
+  {{- adapter.dispatch('llm_classify', 'dbt_llm')(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence, golden) -}}
 {%- endmacro %}
 
-{% macro default__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence) -%}
+{% macro default__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence, golden) -%}
   {{- exceptions.raise_compiler_error("llm_classify: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml, or dbt-spark through `dbt-llm spark`.") -}}
 {%- endmacro %}
 
-{% macro duckdb__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence) -%}
-  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label, 'with_confidence': with_confidence}) -%}
+{% macro duckdb__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence, golden) -%}
+  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label, 'with_confidence': with_confidence}, golden) -%}
   {%- if call is none -%}
     cast(null as {{ 'struct(label varchar, confidence double)' if with_confidence else 'varchar[]' if multi_label else 'varchar' }})
   {%- elif with_confidence -%}
@@ -26,9 +26,9 @@
   {%- endif -%}
 {%- endmacro %}
 
-{% macro spark__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence) -%}
+{% macro spark__llm_classify(text, labels, model, instructions, examples, rows_per_request, multi_label, with_confidence, golden) -%}
   {{- dbt_llm._llm_spark_no_confidence('classify', with_confidence) -}}
-  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label}) -%}
+  {%- set call = dbt_llm._llm_prepare('classify', text, {'labels': labels, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'multi_label': multi_label}, golden) -%}
   {%- if call is none -%}
     cast(null as {{ 'array<string>' if multi_label else 'string' }})
   {%- elif multi_label -%}

@@ -2,17 +2,17 @@
     for a refund?"). Returns BOOLEAN; NULL or blank text gives NULL with no call.
     With with_confidence=true: STRUCT(value BOOLEAN, confidence DOUBLE), the confidence being the
     probability the model gave its answer among true and false (NULL where the provider gave no logprobs). -#}
-{% macro llm_filter(text, question, model=none, instructions=none, examples=none, rows_per_request=none, with_confidence=false) -%}
+{% macro llm_filter(text, question, model=none, instructions=none, examples=none, rows_per_request=none, with_confidence=false, golden=none) -%}
   {{- dbt_llm._llm_check_text('filter', text) -}}
-  {{- adapter.dispatch('llm_filter', 'dbt_llm')(text, question, model, instructions, examples, rows_per_request, with_confidence) -}}
+  {{- adapter.dispatch('llm_filter', 'dbt_llm')(text, question, model, instructions, examples, rows_per_request, with_confidence, golden) -}}
 {%- endmacro %}
 
-{% macro default__llm_filter(text, question, model, instructions, examples, rows_per_request, with_confidence) -%}
+{% macro default__llm_filter(text, question, model, instructions, examples, rows_per_request, with_confidence, golden) -%}
   {{- exceptions.raise_compiler_error("llm_filter: dbt-llm does not support the " ~ adapter.type() ~ " adapter yet; use dbt-duckdb with `module: dbt_llm.plugin` in profiles.yml, or dbt-spark through `dbt-llm spark`.") -}}
 {%- endmacro %}
 
-{% macro duckdb__llm_filter(text, question, model, instructions, examples, rows_per_request, with_confidence) -%}
-  {%- set call = dbt_llm._llm_prepare('filter', text, {'question': question, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'with_confidence': with_confidence}) -%}
+{% macro duckdb__llm_filter(text, question, model, instructions, examples, rows_per_request, with_confidence, golden) -%}
+  {%- set call = dbt_llm._llm_prepare('filter', text, {'question': question, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request, 'with_confidence': with_confidence}, golden) -%}
   {%- if call is none -%}
     cast(null as {{ 'struct(value boolean, confidence double)' if with_confidence else 'boolean' }})
   {%- elif with_confidence -%}
@@ -22,9 +22,9 @@
   {%- endif -%}
 {%- endmacro %}
 
-{% macro spark__llm_filter(text, question, model, instructions, examples, rows_per_request, with_confidence) -%}
+{% macro spark__llm_filter(text, question, model, instructions, examples, rows_per_request, with_confidence, golden) -%}
   {{- dbt_llm._llm_spark_no_confidence('filter', with_confidence) -}}
-  {%- set call = dbt_llm._llm_prepare('filter', text, {'question': question, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request}) -%}
+  {%- set call = dbt_llm._llm_prepare('filter', text, {'question': question, 'model': model, 'instructions': instructions, 'examples': examples, 'rows_per_request': rows_per_request}, golden) -%}
   {%- if call is none -%}
     cast(null as boolean)
   {%- else -%}

@@ -7,7 +7,15 @@ from typing import Any
 
 from conftest import DbtProject
 
-TABLES = ("llm_cache", "llm_audit", "llm_errors", "llm_batch_jobs", "llm_batch_job_keys", "llm_calls")
+TABLES = (
+    "llm_cache",
+    "llm_audit",
+    "llm_errors",
+    "llm_batch_jobs",
+    "llm_batch_job_keys",
+    "llm_calls",
+    "llm_golden_results",
+)
 
 
 def _artifact(project: DbtProject, name: str) -> dict[str, Any]:

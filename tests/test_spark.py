@@ -265,3 +265,19 @@ def test_spark_submit_owns_the_session_and_the_key_reaches_only_the_executors(tm
         assert all(r.authorization == f"Bearer {API_KEY}" for r in server.requests)
         assert not (project.state).exists(), "spark-submit's warehouse is used, not a local one"
         assert list((state / "warehouse" / "dbt_llm.db" / "llm_cache").glob("*.parquet"))
+
+
+def test_spark_refuses_a_golden_set_when_the_model_compiles(tmp_path: Path) -> None:
+    with FakeOpenAI(api_key=API_KEY, hang_seconds=5.0) as server:
+        project = SparkProject(tmp_path / "project", server.base_url, API_KEY)
+        project.write("models/golden.sql", "select 'a bug' as input, 'bug' as expected")
+        project.write(
+            "models/m.sql",
+            "select {{ dbt_llm.llm_classify('input', ['bug', 'other'], golden=ref('golden')) }} as l "
+            "from {{ ref('golden') }}",
+        )
+        project.dbt("deps")
+        done = project.dbt("run", ok=False)
+        assert done.returncode == 1, done.stdout[-4000:]
+        assert "llm_classify(input) in model.spark_llm.m: golden sets are not available on spark yet" in done.stdout
+        assert server.requests == []

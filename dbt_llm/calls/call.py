@@ -32,6 +32,8 @@ class Call:
     compare: int = 0  # a dry run: rows of the model the new spec answers, to compare with the last run's
     with_confidence: bool = False  # the SQL gets {<answer>, confidence}: no part of the cache key
 
+    golden: str = ""  # golden=: the relation of the golden set answered after the model's rows (no part of the key)
+
     def shown(self, result: str | None, confidence: float | None) -> str | None:
         """An answer as the call's SQL reads it: the cached JSON, or with_confidence's
         {label|value: answer, confidence: ...} (the form _llm_resolve_sql builds for cached rows)."""

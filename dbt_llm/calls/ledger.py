@@ -110,5 +110,6 @@ def summary(lg: Ledger) -> str:
         f"{lg.failed_rows} failed, {lg.prompt_tokens + lg.completion_tokens} tokens, {usd(lg.cost_usd)}"
         + (f", {lg.ungrounded_values} invented values set to NULL" if lg.ungrounded_values else "")
         + (f", recheck {lg.recheck_agree}/{lg.recheck_rows} agree" if lg.recheck_rows else "")
+        + (f", golden {lg.golden_correct:g}/{lg.golden_rows} right" if lg.golden_rows else "")
         + (" [preview]" if lg.status == "preview" else "")
     )

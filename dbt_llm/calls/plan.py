@@ -74,6 +74,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         compare=compare if hooked else 0,
         text_sql=str(args.get("text") or ""),
         with_confidence=with_confidence,
+        golden=str(args.get("golden") or ""),
     )
 
 

@@ -82,6 +82,8 @@ class AuditRow:
     mean_confidence: float | None = None  # over the rows this row's requests answered with a confidence
     compare_rows: int = 0  # a dry run with dbt_llm_compare: sampled rows the new spec and the last run's both answered
     compare_agree: int = 0  # of which the two answers agree
+    golden_rows: int = 0  # golden inputs answered and scored (golden=)
+    golden_correct: float = 0.0  # the sum of their scores: a count of right answers, Jaccard or field shares aside
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,26 @@ class BatchJobRow:
     collected_at: datetime | None
 
 
+@dataclass(frozen=True)
+class GoldenResultRow:
+    """One golden input of a call, per run: what was expected, what the call answered, and its score
+    (functions/golden.py). `answer` and `score` are NULL when the input got no answer."""
+
+    invocation_id: str
+    node_id: str
+    function: str
+    model: str
+    spec_hash: str
+    golden: str  # the relation of the golden set
+    input: str
+    expected: str
+    answer: str | None
+    correct: bool | None
+    score: float | None
+    wrong_fields: list[str] | None  # extract: the expected fields answered otherwise
+    created_at: datetime
+
+
 def _columns(cls: type[Any]) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
@@ -135,8 +157,11 @@ AUDIT_COLUMNS = _columns(AuditRow)
 AUDIT_KEY = AUDIT_COLUMNS[:5]
 BATCH_JOB_COLUMNS = _columns(BatchJobRow)
 CALL_COLUMNS = _columns(CallRow)
+GOLDEN_COLUMNS = _columns(GoldenResultRow)
 
 
-def row_dict(row: CacheRow | ErrorRow | AuditRow | BatchJobRow | CallRow, columns: list[str]) -> dict[str, Any]:
+def row_dict(
+    row: CacheRow | ErrorRow | AuditRow | BatchJobRow | CallRow | GoldenResultRow, columns: list[str]
+) -> dict[str, Any]:
     """The table's columns of a row (a Ledger is an AuditRow with more fields that are not columns)."""
     return {c: getattr(row, c) for c in columns}

@@ -42,6 +42,12 @@ class AuditBook:
                 if (a.ledger.invocation_id, a.ledger.node_id) == (invocation_id, node_id)
             ]
 
+    # -- dbt_llm_estimated(invocation_id, node_id): in a dry run's post-hook, before dbt_llm_finish --
+    def estimated(self, invocation_id: str, node_id: str) -> int:
+        """Requests a dry run of the model would send: the post-hook rolls back a model that is not a
+        table when there are any."""
+        return sum(a.ledger.est_requests for a in self.accounts_of(invocation_id, node_id))
+
     def open_accounts(self, node_id: str | None = None) -> list[Account]:
         with self._lock:
             return [a for a in self._accounts.values() if not a.ledger.closed and node_id in (None, a.ledger.node_id)]

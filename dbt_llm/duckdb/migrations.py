@@ -192,6 +192,27 @@ MIGRATIONS: list[tuple[str, str]] = [
         """alter table {s}.llm_audit add column if not exists compare_rows bigint;
         alter table {s}.llm_audit add column if not exists compare_agree bigint""",
     ),
+    (
+        # Golden sets (golden=): what each run scored, per audit row and per golden input (duckdb/golden.py).
+        "golden sets: llm_audit golden_rows and golden_correct, llm_golden_results",
+        """alter table {s}.llm_audit add column if not exists golden_rows bigint;
+        alter table {s}.llm_audit add column if not exists golden_correct double;
+        create table {s}.llm_golden_results (
+            invocation_id varchar not null,
+            node_id varchar not null,
+            function varchar not null,
+            model varchar not null,
+            spec_hash varchar not null,
+            golden varchar not null,
+            input varchar,
+            expected varchar,
+            answer varchar,
+            correct boolean,
+            score double,
+            wrong_fields varchar[],
+            created_at timestamp not null
+        )""",
+    ),
 ]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.events.logging import AdapterLogger
-from duckdb.sqltypes import BIGINT, BOOLEAN, VARCHAR
+from duckdb.sqltypes import BIGINT, BOOLEAN, DOUBLE, VARCHAR
 
 from ..config import parse_config
 from ..errors import ConfigError
@@ -55,9 +55,13 @@ class Plugin(BasePlugin):
         _arrow_function(conn, "dbt_llm_sample", runtime.sample, [VARCHAR] * 4, VARCHAR, side_effects=False)
         conn.create_function("dbt_llm_current_spec", runtime.columns.current_spec, [VARCHAR], VARCHAR)
         conn.create_function("dbt_llm_refresh_columns", runtime.columns.refresh_columns, [VARCHAR], VARCHAR)
+        conn.create_function(
+            "dbt_llm_golden_calls", runtime.golden.calls, [VARCHAR, VARCHAR], VARCHAR, side_effects=True
+        )
+        _arrow_function(conn, "dbt_llm_golden_score", runtime.golden.score, [VARCHAR] * 4, DOUBLE, side_effects=True)
         conn.create_function("dbt_llm_settled", runtime.settled, [VARCHAR, VARCHAR], BOOLEAN, side_effects=True)
         conn.create_function("dbt_llm_schema", runtime.schema, [], VARCHAR)
-        conn.create_function("dbt_llm_estimated", runtime.estimated, [VARCHAR, VARCHAR], BIGINT, side_effects=True)
+        conn.create_function("dbt_llm_estimated", runtime.book.estimated, [VARCHAR, VARCHAR], BIGINT, side_effects=True)
         conn.create_function(
             "dbt_llm_built_by_dry_run", runtime.built_by_dry_run, [VARCHAR, VARCHAR], BOOLEAN, side_effects=True
         )

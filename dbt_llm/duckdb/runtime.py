@@ -30,6 +30,7 @@ from .batch_mode import BatchMode
 from .column_specs import ColumnSpecs
 from .compare import Comparer
 from .dry_run_tables import drop_dry_run_tables
+from .golden import GoldenSets
 from .interrupted import settle_interrupted
 from .invocation import Invocation
 from .job_store import JobStore
@@ -108,6 +109,7 @@ class Runtime:
         self._rechecks = Rechecks(self.engine, log)
         self._comparer = Comparer(self.sender.answer_now, self._bound, log)
         self.columns = ColumnSpecs(config, self._prices, self._schema_or_none)
+        self.golden = GoldenSets(self.writer, self._schema_or_none, truncate_at(config))
 
     # -- connection --
     def attach(self, conn: duckdb.DuckDBPyConnection) -> None:
@@ -191,7 +193,7 @@ class Runtime:
         with self._lock:
             # A call rendered again (dbt compiles, then runs) keeps what it has in flight.
             if call.handle not in self._calls:
-                self._calls[call.handle] = LiveCall(call, invocation, account, self.writer)
+                self._calls[call.handle] = self.golden.prepared(LiveCall(call, invocation, account, self.writer))
             schema = self._schema
         task = call.task
         cut = truncate_at(self.config)
@@ -212,7 +214,7 @@ class Runtime:
     def _live(self, handles: pa.Array) -> LiveCall:
         handle = handles[0].as_py()
         with self._lock:
-            live = self._calls.get(handle)
+            live = self._calls.get(handle) or self.golden.live(handle)
         if live is None:
             raise InternalStateError(
                 "dbt_llm: this query was compiled in another dbt invocation or process; run the model with `dbt run`."
@@ -262,12 +264,6 @@ class Runtime:
             return pa.nulls(0, pa.string())
         results = self._resolver.resolve(self._live(handles), keys.to_pylist(), _texts_by_key(keys, texts))
         return pa.array(results, pa.string())
-
-    # -- dbt_llm_estimated(invocation_id, node_id): in a dry run's post-hook, before dbt_llm_finish --
-    def estimated(self, invocation_id: str, node_id: str) -> int:
-        """Requests a dry run of the model would send: the post-hook rolls back a model that is not a
-        table when there are any."""
-        return sum(a.ledger.est_requests for a in self.book.accounts_of(invocation_id, node_id))
 
     def built_by_dry_run(self, invocation_id: str, node_id: str) -> bool:
         """dbt_llm_built_by_dry_run: in a microbatch model's last batch, whether this dry run created

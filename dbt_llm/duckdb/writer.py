@@ -22,10 +22,12 @@ from ..calls.rows import (
     CACHE_COLUMNS,
     CALL_COLUMNS,
     ERROR_COLUMNS,
+    GOLDEN_COLUMNS,
     AuditRow,
     CacheRow,
     CallRow,
     ErrorRow,
+    GoldenResultRow,
     row_dict,
 )
 from ..errors import DbtLlmError
@@ -84,6 +86,9 @@ class Writer:
 
     def put_call(self, row: CallRow) -> None:
         self._queue.put(("call", row_dict(row, CALL_COLUMNS)))
+
+    def put_golden(self, row: GoldenResultRow) -> None:
+        self._queue.put(("golden", row_dict(row, GOLDEN_COLUMNS)))
 
     def put_audit(self, row: AuditRow) -> None:
         """Queue a snapshot of the row (the caller may change it afterwards)."""
@@ -145,15 +150,20 @@ class Writer:
         cache = [row for kind, row in items if kind == "cache"]
         errors = [row for kind, row in items if kind == "error"]
         audit = {tuple(row[k] for k in AUDIT_KEY): row for kind, row in items if kind == "audit"}
-        calls = [row for kind, row in items if kind == "call"]
-        if not (cache or errors or audit or calls):
+        # Rows appended as they are: (table, columns, rows, conflict clause).
+        appended = [
+            # Once per run: a call rendered again (dbt compiles, then runs) is the same call.
+            ("llm_calls", CALL_COLUMNS, [row for kind, row in items if kind == "call"], "on conflict do nothing"),
+            ("llm_golden_results", GOLDEN_COLUMNS, [row for kind, row in items if kind == "golden"], ""),
+        ]
+        if not (cache or errors or audit or any(rows for _, _, rows, _ in appended)):
             return
         with self._lock:
             conn, schema = self._conn, self._schema
             assert conn is not None and schema is not None
             cur = cursor_of(conn)
             try:
-                self._write_with(cur, schema, cache, errors, audit, calls)
+                self._write_with(cur, schema, cache, errors, audit, appended)
             finally:
                 cur.close()
 
@@ -164,12 +174,12 @@ class Writer:
         cache: list[dict[str, Any]],
         errors: list[dict[str, Any]],
         audit: dict[tuple[Any, ...], dict[str, Any]],
-        calls: list[dict[str, Any]],
+        appended: list[tuple[str, list[str], list[dict[str, Any]], str]],
     ) -> None:
         try:
             cur.execute("begin")
-            # Once per run: a call rendered again (dbt compiles, then runs) is the same call.
-            self._insert(cur, f"{schema}.llm_calls", CALL_COLUMNS, calls, "on conflict do nothing")
+            for table, columns, rows, conflict in appended:
+                self._insert(cur, f"{schema}.{table}", columns, rows, conflict)
             self._insert(cur, f"{schema}.llm_cache", CACHE_COLUMNS, cache, "on conflict do nothing")
             self._insert(
                 cur,

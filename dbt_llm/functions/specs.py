@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import InternalStateError, SpecError
-from . import prompts, tokens
+from . import golden, prompts, tokens
 from .confidence import Choices
 from .schemas import JsonSchema, fields_to_schema, normalize_schema
 
@@ -73,6 +73,10 @@ class FunctionKind(ABC):
     def answer_tokens(self, task: Task) -> int:
         """Completion tokens of an answer of the expected length (see tokens.py)."""
         return tokens.answer_tokens(task.schema)
+
+    def golden_score(self, task: Task, expected: Any, answer: Any) -> golden.GoldenScore:
+        """A golden input's score (functions/golden.py): `answer` is the decoded cached answer."""
+        raise SpecError(f"{task.where}: golden sets score llm_classify, llm_filter and llm_extract calls only.")
 
     def agrees(self, cached: str, fresh: str) -> bool:
         """Whether a recheck's answer agrees with the cached one: the same label, boolean or set of labels,
@@ -142,6 +146,9 @@ class Classify(FunctionKind):
     def choices(self, spec: dict[str, Any]) -> Choices | None:
         return None if spec.get("multi_label") else Choices.labels("label", [p[0] for p in spec["labels"]])
 
+    def golden_score(self, task: Task, expected: Any, answer: Any) -> golden.GoldenScore:
+        return (golden.labels_score if task.multi_label else golden.label_score)(task, expected, answer)
+
     def messages(self, task: Task, text: str) -> list[prompts.Message]:
         spec = task.spec
         return prompts.classify_messages(
@@ -174,6 +181,10 @@ class Extract(FunctionKind):
         names = list(task.schema["properties"])
         return prompts.extract_packed_messages(texts, names, task.spec["instructions"], task.spec["examples"])
 
+    def golden_score(self, task: Task, expected: Any, answer: Any) -> golden.GoldenScore:
+        """Each expected field after the grounding normalisation."""
+        return golden.fields_score(task, expected, answer)
+
 
 class Filter(FunctionKind):
     def build(self, args: dict[str, Any], where: str) -> FunctionSpec:
@@ -195,6 +206,9 @@ class Filter(FunctionKind):
     def packed_messages(self, task: Task, texts: dict[str, str]) -> list[prompts.Message]:
         spec = task.spec
         return prompts.filter_packed_messages(texts, spec["question"], spec["instructions"], spec["examples"])
+
+    def golden_score(self, task: Task, expected: Any, answer: Any) -> golden.GoldenScore:
+        return golden.boolean_score(task, expected, answer)
 
 
 class Complete(FunctionKind):
@@ -234,6 +248,10 @@ class Embed(FunctionKind):
 
     def answer_tokens(self, task: Task) -> int:
         return 0
+
+    def golden_score(self, task: Task, expected: Any, answer: Any) -> golden.GoldenScore:
+        """A golden input's score (functions/golden.py): `answer` is the decoded cached answer."""
+        raise SpecError(f"{task.where}: golden sets score llm_classify, llm_filter and llm_extract calls only.")
 
     def agrees(self, cached: str, fresh: str) -> bool:
         """Vectors agree when they point the same way (cosine similarity of at least 0.99): a provider

@@ -98,6 +98,11 @@ def _refuse_unsupported(call: Call) -> None:
         raise SpecError(f"{where}: `max_cost_usd` is not enforced on Spark yet; remove it from the model's meta.")
     if call.batch_id:
         raise SpecError(f"{where}: microbatch models are not available on Spark yet; use incremental or table.")
+    if call.golden:
+        raise SpecError(
+            f"{where}: golden sets are not available on Spark yet; remove `golden=` from the macro call "
+            "(score the model on dbt-duckdb)."
+        )
     if call.recheck:
         raise SpecError(
             f"{where}: rechecks are not available on Spark yet; run without `dbt_llm_recheck` "

@@ -26,6 +26,9 @@
   {%- if execute and dbt_llm._llm_refreshing(materialized) -%}
     {{ dbt_llm._llm_refresh_sql() }}
   {%- endif -%}
+  {%- if execute -%}
+    {{ dbt_llm._llm_golden_sql() }}
+  {%- endif -%}
   select dbt_llm_finish('{{ invocation_id }}', '{{ model.unique_id }}', '{{ materialized }}')
 {%- endmacro %}
 

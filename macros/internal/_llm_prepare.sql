@@ -1,6 +1,6 @@
 {#- Register a macro call with the plugin (once, when the model renders) and attach the
     post-hook that settles the model. Returns none while dbt parses. -#}
-{% macro _llm_prepare(function, text, args) -%}
+{% macro _llm_prepare(function, text, args, golden=none) -%}
   {%- if not execute -%}
     {#- At parse time: make the model's post-hook check failures and budget after all rows ran. -#}
     {%- do config(post_hook=["{{ dbt_llm._llm_finish() }}"]) -%}
@@ -46,6 +46,10 @@
                      'recheck': var('dbt_llm_recheck', none), 'compare': var('dbt_llm_compare', none),
                      'dry_run': dbt_llm._llm_dry_run(), 'dry_run_creates': creates} -%}
   {%- do payload.update(args) -%}
+  {#- golden=: checked here, answered by the post-hook (_llm_golden.sql); not in the meta entry above, as it changes no answer. -#}
+  {%- if golden is not none -%}
+    {%- do payload.update({'golden': dbt_llm._llm_golden_relation(golden, where)}) -%}
+  {%- endif -%}
   {{- return(adapter.dispatch('_llm_plan', 'dbt_llm')(payload, where)) -}}
 {%- endmacro %}
 
