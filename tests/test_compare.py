@@ -8,8 +8,17 @@ LABELS = "['billing', 'bug', 'feature', 'other']"
 DRY_COMPARE = "{dbt_llm_dry_run: true, dbt_llm_compare: 10}"
 
 
-def model(project: DbtProject, instructions: str | None = None) -> None:
+GOLDEN = """input,expected
+golden a: a billing problem,billing
+"golden b: a bug, the app crashes",bug
+golden c: a feature request,feature
+golden d: other stuff,other
+"""
+
+
+def model(project: DbtProject, instructions: str | None = None, golden: bool = False) -> None:
     extra = "" if instructions is None else f", instructions='{instructions}'"
+    extra += ", golden=ref('golden')" if golden else ""
     project.write(
         "models/m.sql",
         f"select id, {{{{ dbt_llm.llm_classify('body', {LABELS}{extra}) }}}} as l from {{{{ ref('t') }}}}\n",
@@ -31,23 +40,28 @@ def dry_audit(project: DbtProject) -> tuple[object, ...]:
 
 
 def test_a_compare_sends_only_its_sample_reports_agreement_and_the_real_run_reuses_it(project: DbtProject) -> None:
+    project.write("seeds/golden.csv", GOLDEN)
     tickets(project, 40)
+    model(project, golden=True)
     project.dbt("run")
-    assert len(project.server.requests) == 40
+    assert len(project.server.requests) == 44  # the rows, and the golden set: 4/4 right
 
     # The spec changes (new instructions): every row would be paid again.
-    model(project, "Tickets come from the help desk.")
+    model(project, "Tickets come from the help desk.", golden=True)
     project.server.reset()
     project.server.change_answers(match="crashes")  # the new spec answers the crash tickets differently
     log = project.root / "logs" / "dbt.log"
     size = len(log.read_text())
     project.dbt("run", "--vars", DRY_COMPARE)
-    sampled = [r.text for r in project.server.requests]
-    assert len(sampled) == len(set(sampled)) == 10  # only the sample was sent
+    sent = [r.text for r in project.server.requests]
+    sampled = [text for text in sent if not text.startswith("golden")]
+    assert len(sampled) == len(set(sampled)) == 10  # only the sample and the golden set were sent
+    assert len(sent) == 14
     assert all(r.schema is not None for r in project.server.requests)
     differs = sum("crashes" in text for text in sampled)
-    assert dry_audit(project) == ("dry_run", 40, 10, 10, 10 - differs)
+    assert dry_audit(project) == ("dry_run", 40, 14, 10, 10 - differs)
     said = log.read_text()[size:]
+    assert "Golden accuracy: last run 4/4 = 1.00, new spec 3/4 = 0.75." in said  # golden b crashes
     assert (
         f"Of 10 sampled row(s) asked the new spec, 10 have an answer of the last run's spec and {10 - differs}" in said
     )
@@ -55,8 +69,8 @@ def test_a_compare_sends_only_its_sample_reports_agreement_and_the_real_run_reus
     # The real run reuses the sample's answers: it pays the other 30.
     project.server.reset()
     project.dbt("run")
-    assert len(project.server.requests) == 30
-    assert not {r.text for r in project.server.requests} & set(sampled)
+    assert len(project.server.requests) == 30  # the golden set was answered by the compare, too
+    assert not {r.text for r in project.server.requests} & set(sent)
 
 
 def test_a_compare_of_an_unchanged_spec_sends_nothing_and_compare_needs_a_dry_run(project: DbtProject) -> None:

@@ -43,13 +43,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
             args.get("mode") or settings.mode or config.mode, hooked=hooked, provider=config.provider, where=where
         )
     )
-    capped = config.max_cost_usd is not None or settings.max_cost_usd is not None
-    if capped and prices.price(task.model) is None:
-        raise SpecError(
-            f"{where}: no price is known for model {task.model!r}, so `max_cost_usd` cannot be enforced. "
-            f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: "
-            "<USD per 1M>}}, or remove max_cost_usd."
-        )
+    _check_priced(config.max_cost_usd is not None or settings.max_cost_usd is not None, task, prices, where)
     node_id, batch_id = str(args.get("node_id")), str(args.get("batch_id") or "")
     dry = bool(args.get("dry_run"))
     recheck = _recheck(args.get("recheck"), settings.recheck, config.recheck, where)
@@ -76,6 +70,15 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         with_confidence=with_confidence,
         golden=str(args.get("golden") or ""),
     )
+
+
+def _check_priced(capped: bool, task: Task, prices: PriceTable, where: str) -> None:
+    if capped and prices.price(task.model) is None:
+        raise SpecError(
+            f"{where}: no price is known for model {task.model!r}, so `max_cost_usd` cannot be enforced. "
+            f"Add it to the plugin config: prices: {{{task.model}: {{input: <USD per 1M>, output: "
+            "<USD per 1M>}}, or remove max_cost_usd."
+        )
 
 
 def truncate_at(config: LlmConfig) -> int | None:

@@ -27,6 +27,17 @@ where node_id = ? and function = ? and text_sql = ? and invocation_id = (
 """
 
 
+# The golden accuracy of the same function and model in the model's last real run.
+_OLD_GOLDEN = """
+select sum(golden_correct), sum(golden_rows) from {s}.llm_audit
+where node_id = ? and function = ? and model = ? and golden_rows > 0 and invocation_id = (
+    select invocation_id from {s}.llm_audit
+    where node_id = ? and status not in ('preview', 'dry_run', 'running')
+    order by started_at desc limit 1
+)
+"""
+
+
 @dataclass(frozen=True)
 class OldSpec:
     spec_hash: str
@@ -78,7 +89,7 @@ class Comparer:
         both = [key for key in rows if key in before and after.get(key) is not None]
         agree = sum(call.task.kind.agrees(before[key], after[key] or "") for key in both)
         live.account.count_compare(len(both), agree)
-        self._log(_note(live, len(rows), len(both), agree))
+        self._log(_note(live, len(rows), len(both), agree) + _golden_note(live, _old_golden(*bound, live)))
 
     def _answers(self, live: LiveCall, rows: dict[str, str]) -> dict[str, str | None]:
         """The new spec's answers: sent now (cached and audited like any), or answered earlier in this run."""
@@ -116,6 +127,28 @@ def _cached(conn: duckdb.DuckDBPyConnection, schema: str, old_keys: dict[str, st
     finally:
         cur.close()
     return {new: found[old] for new, old in old_keys.items() if old in found}
+
+
+def _old_golden(conn: duckdb.DuckDBPyConnection, schema: str, live: LiveCall) -> tuple[float, int] | None:
+    call = live.call
+    cur = cursor_of(conn)
+    try:
+        params = [call.node_id, call.task.function, call.task.model, call.node_id]
+        found = cur.execute(_OLD_GOLDEN.format(s=schema), params).fetchone()
+    finally:
+        cur.close()
+    return None if found is None or not found[1] else (float(found[0]), int(found[1]))
+
+
+def _golden_note(live: LiveCall, old: tuple[float, int] | None) -> str:
+    """The golden accuracy of the last run and of the new spec (its golden set was answered by now:
+    the post-hook runs it before dbt_llm_finish)."""
+    lg = live.ledger
+    new = f"{lg.golden_correct:g}/{lg.golden_rows} = {lg.golden_correct / lg.golden_rows:.2f}" if lg.golden_rows else ""
+    before = f"{old[0]:g}/{old[1]} = {old[0] / old[1]:.2f}" if old else ""
+    if not new and not before:
+        return ""
+    return f" Golden accuracy: last run {before or 'not scored'}, new spec {new or 'not scored'}."
 
 
 def _name(live: LiveCall) -> str:

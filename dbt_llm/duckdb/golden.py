@@ -55,8 +55,17 @@ def golden_call(live: LiveCall, writer: Writer) -> LiveCall:
     """A live call that answers `live`'s golden set: the same task, budget and audit row. Realtime, even
     in batch mode (a golden set is small, and a post-hook should not wait on a batch job); not a batch of
     a microbatch model (a golden input's failure is no batch's); no recheck."""
+    # A dry run with dbt_llm_compare asks its golden set the new spec for real, like its sample.
+    dry = live.call.dry_run and not live.call.compare
     call = dataclasses.replace(
-        live.call, handle=live.handle + GOLDEN_SUFFIX, batch_id="", mode="realtime", recheck=0, on_error="null"
+        live.call,
+        handle=live.handle + GOLDEN_SUFFIX,
+        batch_id="",
+        mode="realtime",
+        recheck=0,
+        compare=0,
+        dry_run=dry,
+        on_error="null",
     )
     account = GoldenAccount(live.account.ledger, lock=live.account.lock)
     return LiveCall(call, live.invocation, account, writer)
