@@ -167,6 +167,7 @@ usage as realtime; ``fake.requests`` holds realtime requests only).  ``batch_ans
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -819,9 +820,9 @@ class FakeOpenAI(BatchService):
         self._rng = random.Random(0)
         self._seen_prefixes: set[tuple[str, str]] = set()
         self.arrivals: list[float] = []  # monotonic time each chat request arrived, answered or not
-        self._changed: list[str | None] = []  # see change_answers
+        self._changed: list[tuple[str | None, str | None]] = []  # (match, model): see change_answers
         self.logprobs = "given"  # or "ignored", "refused": what a request asking for logprobs gets
-        self._logprob_rules: list[tuple[str, Probs]] = []
+        self._logprob_rules: list[tuple[str, Probs, str | None]] = []
 
     # -- recording --------------------------------------------------------- #
 
@@ -880,25 +881,30 @@ class FakeOpenAI(BatchService):
         with self._lock:
             self._queue.append(_QueuedFault(kind, times, match, retry_after))
 
-    def change_answers(self, match: str | None = None) -> None:
+    def change_answers(self, match: str | None = None, *, model: str | None = None) -> None:
         """From now on, texts containing ``match`` (every text: None) get another valid answer (see
-        ``_changed_answer``): a model changed behind the same name. Realtime and packed requests alike."""
+        ``_changed_answer``): a model changed behind the same name. Realtime and packed requests alike.
+        With ``model``, only requests for that model do (two models that disagree on those texts)."""
         with self._lock:
-            self._changed.append(match)
+            self._changed.append((match, model))
 
-    def _changes(self, text: str) -> bool:
+    def _changes(self, text: str, model: str | None = None) -> bool:
         with self._lock:
-            return any(match is None or match in text for match in self._changed)
+            return any(
+                (match is None or match in text) and (only is None or only == model) for match, only in self._changed
+            )
 
-    def set_logprobs(self, match: str, probs: Probs) -> None:
+    def set_logprobs(self, match: str, probs: Probs, *, model: str | None = None) -> None:
         """The value tokens of rows whose text contains ``match`` get these token probabilities (see
-        ``_fake_logprobs``); the first rule that matches a row applies."""
+        ``_fake_logprobs``); the first rule that matches a row applies. With ``model``, only in
+        requests for that model."""
         with self._lock:
-            self._logprob_rules.append((match, dict(probs)))
+            self._logprob_rules.append((match, dict(probs), model))
 
-    def _probs_of(self, text: str) -> Probs | None:
+    def _probs_of(self, text: str, model: str | None = None) -> Probs | None:
         with self._lock:
-            return next((probs for match, probs in self._logprob_rules if match in text), None)
+            rules = self._logprob_rules
+            return next((p for match, p, only in rules if match in text and only in (None, model)), None)
 
     def _refuses_logprobs(self, chat: _Chat) -> bool:
         return chat.top_logprobs is not None and self.logprobs == "refused"
@@ -1051,7 +1057,7 @@ class FakeOpenAI(BatchService):
         def build(schema: dict[str, Any], text: str) -> Any:
             if fault == "invented":
                 return _invented_answer(schema, text)
-            return (_changed_answer if self._changes(text) else build_answer)(schema, text)
+            return (_changed_answer if self._changes(text, chat.model) else build_answer)(schema, text)
 
         answer: Any = _MISSING
         if chat.texts:
@@ -1076,7 +1082,8 @@ class FakeOpenAI(BatchService):
         top = chat.top_logprobs
         logprobs = None
         if top is not None and self.logprobs == "given" and answer is not _MISSING and fault != "truncated":
-            logprobs = logprobs_of(answer, chat.texts, chat.text, top, self._probs_of)
+            probs_of = functools.partial(self._probs_of, model=chat.model)
+            logprobs = logprobs_of(answer, chat.texts, chat.text, top, probs_of)
         body = chat_completion_dict(
             f"chatcmpl-{self._next_id()}",
             chat.model,

@@ -281,3 +281,19 @@ def test_spark_refuses_a_golden_set_when_the_model_compiles(tmp_path: Path) -> N
         assert done.returncode == 1, done.stdout[-4000:]
         assert "llm_classify(input) in model.spark_llm.m: golden sets are not available on spark yet" in done.stdout
         assert server.requests == []
+
+
+def test_spark_refuses_a_cascade_when_the_model_compiles(tmp_path: Path) -> None:
+    with FakeOpenAI(api_key=API_KEY, hang_seconds=5.0) as server:
+        project = SparkProject(tmp_path / "project", server.base_url, API_KEY)
+        project.write("models/t.sql", "select 'a bug' as body")
+        project.write(
+            "models/m.sql",
+            "select {{ dbt_llm.llm_classify('body', ['bug', 'other'], escalate_to='gpt-4o', escalate_below=0.8) }} "
+            "as l from {{ ref('t') }}",
+        )
+        project.dbt("deps")
+        done = project.dbt("run", ok=False)  # refused when dbt parses the model, before any query
+        assert done.returncode != 0, done.stdout[-4000:]
+        assert "llm_classify: escalate_to (a cascade) is not supported on Spark yet" in done.stdout
+        assert server.requests == []

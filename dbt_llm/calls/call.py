@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..config import Mode, OnError
 from ..functions.tasks import Task
+from .cascade import Cascade
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Call:
     with_confidence: bool = False  # the SQL gets {<answer>, confidence}: no part of the cache key
 
     golden: str = ""  # golden=: the relation of the golden set answered after the model's rows (no part of the key)
+    cascade: Cascade | None = None  # escalate_to=: the rows below the threshold asked of a larger model
 
     def shown(self, result: str | None, confidence: float | None) -> str | None:
         """An answer as the call's SQL reads it: the cached JSON, or with_confidence's

@@ -12,6 +12,7 @@ from ..functions.specs import FUNCTIONS
 from ..functions.tasks import Task, build_task, sha256_hex
 from ..pricing import PriceTable
 from .call import Call
+from .cascade import Cascade, plan_cascade
 from .settings import call_mode, parse_model_settings
 
 
@@ -49,8 +50,11 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
     recheck = _recheck(args.get("recheck"), settings.recheck, config.recheck, where)
     compare = _compare(args.get("compare"), dry, where)
     with_confidence = _with_confidence(args.get("with_confidence"), task, where)
+    cascade = _cascade(args, task, config, mode, where)
     # with_confidence is no part of the key, but the call's SQL reads another form: a call of its own.
     shown = "\nconfidence" if with_confidence else ""
+    if cascade is not None:  # another SQL too
+        shown += f"\ncascade {cascade.large.spec_hash} {cascade.threshold}"
     return Call(
         sha256_hex(f"{invocation_id}\n{node_id}\n{batch_id}\n{task.spec_hash}{shown}")[:32],
         task,
@@ -64,12 +68,35 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         max_cost_usd=settings.max_cost_usd,
         mode=mode,
         rows_per_request=_rows_per_call(args, task, config, where),
-        recheck=recheck if hooked and not dry else 0,
+        recheck=recheck if hooked and not dry and cascade is None else 0,
         compare=compare if hooked else 0,
         text_sql=str(args.get("text") or ""),
         with_confidence=with_confidence,
         golden=str(args.get("golden") or ""),
+        cascade=cascade,
     )
+
+
+def _cascade(args: dict[str, Any], task: Task, config: LlmConfig, mode: str, where: str) -> Cascade | None:
+    cascade = plan_cascade(
+        args,
+        task,
+        provider=config.provider,
+        temperature=config.temperature,
+        logprobs=config.logprobs,
+    )
+    if cascade is not None and mode == "batch":
+        raise SpecError(
+            f"{where}: a cascade (escalate_to=) is not available in batch mode yet: its escalated rows would "
+            "need a second batch job. Run the model realtime (--vars '{dbt_llm_mode: realtime}' or meta "
+            "dbt_llm.mode: realtime), or remove escalate_to."
+        )
+    if cascade is not None and args.get("compare"):
+        raise SpecError(
+            f"{where}: dbt_llm_compare does not preview a cascade (escalate_to=) yet; run the dry run without "
+            "dbt_llm_compare."
+        )
+    return cascade
 
 
 def _check_priced(capped: bool, task: Task, prices: PriceTable, where: str) -> None:

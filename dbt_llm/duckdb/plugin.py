@@ -51,6 +51,15 @@ class Plugin(BasePlugin):
         # Not marked side_effects: DuckDB then evaluates it once per distinct text inside the cache
         # subquery (it returns NULL and only starts requests, so that is all it needs).
         _arrow_function(conn, "dbt_llm_submit", runtime.submit, [VARCHAR] * 3, VARCHAR, side_effects=False)
+        # A cascade's (escalate_to=): as dbt_llm_submit, told if the first model's cached answer is below the threshold.
+        _arrow_function(
+            conn,
+            "dbt_llm_cascade_submit",
+            runtime.cascades.submit,
+            [VARCHAR, VARCHAR, BOOLEAN, VARCHAR],
+            VARCHAR,
+            side_effects=False,
+        )
         # Not marked side_effects either: it returns the cached answer it is given, once per distinct text.
         _arrow_function(conn, "dbt_llm_sample", runtime.sample, [VARCHAR] * 4, VARCHAR, side_effects=False)
         conn.create_function("dbt_llm_current_spec", runtime.columns.current_spec, [VARCHAR], VARCHAR)

@@ -27,6 +27,7 @@ from ..providers.factory import build_provider
 from . import dbt_events, signals
 from .audit_book import AuditBook
 from .batch_mode import BatchMode
+from .cascade import Cascades
 from .column_specs import ColumnSpecs
 from .compare import Comparer
 from .dry_run_tables import drop_dry_run_tables
@@ -68,7 +69,20 @@ def _planned(call: Call, schema: str | None, cut: int | None) -> str:
             else None,
             "truncate_at": cut,  # truncating in SQL keeps the key equal to what is sent
             "recheck": call.recheck,
+            # escalate_to=: the key of its model's answers, and the confidence under which a row is asked of it
+            "cascade": {"spec_hash": call.cascade.large.spec_hash, "threshold": call.cascade.threshold}
+            if call.cascade
+            else None,
         }
+    )
+
+
+def _call_row(call: Call, text: str, cut: int | None) -> CallRow:
+    """The call's llm_calls row: what it asked, and of which model."""
+    task = call.task
+    return CallRow(
+        *(call.invocation_id, call.node_id, call.batch_id, task.function, task.model, task.spec_hash),
+        *(task.spec_json, text, cut, call.command, now()),
     )
 
 
@@ -110,6 +124,7 @@ class Runtime:
         self._comparer = Comparer(self.sender.answer_now, self._bound, log)
         self.columns = ColumnSpecs(config, self._prices, self._schema_or_none)
         self.golden = GoldenSets(self.writer, self._schema_or_none, truncate_at(config))
+        self.cascades = Cascades(self.sender, self._resolver, self.book, self.writer)
 
     # -- connection --
     def attach(self, conn: duckdb.DuckDBPyConnection) -> None:
@@ -193,16 +208,12 @@ class Runtime:
         with self._lock:
             # A call rendered again (dbt compiles, then runs) keeps what it has in flight.
             if call.handle not in self._calls:
-                self._calls[call.handle] = self.golden.prepared(LiveCall(call, invocation, account, self.writer))
+                live = self.golden.prepared(LiveCall(call, invocation, account, self.writer))
+                self._calls[call.handle] = self.cascades.prepared(live)
             schema = self._schema
-        task = call.task
         cut = truncate_at(self.config)
-        self.writer.put_call(
-            CallRow(
-                *(call.invocation_id, call.node_id, call.batch_id, task.function, task.model, task.spec_hash),
-                *(task.spec_json, str(args.get("text") or ""), cut, call.command, now()),
-            )
-        )
+        for made in self.cascades.calls_of(call):
+            self.writer.put_call(_call_row(made, str(args.get("text") or ""), cut))
         return _planned(call, schema, cut)
 
     # -- dbt_llm_settled(invocation_id, node_id): whether a post-hook of the model settled it already --
@@ -262,7 +273,9 @@ class Runtime:
         keys, texts = _flat(keys), _flat(texts)
         if len(keys) == 0:
             return pa.nulls(0, pa.string())
-        results = self._resolver.resolve(self._live(handles), keys.to_pylist(), _texts_by_key(keys, texts))
+        live = self._live(handles)
+        resolve = self.cascades.resolve if live.call.cascade else self._resolver.resolve
+        results = resolve(live, keys.to_pylist(), _texts_by_key(keys, texts))
         return pa.array(results, pa.string())
 
     def built_by_dry_run(self, invocation_id: str, node_id: str) -> bool:

@@ -1,6 +1,7 @@
 {#- Register a macro call with the plugin (once, when the model renders) and attach the
     post-hook that settles the model. Returns none while dbt parses. -#}
-{% macro _llm_prepare(function, text, args, golden=none) -%}
+{% macro _llm_prepare(function, text, args, golden=none, cascade={}) -%}
+  {%- do args.update(cascade) -%}
   {%- if not execute -%}
     {#- At parse time: make the model's post-hook check failures and budget after all rows ran. -#}
     {%- do config(post_hook=["{{ dbt_llm._llm_finish() }}"]) -%}

@@ -1,0 +1,38 @@
+{#- The SQL of a cascade (escalate_to=), as JSON text in the form of the call without one. Its cache join
+    looks up two keys of each row, the call model's and escalate_to's (the keys plain calls of each model
+    make): the first model's answer is final when its confidence is at least the threshold, else
+    escalate_to's when it is cached. Only the rows neither gives reach dbt_llm_cascade_submit (told whether
+    the first model's answer is cached, below the threshold: then only escalate_to is asked) and
+    dbt_llm_resolve, which asks the first model and then escalate_to for the rows below the threshold: the
+    larger model is never asked, not even by the prefetch, for a row the first model is sure of. -#}
+{% macro _llm_cascade_sql(call, text) -%}
+  {%- set sql = dbt_llm._llm_key_sql(call, text) -%}
+  {%- set value, key = sql.value, sql.key -%}
+  {%- set large_key = "sha256('" ~ call.cascade.spec_hash ~ "' || " ~ value ~ ")" -%}
+  {%- set shown = "_llm_c._llm_result" -%}
+  {%- if call.confidence -%}
+    {%- set shown = "json_object('" ~ call.confidence.name ~ "', _llm_c._llm_result -> '$." ~ call.confidence.key ~ "', 'confidence', _llm_c._llm_confidence)" -%}
+  {%- endif -%}
+  {%- set cached = "(select coalesce(max(case when not _llm_k._llm_large and _llm_c._llm_confidence >= " ~ call.cascade.threshold
+      ~ " then " ~ shown ~ " end), max(case when _llm_k._llm_large and _llm_c._llm_key is not null then " ~ shown ~ " end), dbt_llm_cascade_submit(" ~ key ~ ", " ~ value
+      ~ ", bool_or(not _llm_k._llm_large and _llm_c._llm_key is not null), '" ~ call.handle ~ "'))"
+      ~ " from (select unnest([" ~ key ~ ", " ~ large_key ~ "]) as _llm_key, unnest([false, true]) as _llm_large) as _llm_k"
+      ~ " left join (select key as _llm_key, result as _llm_result, confidence as _llm_confidence from " ~ call.cache_table
+      ~ ") as _llm_c on _llm_c._llm_key = _llm_k._llm_key)" -%}
+  (case when dbt_llm_tally({{ value }} is not null, '{{ call.handle }}')
+        then coalesce({{ cached }}, dbt_llm_resolve({{ key }}, {{ value }}, '{{ call.handle }}')) end)
+{%- endmacro %}
+
+{#- A call's answer as JSON text: through its cascade, if it has one. -#}
+{% macro _llm_answer_sql(call, text) -%}
+  {{- dbt_llm._llm_cascade_sql(call, text) if call.cascade else dbt_llm._llm_resolve_sql(call, text) -}}
+{%- endmacro %}
+
+{#- A cascade's macro arguments, only those given: a call without one keeps the arguments it had. -#}
+{% macro _llm_cascade_args(escalate_to, escalate_below, cascade_target) -%}
+  {%- set given = {} -%}
+  {%- for name, value in [('escalate_to', escalate_to), ('escalate_below', escalate_below), ('cascade_target', cascade_target)] if value is not none -%}
+    {%- do given.update({name: value}) -%}
+  {%- endfor -%}
+  {{- return(given) -}}
+{%- endmacro %}
