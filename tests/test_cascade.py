@@ -153,7 +153,7 @@ BAD = [
     ),
     (
         f"llm_classify('body', ['a', 'b'], escalate_to='{LARGE}', escalate_below='auto')",
-        "escalate_below='auto' (a threshold chosen from the golden set) is not available yet",
+        "escalate_below='auto' chooses the threshold from a golden set, and the call has none: add golden=ref(",
     ),
     (f"llm_classify('body', ['a', 'b'], escalate_to='{LARGE}')", "escalate_to needs `escalate_below`"),
     ("llm_classify('body', ['a', 'b'], escalate_below=0.8)", "they need `escalate_to`"),
@@ -163,7 +163,7 @@ BAD = [
     ),
     (
         f"llm_classify('body', ['a', 'b'], escalate_to='{LARGE}', escalate_below=0.8, cascade_target=2)",
-        "`cascade_target` is the golden agreement escalate_below='auto' aims for",
+        "`cascade_target` is the golden agreement escalate_below='auto' aims for; with a number",
     ),
 ]
 

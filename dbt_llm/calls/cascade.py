@@ -5,6 +5,7 @@ the plain calls' cache entries."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,14 +13,56 @@ from ..errors import SpecError
 from ..functions.tasks import Task, build_task
 
 AUTO = "auto"
+DEFAULT_TARGET = 0.95
 
 
 @dataclass(frozen=True)
 class Cascade:
-    """The model asked when the first is not sure, and below which confidence it is asked."""
+    """The model asked when the first is not sure, and below which confidence it is asked. With
+    escalate_below='auto' the threshold is chosen from the golden set when the model's SQL renders
+    (`target` being the golden agreement with `large` it aims for); until then it is 1.0."""
 
     large: Task
     threshold: float
+    auto: bool = False
+    target: float = DEFAULT_TARGET
+
+    @property
+    def shown(self) -> str:
+        """What makes the cascade's SQL: part of the handle."""
+        return f"cascade {self.large.spec_hash} " + (f"auto {self.target}" if self.auto else f"{self.threshold}")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """escalate_below='auto': the threshold chosen, and the golden agreement with the large model it gives."""
+
+    threshold: float
+    agree: int  # golden inputs whose cascade answer is the large model's
+    inputs: int  # golden inputs both models answered
+    escalated: int  # of which below the threshold (or of unknown confidence)
+    reached: bool  # whether agree / inputs reached the target (else: 1.0, the most it can escalate)
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agree / self.inputs if self.inputs else None
+
+
+def choose_threshold(answers: Sequence[tuple[object, float | None, object]], target: float) -> Choice:
+    """The lowest threshold t among the small model's confidences (and 1.0) at which the cascade's
+    answers (the small model's where its confidence >= t, else the large model's) agree with the large
+    model's on at least `target` of the golden inputs, each given as (small answer, its confidence,
+    large answer). None reaches it (or there is no input): 1.0, every input below full confidence escalated."""
+    n = len(answers)
+    candidates = sorted({c for _, c, _ in answers if c is not None and 0 < c < 1} | {1.0})
+    choice = Choice(1.0, 0, 0, 0, False)
+    for t in candidates:
+        kept = [(small, large) for small, c, large in answers if c is not None and c >= t]
+        agree = sum(small == large for small, large in kept) + n - len(kept)
+        choice = Choice(t, agree, n, n - len(kept), n > 0 and agree >= target * n - 1e-9)
+        if choice.reached:
+            return choice
+    return choice
 
 
 def plan_cascade(
@@ -54,7 +97,14 @@ def plan_cascade(
             f"{where}: a cascade escalates on the confidence, which comes from logprobs, and the plugin config "
             "has `logprobs: false`. Set logprobs: true, or remove escalate_to."
         )
-    threshold = _threshold(below, bool(args.get("golden")), where)
+    auto = below == AUTO
+    threshold = 1.0 if auto else _threshold(below, where)
+    if auto and not args.get("golden"):
+        raise SpecError(
+            f"{where}: escalate_below='auto' chooses the threshold from a golden set, and the call has none: add "
+            "golden=ref('<golden set>') (columns input, expected), or give escalate_below a number, e.g. 0.8."
+        )
+    target = _target(args.get("cascade_target"), auto, where)
     large = build_task(
         {**args, "model": escalate_to},
         provider=provider,
@@ -62,22 +112,26 @@ def plan_cascade(
         temperature=temperature,
         logprobs=logprobs,
     )
-    if args.get("cascade_target") is not None:
-        raise SpecError(
-            f"{where}: `cascade_target` is the golden agreement escalate_below='auto' aims for, and 'auto' is not "
-            "available yet; remove cascade_target and give escalate_below a number, e.g. 0.8."
-        )
-    return Cascade(large, threshold)
+    return Cascade(large, threshold, auto, target)
 
 
-def _threshold(value: Any, golden: bool, where: str) -> float:
-    if value == AUTO:
-        # Not yet: the threshold must be chosen from the golden set before the model's rows are answered.
-        missing = "" if golden else " (and it would need golden=ref('<golden set>'))"
+def _target(value: Any, auto: bool, where: str) -> float:
+    if value is None:
+        return DEFAULT_TARGET
+    if not auto:
         raise SpecError(
-            f"{where}: escalate_below='auto' (a threshold chosen from the golden set) is not available yet{missing}; "
-            "give a number in (0, 1], e.g. escalate_below=0.8, and measure it with golden= (llm_accuracy)."
+            f"{where}: `cascade_target` is the golden agreement escalate_below='auto' aims for; with a number for "
+            "escalate_below it has no use: remove it, or set escalate_below='auto' with golden=."
         )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise SpecError(
+            f"{where}: `cascade_target` must be a number in (0, 1], the share of golden inputs on which the cascade "
+            f"agrees with escalate_to, e.g. cascade_target=0.95; got {value!r}."
+        )
+    return float(value)
+
+
+def _threshold(value: Any, where: str) -> float:
     if value is None:
         raise SpecError(
             f"{where}: escalate_to needs `escalate_below`, the confidence under which a row is asked of it: "

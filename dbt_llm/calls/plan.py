@@ -54,7 +54,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
     # with_confidence is no part of the key, but the call's SQL reads another form: a call of its own.
     shown = "\nconfidence" if with_confidence else ""
     if cascade is not None:  # another SQL too
-        shown += f"\ncascade {cascade.large.spec_hash} {cascade.threshold}"
+        shown += "\n" + cascade.shown
     return Call(
         sha256_hex(f"{invocation_id}\n{node_id}\n{batch_id}\n{task.spec_hash}{shown}")[:32],
         task,

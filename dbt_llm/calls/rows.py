@@ -84,6 +84,8 @@ class AuditRow:
     compare_agree: int = 0  # of which the two answers agree
     golden_rows: int = 0  # golden inputs answered and scored (golden=)
     golden_correct: float = 0.0  # the sum of their scores: a count of right answers, Jaccard or field shares aside
+    cascade_threshold: float | None = None  # a cascade's escalate_below ('auto': the one chosen from the golden set)
+    cascade_agreement: float | None = None  # 'auto': the golden agreement with escalate_to at that threshold
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 
 import pyarrow as pa
 
@@ -19,6 +20,7 @@ from ..calls.call import Call
 from ..errors import InternalStateError
 from ..functions.tasks import cache_key
 from .audit_book import AuditBook
+from .cascade_auto import CascadeAuto
 from .live_call import LiveCall
 from .resolver import Resolver
 from .sender import Sender
@@ -72,7 +74,16 @@ class CascadeCall:
 class Cascades:
     """The cascades of the invocation, by the handle of their macro call."""
 
-    def __init__(self, sender: Sender, resolver: Resolver, book: AuditBook, writer: Writer) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        resolver: Resolver,
+        book: AuditBook,
+        writer: Writer,
+        planned: Callable[[Call], str],
+        log: Callable[[str], None],
+    ) -> None:
+        self.auto = CascadeAuto(self, writer, planned, log)  # escalate_below='auto'
         self._sender = sender
         self._resolver = resolver
         self._book = book
@@ -88,6 +99,10 @@ class Cascades:
         if large is None or call.cascade is None:
             return live
         escalated = LiveCall(large, live.invocation, self._book.account_of(large), self._writer)
+        if not call.cascade.auto:  # 'auto': recorded once chosen (CascadeAuto.choose)
+            for made in (live, escalated):
+                with made.account.lock:
+                    made.account.ledger.cascade_threshold = call.cascade.threshold
         with self._lock:
             if call.invocation_id != self._invocation:
                 self._invocation, self._of = call.invocation_id, {}

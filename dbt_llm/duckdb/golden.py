@@ -66,6 +66,7 @@ def golden_call(live: LiveCall, writer: Writer) -> LiveCall:
         compare=0,
         dry_run=dry,
         on_error="null",
+        cascade=None,  # its SQL is the plain call's (_llm_golden_answer_sql): the first model's answers are scored
     )
     account = GoldenAccount(live.account.ledger, lock=live.account.lock)
     return LiveCall(call, live.invocation, account, writer)

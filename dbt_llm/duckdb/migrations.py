@@ -213,6 +213,12 @@ MIGRATIONS: list[tuple[str, str]] = [
             created_at timestamp not null
         )""",
     ),
+    (
+        # Cascades (escalate_to=): the threshold used, and with escalate_below='auto' the golden agreement.
+        "cascades: llm_audit cascade_threshold and cascade_agreement",
+        """alter table {s}.llm_audit add column if not exists cascade_threshold double;
+        alter table {s}.llm_audit add column if not exists cascade_agreement double""",
+    ),
 ]
 
 

@@ -60,6 +60,17 @@ class Plugin(BasePlugin):
             VARCHAR,
             side_effects=False,
         )
+        # escalate_below='auto': the golden calls of a cascade, then the threshold chosen from their answers.
+        conn.create_function(
+            "dbt_llm_cascade_auto_calls", runtime.cascades.auto.calls, [VARCHAR], VARCHAR, side_effects=True
+        )
+        conn.create_function(
+            "dbt_llm_cascade_choose",
+            runtime.cascades.auto.choose,
+            [VARCHAR, DOUBLE, VARCHAR],
+            DOUBLE,
+            side_effects=True,
+        )
         # Not marked side_effects either: it returns the cached answer it is given, once per distinct text.
         _arrow_function(conn, "dbt_llm_sample", runtime.sample, [VARCHAR] * 4, VARCHAR, side_effects=False)
         conn.create_function("dbt_llm_current_spec", runtime.columns.current_spec, [VARCHAR], VARCHAR)

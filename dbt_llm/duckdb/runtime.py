@@ -70,7 +70,11 @@ def _planned(call: Call, schema: str | None, cut: int | None) -> str:
             "truncate_at": cut,  # truncating in SQL keeps the key equal to what is sent
             "recheck": call.recheck,
             # escalate_to=: the key of its model's answers, and the confidence under which a row is asked of it
-            "cascade": {"spec_hash": call.cascade.large.spec_hash, "threshold": call.cascade.threshold}
+            "cascade": {
+                "spec_hash": call.cascade.large.spec_hash,
+                "threshold": call.cascade.threshold,
+                "auto": call.cascade.auto,
+            }
             if call.cascade
             else None,
         }
@@ -124,7 +128,8 @@ class Runtime:
         self._comparer = Comparer(self.sender.answer_now, self._bound, log)
         self.columns = ColumnSpecs(config, self._prices, self._schema_or_none)
         self.golden = GoldenSets(self.writer, self._schema_or_none, truncate_at(config))
-        self.cascades = Cascades(self.sender, self._resolver, self.book, self.writer)
+        planned = lambda call: _planned(call, self._schema_or_none(), truncate_at(config))  # noqa: E731
+        self.cascades = Cascades(self.sender, self._resolver, self.book, self.writer, planned, log)
 
     # -- connection --
     def attach(self, conn: duckdb.DuckDBPyConnection) -> None:
@@ -225,7 +230,7 @@ class Runtime:
     def _live(self, handles: pa.Array) -> LiveCall:
         handle = handles[0].as_py()
         with self._lock:
-            live = self._calls.get(handle) or self.golden.live(handle)
+            live = self._calls.get(handle) or self.golden.live(handle) or self.cascades.auto.live(handle)
         if live is None:
             raise InternalStateError(
                 "dbt_llm: this query was compiled in another dbt invocation or process; run the model with `dbt run`."

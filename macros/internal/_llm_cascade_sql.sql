@@ -9,11 +9,12 @@
   {%- set sql = dbt_llm._llm_key_sql(call, text) -%}
   {%- set value, key = sql.value, sql.key -%}
   {%- set large_key = "sha256('" ~ call.cascade.spec_hash ~ "' || " ~ value ~ ")" -%}
+  {%- set threshold = dbt_llm._llm_cascade_auto(call) if call.cascade.auto else call.cascade.threshold -%}
   {%- set shown = "_llm_c._llm_result" -%}
   {%- if call.confidence -%}
     {%- set shown = "json_object('" ~ call.confidence.name ~ "', _llm_c._llm_result -> '$." ~ call.confidence.key ~ "', 'confidence', _llm_c._llm_confidence)" -%}
   {%- endif -%}
-  {%- set cached = "(select coalesce(max(case when not _llm_k._llm_large and _llm_c._llm_confidence >= " ~ call.cascade.threshold
+  {%- set cached = "(select coalesce(max(case when not _llm_k._llm_large and _llm_c._llm_confidence >= " ~ threshold
       ~ " then " ~ shown ~ " end), max(case when _llm_k._llm_large and _llm_c._llm_key is not null then " ~ shown ~ " end), dbt_llm_cascade_submit(" ~ key ~ ", " ~ value
       ~ ", bool_or(not _llm_k._llm_large and _llm_c._llm_key is not null), '" ~ call.handle ~ "'))"
       ~ " from (select unnest([" ~ key ~ ", " ~ large_key ~ "]) as _llm_key, unnest([false, true]) as _llm_large) as _llm_k"
@@ -21,6 +22,27 @@
       ~ ") as _llm_c on _llm_c._llm_key = _llm_k._llm_key)" -%}
   (case when dbt_llm_tally({{ value }} is not null, '{{ call.handle }}')
         then coalesce({{ cached }}, dbt_llm_resolve({{ key }}, {{ value }}, '{{ call.handle }}')) end)
+{%- endmacro %}
+
+{#- escalate_below='auto': the threshold, chosen from the golden set before the cascade's SQL is rendered.
+    Both models answer every golden input through their calls' own SQL (_llm_resolve_sql: cached like any
+    row, so a rerun sends nothing; paid into each model's audit row, never its rows), and
+    dbt_llm_cascade_choose picks the lowest threshold at which the cascade agrees with escalate_to on
+    cascade_target of them (calls/cascade.py). A command without post-hooks (dbt compile, show) answers no
+    golden set, and a dry run asks none: they use the last run's threshold (llm_audit), else 1.0. -#}
+{% macro _llm_cascade_auto(call) -%}
+  {%- set auto = fromjson(run_query("select dbt_llm_cascade_auto_calls('" ~ call.handle ~ "')").columns[0].values()[0]) -%}
+  {%- set last = "(select cascade_threshold from " ~ auto.audit_table ~ " where node_id = '" ~ model.unique_id ~ "' and model = '"
+      ~ call.model ~ "' and cascade_agreement is not null order by started_at desc limit 1)" -%}
+  {%- set input = '_llm_g.' ~ adapter.quote('input') -%}
+  {%- if flags.WHICH in dbt_llm._llm_hooked_commands() -%}
+    {%- set pairs = "(select cast(to_json(coalesce(list([" ~ dbt_llm._llm_resolve_sql(auto.small, input) ~ ", " ~ dbt_llm._llm_resolve_sql(auto.large, input)
+        ~ "]), [])) as varchar) from " ~ auto.golden ~ " as _llm_g)" -%}
+  {%- else -%}
+    {%- set pairs = "'null'" -%}
+  {%- endif -%}
+  {%- set chosen = run_query("select dbt_llm_cascade_choose(" ~ pairs ~ ", coalesce(" ~ last ~ ", 0), '" ~ call.handle ~ "')") -%}
+  {{- return(chosen.columns[0].values()[0]) -}}
 {%- endmacro %}
 
 {#- A call's answer as JSON text: through its cascade, if it has one. -#}
