@@ -1,5 +1,5 @@
 """Settings one dbt model gives itself, over the profile's: `config(meta={'dbt_llm': {...}})`, parsed by
-config.py's ModelSettings (the profile's own field types), and the mode a call runs in."""
+dbt_llm.config's ModelSettings (the profile's own field types), and the mode a call runs in."""
 
 from __future__ import annotations
 

@@ -6,130 +6,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import types
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-from annotated_types import Ge
-from pydantic import (
-    AfterValidator,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    GetPydanticSchema,
-    Strict,
-    TypeAdapter,
-    ValidationError,
-)
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
-from pydantic.fields import FieldInfo
-from pydantic_core import ErrorDetails
 
-from .errors import ConfigError, SpecError
-from .pricing import Price
+from ..errors import ConfigError, SpecError
+from .values import Float, Int, Prices, Text, bool_from_text, http_root, identifier, null_on_error, variable_name
+from .wording import NOT_A_FIELD, config_error, fail, fields_of
 
 LOCAL_DEFAULT_MODEL = "qwen2.5-1.5b"  # mirrors dbt_llm.local.registry, which needs no import here
 OnError = Literal["fail", "null"]  # `null`: keep NULLs where rows got no valid answer
 Mode = Literal["realtime", "batch"]  # `batch`: the provider's Batch API
-
-
-class _Refusal(ValueError):
-    """A validator's own wording: what is wrong (by default `is <value>`) and the fix."""
-
-    def __init__(self, fix: str, problem: str | None = None) -> None:
-        super().__init__(fix)
-        self.fix = fix
-        self.problem = problem
-
-
-def _number_from_text(value: Any) -> Any:
-    """Profiles render env_var() to strings: '8' is 8 and '2.5' is 2.5; other text stays text (and fails)."""
-    if isinstance(value, str):
-        for number in (int, float):
-            with contextlib.suppress(ValueError):
-                return number(value)
-    return value
-
-
-def _bool_from_text(value: Any) -> Any:
-    """env_var() renders 'true' and 'false' as text."""
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    return value
-
-
-def _filled(value: str) -> str:
-    if not value.strip():
-        raise _Refusal("Set it to a non-empty string.")
-    return value
-
-
-def _http_root(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise _Refusal("Use an http(s) URL such as https://api.openai.com/v1.")
-    return value.rstrip("/")  # requests go to <base_url>/chat/completions
-
-
-def _variable_name(value: str) -> str:
-    if not value.replace("_", "").isalnum():
-        raise _Refusal(  # not `is <value>`: a key pasted here would end up in dbt's logs
-            "Put the NAME of the variable here (e.g. OPENAI_API_KEY), never the key itself.",
-            problem="does not look like the name of an environment variable",
-        )
-    return value
-
-
-def _identifier(value: str) -> str:
-    if not value.replace("_", "").isalnum():
-        raise _Refusal("Use letters, digits and underscores only.")
-    return value
-
-
-def _on_error(value: Any) -> Any:
-    return "null" if value is None else value  # `on_error: null` unquoted, as the README writes it, is YAML null
-
-
-# Strict after the text conversion: a boolean is not a number, and 2.5 is not an integer.
-Int = Annotated[int, Strict(), BeforeValidator(_number_from_text)]
-Float = Annotated[float, Strict(), BeforeValidator(_number_from_text)]
-Text = Annotated[str, Strict(), AfterValidator(_filled)]
-
-
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class _PriceEntry:
-    """One model's entry under `prices:`, as written in the profile."""
-
-    input: Float = Field(ge=0, description="USD per 1M input (prompt) tokens")
-    output: Float = Field(ge=0, description="USD per 1M output (completion) tokens")
-    cached_input: Float | None = Field(
-        default=None, ge=0, description="USD per 1M prompt tokens the provider served from its prefix cache"
-    )
-    batch_input: Float | None = Field(default=None, ge=0, description="USD per 1M input tokens in batch mode")
-    batch_output: Float | None = Field(default=None, ge=0, description="USD per 1M output tokens in batch mode")
-
-
-def _price_entries(value: Any) -> Any:
-    """YAML null means no overrides; a model name that YAML read as a number is still a name."""
-    if value is None:
-        return {}
-    return {str(model): entry for model, entry in value.items()} if isinstance(value, dict) else value
-
-
-def _as_prices(entries: dict[str, _PriceEntry]) -> dict[str, Price]:
-    return {
-        model: Price(entry.input, entry.output, entry.cached_input, entry.batch_input, entry.batch_output)
-        for model, entry in entries.items()
-    }
-
-
-# Typed as the table the runtime uses; validated as entries that refuse other keys and negative prices.
-Prices = Annotated[
-    dict[str, Price],
-    GetPydanticSchema(lambda _source, handler: handler(dict[str, _PriceEntry])),
-    BeforeValidator(_price_entries),
-    AfterValidator(_as_prices),
-]
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -155,10 +44,10 @@ class LlmConfig:
     embedding_model: Text = Field(
         default="text-embedding-3-small", description="model of llm_embed when it does not pass `model=`"
     )
-    base_url: Annotated[Text, AfterValidator(_http_root)] = Field(
+    base_url: Annotated[Text, AfterValidator(http_root)] = Field(
         default="https://api.openai.com/v1", description="endpoint root; requests go to <base_url>/chat/completions"
     )
-    api_key_env: Annotated[Text, AfterValidator(_variable_name)] = Field(
+    api_key_env: Annotated[Text, AfterValidator(variable_name)] = Field(
         default="OPENAI_API_KEY",
         description="name of the environment variable that holds the API key (never the key itself)",
     )
@@ -174,11 +63,11 @@ class LlmConfig:
     max_cost_usd: Float | None = Field(
         default=None, ge=0, description="stop calling once this dbt invocation spent this much (USD); null: no cap"
     )
-    on_error: Annotated[OnError, BeforeValidator(_on_error)] = Field(
+    on_error: Annotated[OnError, BeforeValidator(null_on_error)] = Field(
         default="fail",
         description="`fail`: after all rows ran, fail the model if any row got no valid answer; `null`: keep NULLs",
     )
-    schema: Annotated[Text, AfterValidator(_identifier)] = Field(
+    schema: Annotated[Text, AfterValidator(identifier)] = Field(
         default="dbt_llm", description="schema of llm_cache, llm_audit and llm_errors"
     )
     temperature: Float = Field(default=0.0, ge=0, description="sampling temperature (part of the cache key)")
@@ -249,7 +138,7 @@ class LlmConfig:
         description="cached rows of each call re-asked on every run, bypassing the cache, to measure agreement "
         "(llm_audit.recheck_rows, recheck_agree; the dbt var dbt_llm_recheck and meta dbt_llm.recheck override it)",
     )
-    logprobs: Annotated[bool, Strict(), BeforeValidator(_bool_from_text)] = Field(
+    logprobs: Annotated[bool, Strict(), BeforeValidator(bool_from_text)] = Field(
         default=True,
         description="ask llm_classify and llm_filter requests for token logprobs, the source of with_confidence; "
         "false for an endpoint whose Batch API refuses them (realtime requests stop asking by themselves)",
@@ -272,7 +161,7 @@ class ModelSettings:
     """What one dbt model sets for itself, `config(meta={'dbt_llm': {...}})`: keys of LlmConfig, checked
     by the same types. None: not set, the profile's applies (`on_error: none` means `null`, as there)."""
 
-    on_error: Annotated[OnError | None, BeforeValidator(_on_error)] = Field(
+    on_error: Annotated[OnError | None, BeforeValidator(null_on_error)] = Field(
         default=None, description="as the profile's `on_error`, for this model"
     )
     model: Text | None = Field(default=None, description="model used when a macro does not pass `model=`")
@@ -287,14 +176,8 @@ _VALIDATOR = TypeAdapter(LlmConfig)
 _SETTINGS_VALIDATOR = TypeAdapter(ModelSettings)
 
 
-def _fields(cls: type[Any]) -> dict[str, FieldInfo]:
-    """The fields of one of the pydantic dataclasses above (mypy sees them as plain dataclasses)."""
-    return dict(vars(cls)["__pydantic_fields__"])
-
-
-_FIELDS = _fields(LlmConfig)
-SETTINGS_KEYS = tuple(_fields(ModelSettings))
-_NOT_A_FIELD = ("unexpected_keyword_argument", "extra_forbidden")
+_FIELDS = fields_of(LlmConfig)
+SETTINGS_KEYS = tuple(fields_of(ModelSettings))
 
 
 def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] | None = None) -> LlmConfig:
@@ -314,8 +197,8 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
     except ValidationError as exc:
         errors = exc.errors()
     # Raised outside the `except`: pydantic's multi-line dump (with the values) is not chained to ours.
-    unknown = [error for error in errors if error["type"] in _NOT_A_FIELD and len(error["loc"]) == 1]
-    raise _fail(*_config_error((unknown or errors)[0], values))
+    unknown = [error for error in errors if error["type"] in NOT_A_FIELD and len(error["loc"]) == 1]
+    raise fail(*config_error((unknown or errors)[0], values, _FIELDS))
 
 
 SETTINGS_FIX = "Use config(meta={'dbt_llm': {'on_error': 'null', 'model': '...', 'max_cost_usd': 1.0}})."
@@ -327,11 +210,11 @@ def parse_model_settings(values: dict[str, Any], where: str) -> ModelSettings:
         return _SETTINGS_VALIDATOR.validate_python(values)
     except ValidationError as exc:
         errors = exc.errors()
-    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] in _NOT_A_FIELD and len(e["loc"]) == 1)
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] in NOT_A_FIELD and len(e["loc"]) == 1)
     if unknown:
         known = ", ".join(SETTINGS_KEYS)
         raise SpecError(f"{where}: meta `dbt_llm` has unknown key(s) {unknown}; known: {known}. {SETTINGS_FIX}")
-    key, problem, fix = _config_error(errors[0], values, _fields(ModelSettings))
+    key, problem, fix = config_error(errors[0], values, fields_of(ModelSettings))
     raise SpecError(f"{where}: meta dbt_llm.{key} {problem}. {fix}")
 
 
@@ -340,60 +223,8 @@ def _with_model(values: dict[str, Any]) -> dict[str, Any]:
     path = values.get("model_path")
     if path is not None:
         if values.get("provider") != "local" or "model" in values:
-            raise _fail("model_path", "is set", "Use it only with provider: local, instead of `model`.")
+            raise fail("model_path", "is set", "Use it only with provider: local, instead of `model`.")
         return {**values, "model": path}
     if values.get("provider") == "local" and "model" not in values:
         return {**values, "model": LOCAL_DEFAULT_MODEL}
     return values
-
-
-def _fail(key: str, problem: str, fix: str) -> ConfigError:
-    return ConfigError(f"dbt_llm.plugin config: `{key}` {problem}. {fix}")
-
-
-def _config_error(
-    error: ErrorDetails, values: dict[str, Any], fields: dict[str, FieldInfo] = _FIELDS
-) -> tuple[str, str, str]:
-    """One pydantic error in our words: the key, what is wrong with it, and the fix."""
-    loc = [str(part) for part in error["loc"]]
-    key = loc[0]
-    value = values[key] if len(loc) == 1 and key in values else error["input"]  # as written, not as converted
-    refusal = error.get("ctx", {}).get("error")
-    if isinstance(refusal, _Refusal):
-        return key, refusal.problem or f"is {value!r}", refusal.fix
-    if error["type"] in _NOT_A_FIELD and len(loc) == 1:
-        known = ", ".join(sorted(fields))
-        return key, "is not a known key", f"Remove it or fix its spelling; known keys: {known}."
-    if len(loc) == 3 and error["type"] not in (*_NOT_A_FIELD, "missing"):  # prices.<model>.input or .output
-        return ".".join(loc), f"is {value!r}", _expected(_fields(_PriceEntry)[loc[2]])
-    if len(loc) > 1:  # a price entry that is not exactly {input, output}
-        entry = _price_entries(values["prices"])[loc[1]]
-        fix = "Give `input` and `output` (optionally `cached_input`, `batch_input`, `batch_output`), USD per 1M tokens."
-        return f"prices.{loc[1]}", f"is {entry!r}", fix
-    if value is None:  # YAML null, where it means nothing
-        default = fields[key].default
-        fix = f"Give it a value, or remove the key to get the default, {default!r}."
-        return key, "is null (empty in YAML)", fix
-    return key, f"is {value!r}", _expected(fields[key])
-
-
-def _expected(field: FieldInfo) -> str:
-    """The fix for a value of the wrong type or out of range, read off the field's type and bound."""
-    kind = _bare(field.annotation)
-    if get_origin(kind) is Literal:
-        return "Use " + " or ".join(f"`{choice}`" for choice in get_args(kind)) + "."
-    if kind in (int, float):
-        minimum = next(bound.ge for bound in field.metadata if isinstance(bound, Ge))
-        return f"Set it to {'an integer' if kind is int else 'a number'} >= {minimum}."
-    if kind is str:
-        return "Set it to a non-empty string."
-    if kind is bool:
-        return "Use true or false."
-    return "Use a mapping like {gpt-4o-mini: {input: 0.15, output: 0.60}}."
-
-
-def _bare(annotation: Any) -> Any:
-    """The type under `X | None` and `Annotated[X, ...]`."""
-    while get_origin(annotation) in (Union, types.UnionType, Annotated):
-        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
-    return annotation
