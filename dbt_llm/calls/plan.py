@@ -10,6 +10,7 @@ from ..engine.packing import EMBED_ROWS_PER_REQUEST, MAX_ROWS_PER_REQUEST
 from ..errors import SpecError
 from ..functions.specs import FUNCTIONS
 from ..functions.tasks import Task, build_task, sha256_hex
+from ..local.registry import LocalModelError, check_name
 from ..pricing import PriceTable
 from .call import Call
 from .cascade import Cascade, plan_cascade
@@ -22,15 +23,12 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
     settings = parse_model_settings(args.get("model_settings"), where)
     kind = FUNCTIONS.get(str(args.get("function")))  # None: build_task names the known functions
     embeds = kind is not None and kind.embeds
-    if embeds and config.provider == "local":
-        raise SpecError(
-            f"{where}: the embedded model (provider: local) does not serve embeddings. Point the plugin at an "
-            "OpenAI-compatible endpoint with an /embeddings route (provider: openai, base_url: ...)."
-        )
+    default_model = config.embedding_model if embeds else settings.model or config.model
+    _check_served(embeds, str(args.get("model") or default_model), config, where)
     task = build_task(
         args,
         provider=config.provider,
-        default_model=config.embedding_model if embeds else settings.model or config.model,
+        default_model=default_model,
         temperature=config.temperature,
         logprobs=config.logprobs,
     )
@@ -85,6 +83,8 @@ def _cascade(args: dict[str, Any], task: Task, config: LlmConfig, mode: str, whe
         temperature=config.temperature,
         logprobs=config.logprobs,
     )
+    if cascade is not None:
+        _check_served(False, cascade.large.model, config, where)
     if cascade is not None and mode == "batch":
         raise SpecError(
             f"{where}: a cascade (escalate_to=) is not available in batch mode yet: its escalated rows would "
@@ -97,6 +97,21 @@ def _cascade(args: dict[str, Any], task: Task, config: LlmConfig, mode: str, whe
             "dbt_llm_compare."
         )
     return cascade
+
+
+def _check_served(embeds: bool, model: str, config: LlmConfig, where: str) -> None:
+    """The embedded provider serves registry models and .gguf files, and no embeddings."""
+    if config.provider != "local":
+        return
+    if embeds:
+        raise SpecError(
+            f"{where}: the embedded model (provider: local) does not serve embeddings. Point the plugin at an "
+            "OpenAI-compatible endpoint with an /embeddings route (provider: openai, base_url: ...)."
+        )
+    try:
+        check_name(model)
+    except LocalModelError as exc:
+        raise SpecError(f"{where}: provider local: {exc}") from None
 
 
 def _check_priced(capped: bool, task: Task, prices: PriceTable, where: str) -> None:

@@ -25,11 +25,19 @@ from typing import BinaryIO
 
 import httpx
 
-from .registry import MODELS, LocalModel, LocalModelError, get_model
+from .registry import MODELS, LocalModel, LocalModelError, check_name, get_model
 
 __all__ = [
-    "HubDownload", "LocalModelError", "PipDownload", "Progress", "default_cache_dir", "http_download",
-    "model_path", "pip_download_wheel", "pull", "verify",
+    "HubDownload",
+    "LocalModelError",
+    "PipDownload",
+    "Progress",
+    "default_cache_dir",
+    "http_download",
+    "model_path",
+    "pip_download_wheel",
+    "pull",
+    "verify",
 ]
 
 Progress = Callable[[str], None]
@@ -144,14 +152,8 @@ def model_path(name_or_path: str | os.PathLike[str], cache_dir: str | os.PathLik
                 f"run `dbt-llm pull {text}` to fetch it again"
             )
         return target
+    check_name(text)
     path = Path(text).expanduser()
-    looks_like_path = path.suffix.lower() == ".gguf" or os.sep in text or "/" in text or path.exists()
-    if not looks_like_path:
-        known = ", ".join(sorted(MODELS))
-        raise LocalModelError(
-            f"unknown local model {text!r}: use one of {known} (then run `dbt-llm pull NAME`) "
-            "or the path of a .gguf file"
-        )
     if not path.is_file():
         raise LocalModelError(f"no model file at {path}: give the path of a .gguf file or a known model name")
     _check_gguf(path)

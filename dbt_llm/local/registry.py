@@ -8,7 +8,9 @@ when it matches the pinned size and sha256 exactly.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import DbtLlmError
 
@@ -86,6 +88,19 @@ MODELS: dict[str, LocalModel] = {
 }
 
 DEFAULT_MODEL = "qwen2.5-1.5b"  # the better answers for ~2/3 the speed: README "Benchmarks" (quality.py)
+
+
+def check_name(text: str) -> None:
+    """Raises LocalModelError unless `text` is a registry name or looks like the path of a model file."""
+    if text in MODELS:
+        return
+    path = Path(text).expanduser()
+    if path.suffix.lower() == ".gguf" or os.sep in text or "/" in text or path.exists():
+        return
+    known = ", ".join(sorted(MODELS))
+    raise LocalModelError(
+        f"unknown local model {text!r}: use one of {known} (then run `dbt-llm pull NAME`) or the path of a .gguf file"
+    )
 
 
 def get_model(name: str) -> LocalModel:

@@ -29,7 +29,15 @@ import httpx
 from .pull import model_path as resolve_model_path
 from .registry import LocalModelError
 
-__all__ = ["LocalServer", "Slots", "default_threads", "shared_server", "stop_shared_servers"]
+__all__ = [
+    "LocalServer",
+    "Slots",
+    "default_threads",
+    "register_exit_hook",
+    "served_models",
+    "shared_server",
+    "stop_shared_servers",
+]
 
 DEFAULT_CTX_PER_SLOT = 4096
 DEFAULT_PARALLEL = 2
@@ -275,20 +283,33 @@ def shared_server(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> LocalServer:
     """The one running server of this process for (model file, slots); started on first use."""
-    global _atexit_registered
     path = resolve_model_path(model, cache_dir)
     slots = slots or Slots()
     key = (str(path), slots)
+    register_exit_hook()
     with _shared_lock:
         server = _shared.get(key)
         if server is None:
             server = LocalServer(path, slots, startup_timeout=startup_timeout)
             _shared[key] = server
-            if not _atexit_registered:
-                atexit.register(stop_shared_servers)
-                _atexit_registered = True
     server.start()  # idempotent; outside the registry lock so other models are not held up
     return server
+
+
+def served_models() -> list[Path]:
+    """The model files this process's shared servers run now."""
+    with _shared_lock:
+        return sorted({server.model_path for server in _shared.values() if server.running})
+
+
+def register_exit_hook() -> None:
+    """Stop the shared servers at interpreter exit. atexit runs hooks last-registered first: a caller
+    that must close its connections before the servers stop registers its hook after calling this."""
+    global _atexit_registered
+    with _shared_lock:
+        if not _atexit_registered:
+            atexit.register(stop_shared_servers)
+            _atexit_registered = True
 
 
 def stop_shared_servers() -> None:

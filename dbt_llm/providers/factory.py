@@ -1,4 +1,4 @@
-"""The provider the plugin config asks for: an OpenAI-compatible endpoint, or the embedded model
+"""The provider the plugin config asks for: an OpenAI-compatible endpoint, or the embedded models
 served by llama.cpp on 127.0.0.1 through the same client."""
 
 from __future__ import annotations
@@ -36,17 +36,13 @@ def build_batch_client(config: LlmConfig) -> OpenAIBatchClient:
 
 
 def _local_provider(config: LlmConfig, on_exit: Callable[[], None]) -> Provider:
-    """llama.cpp's OpenAI-compatible server in this process: the same code path (retries,
-    validation, cache, audit) as any remote endpoint."""
-    from ..local.server import Slots, shared_server
+    """llama.cpp's OpenAI-compatible server in this process, one per model asked for: the same code path
+    (retries, validation, cache, audit) as any remote endpoint."""
+    from ..local.server import Slots
+    from .local import LocalProvider
 
-    server = shared_server(config.model, Slots(n_parallel=config.local_parallel, n_threads=config.local_threads))
-    # Registered after the server's own exit hook, so it runs first: close connections, then stop it.
-    atexit.register(on_exit)
-    return OpenAIProvider(
-        base_url=server.base_url,
-        api_key=lambda: server.api_key,
-        timeout=config.request_timeout,
-        max_connections=config.local_parallel,
-        trust_env=False,
+    provider = LocalProvider(
+        Slots(n_parallel=config.local_parallel, n_threads=config.local_threads), config.request_timeout
     )
+    atexit.register(on_exit)  # after the servers' exit hook, so it runs first: close connections, then stop them
+    return provider

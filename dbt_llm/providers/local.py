@@ -1,0 +1,81 @@
+"""`provider: local`: every model a macro names is a llama.cpp server of its own on 127.0.0.1, started
+on the model's first request and reached through the same OpenAI client as any remote endpoint.
+
+One server per model (rather than one that swaps models) keeps each model's prompt cache warm: a
+cascade asks the small model every row and the large one now and then, interleaved."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from ..local.registry import LocalModelError
+from ..local.server import Slots, register_exit_hook, shared_server
+from .base import Completion, Embeddings, FatalProviderError
+from .openai import OpenAIProvider
+
+
+class LocalProvider:
+    """Routes each request by its `model` (a registry name or a .gguf path) to that model's server."""
+
+    name = "local"
+
+    def __init__(self, slots: Slots, request_timeout: float) -> None:
+        register_exit_hook()  # before the caller's own hook, so connections close before servers stop
+        self._slots = slots
+        self._timeout = request_timeout
+        self._lock = threading.Lock()
+        self._clients: dict[str, OpenAIProvider] = {}
+
+    async def _client(self, model: str) -> OpenAIProvider:
+        with self._lock:
+            client = self._clients.get(model)
+        if client is not None:
+            return client
+        try:  # loading a model takes seconds: not on the event loop, where other models' rows run
+            server = await asyncio.to_thread(shared_server, model, self._slots)
+        except LocalModelError as exc:
+            raise FatalProviderError(f"provider local, model {model!r}: {exc}") from None
+        with self._lock:
+            client = self._clients.get(model)
+            if client is None:
+                client = OpenAIProvider(
+                    base_url=server.base_url,
+                    api_key=lambda: server.api_key,
+                    timeout=self._timeout,
+                    max_connections=self._slots.n_parallel,
+                    trust_env=False,
+                )
+                self._clients[model] = client
+        return client
+
+    async def complete(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, str]],
+        response_format: dict[str, Any] | None,
+        max_tokens: int,
+        temperature: float,
+        top_logprobs: int | None = None,
+    ) -> Completion:
+        client = await self._client(model)
+        return await client.complete(
+            model=model,
+            messages=messages,
+            response_format=response_format,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_logprobs=top_logprobs,
+        )
+
+    async def embed(self, *, model: str, inputs: list[str], dimensions: int | None) -> Embeddings:
+        client = await self._client(model)
+        return await client.embed(model=model, inputs=inputs, dimensions=dimensions)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
