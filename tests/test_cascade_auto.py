@@ -117,6 +117,16 @@ def test_a_lower_cascade_target_chooses_a_lower_threshold(project: DbtProject) -
     assert audit(project)[SMALL][1:3] == (pytest.approx(0.7), pytest.approx(0.8))
 
 
+def test_the_profile_s_cascade_target_applies_unless_the_macro_gives_one(project: DbtProject) -> None:
+    project.plugin_config["cascade_target"] = 0.8
+    project = project_with_cascade(project)
+    log = run_logged(project)
+    assert f"escalate_below auto = 0.7: the cascade agrees with {LARGE} on 4/5 golden inputs (target 0.8)" in log
+    write_model(project, cascade_target=0.95)
+    log = run_logged(project)
+    assert f"escalate_below auto = 0.9: the cascade agrees with {LARGE} on 5/5 golden inputs (target 0.95)" in log
+
+
 def test_a_dry_run_uses_the_threshold_the_last_run_chose(project: DbtProject) -> None:
     project = project_with_cascade(project)
     log = run_logged(project, "--vars", "{dbt_llm_dry_run: true}")

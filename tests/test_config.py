@@ -113,9 +113,20 @@ BOUNDS = {
     "tokens_per_minute": (1, 0, "a number >= 1"),
     "batch_timeout": (1, 0.5, "a number >= 1"),
     "batch_poll_interval": (0.01, 0, "a number >= 0.01"),
-    "rows_per_request": (1, 0, "an integer >= 1"),
+    "rows_per_request": (1, 0, "an integer in [1, 64]"),
     "recheck": (0, -1, "an integer >= 0"),
+    "cascade_target": (0.01, 0, "a number in [0.01, 1]"),
 }
+
+
+@pytest.mark.parametrize(
+    ("key", "above", "kind"),
+    [("rows_per_request", 65, "an integer in [1, 64]"), ("cascade_target", 1.5, "a number in [0.01, 1]")],
+)
+def test_keys_with_a_maximum_refuse_values_above_it_naming_the_range(key: str, above: float, kind: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({key: above})
+    assert f"`{key}` is {above!r}. Set it to {kind}." in str(info.value)
 
 
 def test_every_numeric_key_has_its_bound_checked() -> None:

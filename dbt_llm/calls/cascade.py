@@ -66,7 +66,13 @@ def choose_threshold(answers: Sequence[tuple[object, float | None, object]], tar
 
 
 def plan_cascade(
-    args: dict[str, Any], task: Task, *, provider: str, temperature: float, logprobs: bool
+    args: dict[str, Any],
+    task: Task,
+    *,
+    provider: str,
+    temperature: float,
+    logprobs: bool,
+    target: float = DEFAULT_TARGET,
 ) -> Cascade | None:
     """The cascade of a macro call, None without `escalate_to`; bad arguments raise SpecError."""
     where = str(args.get("where") or f"llm_{task.function}")
@@ -104,7 +110,7 @@ def plan_cascade(
             f"{where}: escalate_below='auto' chooses the threshold from a golden set, and the call has none: add "
             "golden=ref('<golden set>') (columns input, expected), or give escalate_below a number, e.g. 0.8."
         )
-    target = _target(args.get("cascade_target"), auto, where)
+    target = _target(args.get("cascade_target"), auto, where, target)
     large = build_task(
         {**args, "model": escalate_to},
         provider=provider,
@@ -115,9 +121,9 @@ def plan_cascade(
     return Cascade(large, threshold, auto, target)
 
 
-def _target(value: Any, auto: bool, where: str) -> float:
+def _target(value: Any, auto: bool, where: str, default: float) -> float:
     if value is None:
-        return DEFAULT_TARGET
+        return default
     if not auto:
         raise SpecError(
             f"{where}: `cascade_target` is the golden agreement escalate_below='auto' aims for; with a number for "

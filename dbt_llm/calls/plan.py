@@ -82,6 +82,7 @@ def _cascade(args: dict[str, Any], task: Task, config: LlmConfig, mode: str, whe
         provider=config.provider,
         temperature=config.temperature,
         logprobs=config.logprobs,
+        target=config.cascade_target,
     )
     if cascade is not None:
         _check_served(False, cascade.large.model, config, where)

@@ -138,6 +138,13 @@ class LlmConfig:
         description="cached rows of each call re-asked on every run, bypassing the cache, to measure agreement "
         "(llm_audit.recheck_rows, recheck_agree; the dbt var dbt_llm_recheck and meta dbt_llm.recheck override it)",
     )
+    cascade_target: Float = Field(
+        default=0.95,
+        ge=0.01,
+        le=1,
+        description="share of golden inputs on which a cascade with escalate_below='auto' agrees with its "
+        "escalate_to model (the macro argument of the same name overrides it)",
+    )
     logprobs: Annotated[bool, Strict(), BeforeValidator(bool_from_text)] = Field(
         default=True,
         description="ask llm_classify and llm_filter requests for token logprobs, the source of with_confidence; "

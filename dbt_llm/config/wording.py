@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from annotated_types import Ge
+from annotated_types import Ge, Le
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
@@ -55,7 +55,11 @@ def _expected(field: FieldInfo) -> str:
         return "Use " + " or ".join(f"`{choice}`" for choice in get_args(kind)) + "."
     if kind in (int, float):
         minimum = next(bound.ge for bound in field.metadata if isinstance(bound, Ge))
-        return f"Set it to {'an integer' if kind is int else 'a number'} >= {minimum}."
+        maximum = next((bound.le for bound in field.metadata if isinstance(bound, Le)), None)
+        number = "an integer" if kind is int else "a number"
+        return (
+            f"Set it to {number} >= {minimum}." if maximum is None else f"Set it to {number} in [{minimum}, {maximum}]."
+        )
     if kind is str:
         return "Set it to a non-empty string."
     if kind is bool:
