@@ -21,6 +21,7 @@ from ..errors import InternalStateError
 from ..functions.tasks import cache_key
 from .audit_book import AuditBook
 from .cascade_auto import CascadeAuto
+from .cascade_batch import Stages, second_stage
 from .live_call import LiveCall
 from .resolver import Resolver
 from .sender import Sender
@@ -48,6 +49,9 @@ class CascadeCall:
         self.threshold = threshold
         self._lock = threading.Lock()
         self._cached_below: set[str] = set()
+        # Batch mode: escalate_to's rows go in a second job (cascade_batch.py); a dry run sends no job.
+        call = first.call
+        self.stages = Stages() if call.mode == "batch" and not call.dry_run else None
 
     def cached_below(self, keys: list[str]) -> None:
         with self._lock:
@@ -84,6 +88,7 @@ class Cascades:
         log: Callable[[str], None],
     ) -> None:
         self.auto = CascadeAuto(self, writer, planned, log)  # escalate_below='auto'
+        self._log = log
         self._sender = sender
         self._resolver = resolver
         self._book = book
@@ -138,6 +143,9 @@ class Cascades:
             else:
                 first[key] = text
         cascade.cached_below(below)
+        if cascade.stages is not None:  # batch mode: escalate_to waits for the first model's job
+            cascade.stages.offer(first, escalated)
+            escalated = {}
         if first:
             self._sender.send(cascade.first, first, prefetch=True)
         if escalated:
@@ -153,6 +161,7 @@ class Cascades:
         ask_first = {k: t for k, t in texts_by_key.items() if k not in known}
         first_rows = [k if k in ask_first else None for k in miss_keys]
         results = self._resolver.resolve(cascade.first, first_rows, ask_first)
+        second_stage(cascade, self._sender, self._writer, self._log)  # batch mode: once stage 1 is collected
         escalate: list[str | None] = []
         for key, result in zip(miss_keys, results, strict=True):
             up = key is not None and key in texts_by_key and (key in known or cascade.below(key, result))
