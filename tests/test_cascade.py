@@ -179,14 +179,6 @@ def test_bad_cascade_arguments_fail_at_compile_time(project: DbtProject, call: s
     assert project.server.requests == []
 
 
-def test_batch_mode_refuses_a_cascade_at_compile_time(cascade: DbtProject) -> None:
-    model(cascade, "m", classify())
-    result = cascade.dbt("run", "--vars", "{dbt_llm_mode: batch}", ok=False)
-    message = str(result.exception) + "".join(str(r.message) for r in (result.result or []))
-    assert "a cascade (escalate_to=) is not available in batch mode yet" in message, message
-    assert cascade.server.requests == [] and cascade.server.batch_requests == []
-
-
 def test_a_dry_run_prices_the_larger_model_for_every_row_it_might_get(cascade: DbtProject) -> None:
     model(cascade, "m", classify())
     cascade.dbt("run", "--vars", "{dbt_llm_dry_run: true}")

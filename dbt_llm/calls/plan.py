@@ -48,7 +48,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
     recheck = _recheck(args.get("recheck"), settings.recheck, config.recheck, where)
     compare = _compare(args.get("compare"), dry, where)
     with_confidence = _with_confidence(args.get("with_confidence"), task, where)
-    cascade = _cascade(args, task, config, mode, where)
+    cascade = _cascade(args, task, config, where)
     # with_confidence is no part of the key, but the call's SQL reads another form: a call of its own.
     shown = "\nconfidence" if with_confidence else ""
     if cascade is not None:  # another SQL too
@@ -75,7 +75,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
     )
 
 
-def _cascade(args: dict[str, Any], task: Task, config: LlmConfig, mode: str, where: str) -> Cascade | None:
+def _cascade(args: dict[str, Any], task: Task, config: LlmConfig, where: str) -> Cascade | None:
     cascade = plan_cascade(
         args,
         task,
@@ -86,12 +86,6 @@ def _cascade(args: dict[str, Any], task: Task, config: LlmConfig, mode: str, whe
     )
     if cascade is not None:
         _check_served(False, cascade.large.model, config, where)
-    if cascade is not None and mode == "batch":
-        raise SpecError(
-            f"{where}: a cascade (escalate_to=) is not available in batch mode yet: its escalated rows would "
-            "need a second batch job. Run the model realtime (--vars '{dbt_llm_mode: realtime}' or meta "
-            "dbt_llm.mode: realtime), or remove escalate_to."
-        )
     if cascade is not None and args.get("compare"):
         raise SpecError(
             f"{where}: dbt_llm_compare does not preview a cascade (escalate_to=) yet; run the dry run without "

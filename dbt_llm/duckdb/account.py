@@ -23,6 +23,19 @@ class ChunkCounts:
     lasting: int = 0  # of failed: inputs a rerun fails again (too long, refused by the provider)
 
 
+@dataclass
+class Fractions:
+    """Counts a share of which is estimated, summed unrounded: each addition gives what the rounded total grew by."""
+
+    sums: tuple[float, ...] = ()
+    rounded: tuple[int, ...] = ()
+
+    def add(self, *values: float) -> tuple[int, ...]:
+        self.sums = tuple(a + b for a, b in zip(self.sums or (0.0,) * len(values), values, strict=True))
+        before, self.rounded = self.rounded or (0,) * len(values), tuple(round(v) for v in self.sums)
+        return tuple(after - was for after, was in zip(self.rounded, before, strict=True))
+
+
 @dataclass(eq=False)
 class Account:
     """Shared by the live calls of one model with the same function and model (they share a row)."""
@@ -32,6 +45,7 @@ class Account:
     # Rows that neither the cache table nor an earlier answer of this run answered: cache_hits is
     # the rows counted so far less these.
     unanswered: int = 0
+    shared: Fractions = field(default_factory=Fractions)  # a dry run's shares of requests and tokens
 
     # -- rows, from the DuckDB functions --
     def count_rows(self, n: int) -> bool:
@@ -121,10 +135,14 @@ class Account:
                 self.ledger.confidence_sum += confidence
                 self.ledger.confident_rows += 1
 
-    def estimate(self, requests: int, prompt: int, completion: int, cost: float | None) -> None:
-        """A dry run: what its requests would send (`cost` None when the model has no price)."""
+    def estimate(self, requests: int, prompt: int, completion: int, cost: float | None, share: float = 1.0) -> None:
+        """A dry run: what its requests would send (`cost` None when the model has no price); with a
+        share, that share of them (a cascade's guess), its counts rounded over the whole row."""
         with self.lock:
             lg = self.ledger
+            if share != 1.0:
+                requests, prompt, completion = self.shared.add(requests * share, prompt * share, completion * share)
+                cost = None if cost is None else cost * share
             lg.est_requests += requests
             lg.est_prompt_tokens += prompt
             lg.est_completion_tokens += completion

@@ -21,6 +21,8 @@ from ..errors import InternalStateError
 from ..functions.tasks import cache_key
 from .audit_book import AuditBook
 from .cascade_auto import CascadeAuto
+from .cascade_batch import Stages, second_stage
+from .cascade_dry import Bound, Share, guessed
 from .live_call import LiveCall
 from .resolver import Resolver
 from .sender import Sender
@@ -48,6 +50,13 @@ class CascadeCall:
         self.threshold = threshold
         self._lock = threading.Lock()
         self._cached_below: set[str] = set()
+        # Batch mode: escalate_to's rows go in a second job (cascade_batch.py); a dry run sends no job.
+        call = first.call
+        self.stages = Stages() if call.mode == "batch" and not call.dry_run else None
+        # A dry run: escalate_to's call for the rows the first model would be asked (cascade_dry.py).
+        self.dry_lock = threading.Lock()
+        self.guessed: LiveCall | None = None
+        self.golden_share: Share | None = None  # 'auto': from the cached golden answers
 
     def cached_below(self, keys: list[str]) -> None:
         with self._lock:
@@ -63,7 +72,7 @@ class CascadeCall:
     def below(self, key: str, result: str | None) -> bool:
         """Whether the first model's answer of `key` in this run goes to escalate_to: its confidence is
         below the threshold or unknown. A row it did not answer (failed, skipped) is not escalated,
-        but a dry run's rows are all priced for escalate_to (at most that many are escalated)."""
+        but a dry run's rows all go to escalate_to's pricing, at the share of cascade_dry.py."""
         if result is None:
             return self.first.call.dry_run
         answer = self.first.invocation.answer_of(key)
@@ -82,8 +91,11 @@ class Cascades:
         writer: Writer,
         planned: Callable[[Call], str],
         log: Callable[[str], None],
+        bound: Bound,
     ) -> None:
         self.auto = CascadeAuto(self, writer, planned, log)  # escalate_below='auto'
+        self._log = log
+        self._bound = bound  # dbt's connection and the schema: a dry run reads the last run's share
         self._sender = sender
         self._resolver = resolver
         self._book = book
@@ -138,6 +150,9 @@ class Cascades:
             else:
                 first[key] = text
         cascade.cached_below(below)
+        if cascade.stages is not None:  # batch mode: escalate_to waits for the first model's job
+            cascade.stages.offer(first, escalated)
+            escalated = {}
         if first:
             self._sender.send(cascade.first, first, prefetch=True)
         if escalated:
@@ -153,6 +168,7 @@ class Cascades:
         ask_first = {k: t for k, t in texts_by_key.items() if k not in known}
         first_rows = [k if k in ask_first else None for k in miss_keys]
         results = self._resolver.resolve(cascade.first, first_rows, ask_first)
+        second_stage(cascade, self._sender, self._writer, self._log)  # batch mode: once stage 1 is collected
         escalate: list[str | None] = []
         for key, result in zip(miss_keys, results, strict=True):
             up = key is not None and key in texts_by_key and (key in known or cascade.below(key, result))
@@ -164,8 +180,19 @@ class Cascades:
         account = cascade.escalated.account
         if account.count_rows(rows):
             self._writer.put_audit(account.snapshot())
+        if cascade.first.call.dry_run:
+            self._price(
+                cascade, [k if m not in known else None for k, m in zip(escalate, miss_keys, strict=True)], texts
+            )
+            escalate = [k if m in known else None for k, m in zip(escalate, miss_keys, strict=True)]
         answers = self._resolver.resolve(cascade.escalated, escalate, texts)
         return [a if k is not None else r for r, k, a in zip(results, escalate, answers, strict=True)]
+
+    def _price(self, cascade: CascadeCall, keys: list[str | None], texts: dict[str, str]) -> None:
+        """A dry run: the rows the first model would be asked, priced for escalate_to at the share."""
+        if any(k is not None for k in keys):
+            live = guessed(cascade, self._bound, self._writer, self._log)
+            self._resolver.resolve(live, keys, {k: texts[k] for k in keys if k is not None})
 
     def calls_of(self, call: Call) -> list[Call]:
         """The calls a macro call makes: its own and, with a cascade, its escalate_to call."""

@@ -5,9 +5,10 @@ and engine as the rows, so a rerun sends nothing), and dbt_llm_cascade_choose pi
 
 Each model's golden call pays into that model's audit row (a GoldenAccount: its ledger, never its rows),
 and both rows record cascade_threshold and cascade_agreement. A dry run asks nothing: it prices the
-golden inputs for both models and uses the threshold the last real run chose (from llm_audit), else 1.0
-(every row below full confidence priced for escalate_to: an upper bound). A command without post-hooks
-(dbt compile, dbt show) does not answer the golden set: it uses the last run's threshold, else 1.0."""
+golden inputs for both models and uses the threshold the last real run chose (from llm_audit), else 1.0;
+the golden answers already cached give the share of rows it prices for escalate_to (cascade_dry.py). A
+command without post-hooks (dbt compile, dbt show) does not answer the golden set: it uses the last run's
+threshold, else 1.0."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..calls.call import Call
 from ..calls.cascade import Choice, choose_threshold
+from .cascade_dry import golden_share
 from .golden import golden_call
 from .live_call import LiveCall
 from .writer import Writer
@@ -77,6 +79,9 @@ class CascadeAuto:
         if answers is None:
             threshold = last if last > 0 else 1.0
             self._log(_unchosen(cascade, threshold, "the last run's" if last > 0 else None))
+            if call.dry_run:  # the golden answers cached say what share a dry run's rows escalate
+                cached = _triples(call, json.loads(pairs) or [])
+                cascade.golden_share = golden_share([c for _, c, _ in cached], threshold)
         else:
             choice = choose_threshold(_triples(call, answers), _target(call))
             threshold = choice.threshold

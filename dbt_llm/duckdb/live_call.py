@@ -55,6 +55,8 @@ class LiveCall:
         self.sample = Sample(call.recheck, seed=call.handle) if call.recheck else None
         # A dry run's compare: the rows the new spec will answer (dbt_llm_compare), from those it priced.
         self.compared = Sample(call.compare, seed=call.handle + "\ncompare") if call.compare else None
+        # A dry run prices this share of its requests: a cascade's escalate_to guessing its rows (cascade_dry.py).
+        self.estimate_share = 1.0
 
     @property
     def handle(self) -> str:

@@ -129,7 +129,7 @@ class Runtime:
         self.columns = ColumnSpecs(config, self._prices, self._schema_or_none)
         self.golden = GoldenSets(self.writer, self._schema_or_none, truncate_at(config))
         planned = lambda call: _planned(call, self._schema_or_none(), truncate_at(config))  # noqa: E731
-        self.cascades = Cascades(self.sender, self._resolver, self.book, self.writer, planned, log)
+        self.cascades = Cascades(self.sender, self._resolver, self.book, self.writer, planned, log, self._bound)
 
     # -- connection --
     def attach(self, conn: duckdb.DuckDBPyConnection) -> None:

@@ -104,4 +104,4 @@ class Sender:
             p, c = estimate_tokens(pack)
             prompt, completion = prompt + p, completion + c
         cost = None if price is None else price.cost(prompt, completion)
-        live.account.estimate(len(packs), prompt, completion, cost)
+        live.account.estimate(len(packs), prompt, completion, cost, share=live.estimate_share)
