@@ -1,0 +1,87 @@
+"""llm_agg in real dbt runs against the local server: one answer per group, built as a tree of cached
+leaves and merges, so a rerun, a reordering or a few changed texts cost (almost) nothing."""
+
+from __future__ import annotations
+
+import random
+
+from conftest import DbtProject
+
+from dbt_llm.functions.agg_tree import Tree, build_tree
+
+MODEL = """select product, {{{{ dbt_llm.llm_agg('review', 'What do customers complain about?'{args}) }}}} as v
+from {{{{ ref('reviews') }}}} group by product
+"""
+
+
+def reviews(n: int, product: str = "p", seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    words = ["late", "broken", "refund", "great", "slow", "support", "price", "box", "color", "size"]
+    return [
+        (product, f"{product}{i} " + " ".join(rng.choice(words) for _ in range(rng.randint(2, 6)))) for i in range(n)
+    ]
+
+
+def seed(project: DbtProject, rows: list[tuple[str, str | None]]) -> None:
+    lines = ["product,review"] + [f"{p},{'' if r is None else r}" for p, r in rows]
+    project.write("seeds/reviews.csv", "\n".join(lines) + "\n")
+    project.dbt("seed")
+
+
+def build(project: DbtProject, rows: list[tuple[str, str | None]], args: str = "", *, ok: bool = True) -> None:
+    seed(project, rows)
+    project.write("models/m.sql", MODEL.format(args=args))
+    project.server.reset()
+    project.dbt("run", ok=ok)
+
+
+def audit(project: DbtProject) -> tuple[int, int, int, int, int]:
+    """(api_calls, rows, cache_hits, failed_rows, skipped_rows) of the last run's agg row, which equal the server's."""
+    row = project.query(
+        "select api_calls, rows, cache_hits, failed_rows, skipped_rows, prompt_tokens from dbt_llm.llm_audit "
+        "where function = 'agg' order by started_at desc limit 1"
+    )[0]
+    sent = project.server.requests
+    assert row[0] == len(sent) and row[5] == sum(r.prompt_tokens for r in sent)
+    return row[:5]
+
+
+def trees(project: DbtProject, rows: list[tuple[str, str | None]], max_chars: int) -> dict[str, Tree]:
+    """Each group's tree as the run built it (the spec_hash of the call is in llm_calls)."""
+    [(spec_hash,)] = project.query("select distinct spec_hash from dbt_llm.llm_calls where function = 'agg'")
+    built = {g: build_tree(spec_hash, [r for p, r in rows if p == g and r], max_chars) for g, _ in rows}
+    return {g: t for g, t in built.items() if t is not None}
+
+
+def answers(project: DbtProject) -> dict[str, str | None]:
+    return dict(project.query("select product, v from m"))
+
+
+def test_one_answer_per_group_one_call_for_a_small_group_and_nothing_on_a_rerun(project: DbtProject) -> None:
+    rows: list[tuple[str, str | None]] = [("a", "the box was broken"), ("b", "late delivery"), ("b", "too slow")]
+    rows += [("b", None), ("c", None), ("c", "   ")]
+    build(project, rows)
+    got = answers(project)
+    assert got["a"] == "Reply to: the box was broken"  # one text: one leaf, the root, one call
+    assert got["b"] is not None and "late delivery" in got["b"] and "too slow" in got["b"]
+    assert got["c"] is None  # no text: NULL, no call
+    assert len(project.server.requests) == 2
+    assert audit(project) == (2, 2, 0, 0, 0)
+    build(project, rows)  # a rerun
+    assert project.server.requests == [] and answers(project) == got
+    build(project, rows[::-1])  # the same texts in another order
+    assert project.server.requests == [] and answers(project) == got
+    assert audit(project) == (0, 2, 2, 0, 0)
+
+
+def test_a_first_build_asks_each_leaf_and_merge_once(project: DbtProject) -> None:
+    project.plugin_config["max_input_chars"] = 120
+    rows = reviews(60, "p") + reviews(25, "q", seed=1)
+    build(project, rows)
+    nodes = sum(len(t.nodes) for t in trees(project, rows, 120).values())
+    merges = [r for r in project.server.requests if "Reply to: " in r.text]  # children's answers
+    assert len(project.server.requests) == nodes and 0 < len(merges) < nodes  # leaves plus merges, each once
+    assert all(v and v.startswith("Reply to: ") for v in answers(project).values())
+    assert audit(project) == (nodes, 2, 0, 0, 0)
+    build(project, rows[::-1])
+    assert project.server.requests == []
