@@ -85,3 +85,32 @@ def test_a_first_build_asks_each_leaf_and_merge_once(project: DbtProject) -> Non
     assert audit(project) == (nodes, 2, 0, 0, 0)
     build(project, rows[::-1])
     assert project.server.requests == []
+
+
+def test_texts_added_to_or_removed_from_a_large_group_ask_only_the_nodes_they_touch(project: DbtProject) -> None:
+    project.plugin_config["max_input_chars"] = 100
+    rows = reviews(400, "p") + reviews(3, "q", seed=2)
+    build(project, rows)
+    before = trees(project, rows, 100)["p"]
+    rebuild = len(before.nodes)
+    assert len(project.server.requests) == rebuild + len(trees(project, rows, 100)["q"].nodes)
+    first = answers(project)
+
+    added = rows + [("p", "p900 the lid came off"), ("p", "p901 wrong color"), ("p", "p902 smells odd")]
+    build(project, added)
+    after = trees(project, added, 100)["p"]
+    asked = len(project.server.requests)
+    # Exactly the nodes whose inputs changed: the leaves the texts fall in and the merges above them.
+    assert asked == len(after.needed(before.nodes))
+    assert 0 < asked <= 3 * (2 + after.depth + 1) and asked * 5 < rebuild
+    assert audit(project) == (asked, 2, 1, 0, 0)  # group q: cached
+    assert answers(project)["q"] == first["q"] and answers(project)["p"] != first["p"]
+
+    removed = [r for r in added if r[1] not in (rows[20][1], rows[200][1], rows[300][1])]
+    build(project, removed)
+    asked = len(project.server.requests)
+    assert asked == len(trees(project, removed, 100)["p"].needed(after.nodes))
+    assert 0 < asked <= 3 * (2 + after.depth + 1) and asked * 5 < rebuild
+
+    build(project, rows)  # back to the first texts: every node is cached
+    assert project.server.requests == [] and answers(project) == first
