@@ -24,10 +24,7 @@
   {%- endif -%}
 {%- endmacro %}
 
-{#- Spark: not built yet; refused when the model compiles. -#}
+{#- Spark: not built yet; refused when dbt parses the model, before any query. -#}
 {% macro spark__llm_agg(text, task, model, instructions, max_tokens) -%}
-  {%- if execute -%}
-    {{- exceptions.raise_compiler_error("llm_agg(" ~ text ~ ") in " ~ this ~ ": llm_agg runs on dbt-duckdb only for now; on Spark, aggregate the texts first (for example concat_ws over collect_list) and call llm_complete on the result, or build the model on DuckDB.") -}}
-  {%- endif -%}
-  cast(null as string)
+  {{- exceptions.raise_compiler_error("llm_agg(" ~ text ~ "): llm_agg is not supported on Spark yet: its tree of cached partial answers is built on dbt-duckdb only. Run the model on dbt-duckdb, or aggregate the texts first (concat_ws over collect_list) and call llm_complete on the result.") -}}
 {%- endmacro %}

@@ -42,7 +42,7 @@ def audit(project: DbtProject) -> tuple[int, int, int, int, int]:
         "where function = 'agg' order by started_at desc limit 1"
     )[0]
     sent = project.server.requests
-    assert row[0] == len(sent) and row[5] == sum(r.prompt_tokens for r in sent)
+    assert row[0] == len(sent) and row[5] == sum(r.prompt_tokens for r in sent if r.status == 200)
     return row[:5]
 
 
@@ -96,7 +96,7 @@ def test_texts_added_to_or_removed_from_a_large_group_ask_only_the_nodes_they_to
     assert len(project.server.requests) == rebuild + len(trees(project, rows, 100)["q"].nodes)
     first = answers(project)
 
-    added = rows + [("p", "p900 the lid came off"), ("p", "p901 wrong color"), ("p", "p902 smells odd")]
+    added = [*rows, ("p", "p900 the lid came off"), ("p", "p901 wrong color"), ("p", "p902 smells odd")]
     build(project, added)
     after = trees(project, added, 100)["p"]
     asked = len(project.server.requests)
@@ -114,3 +114,61 @@ def test_texts_added_to_or_removed_from_a_large_group_ask_only_the_nodes_they_to
 
     build(project, rows)  # back to the first texts: every node is cached
     assert project.server.requests == [] and answers(project) == first
+
+
+def test_a_dry_run_counts_the_calls_the_tree_would_make_and_sends_none(project: DbtProject) -> None:
+    project.plugin_config["max_input_chars"] = 100
+    rows = reviews(80, "p")
+    seed(project, rows)
+    project.write("models/m.sql", MODEL.format(args=""))
+    project.dbt("run", "--vars", "{dbt_llm_dry_run: true}")
+    assert project.server.requests == []
+    [(estimated, status)] = project.query("select est_requests, status from dbt_llm.llm_audit where function = 'agg'")
+    assert status == "dry_run"
+    build(project, rows)
+    assert estimated == len(project.server.requests) == len(trees(project, rows, 100)["p"].nodes)
+
+
+def test_a_failed_leaf_is_recorded_fails_the_model_and_keeps_every_other_answer(project: DbtProject) -> None:
+    project.plugin_config.update(max_input_chars=100, max_attempts=1)
+    rows = [*reviews(60, "p"), ("q", "q0 all fine")]
+    seed(project, rows)
+    project.write("models/m.sql", MODEL.format(args=""))
+    project.server.inject("500", times=1, match="p7 ")
+    done = project.dbt("run", ok=False)
+    assert "llm_errors" in str(done.exception or done.result)
+    sent = len(project.server.requests)
+    [(function, _kind)] = project.query("select function, error_kind from dbt_llm.llm_errors")
+    assert function == "agg"
+    assert audit(project)[3] == 1  # the group whose leaf failed; q was answered
+    # Nothing paid for is lost: the next run asks the failed leaf and the merges above it only.
+    build(project, rows)
+    tree = trees(project, rows, 100)["p"]
+    assert 0 < len(project.server.requests) <= tree.depth + 1 < sent
+    assert all(answers(project).values())
+
+
+def test_on_error_null_keeps_null_for_a_group_whose_tree_failed(project: DbtProject) -> None:
+    project.plugin_config.update(max_input_chars=100, max_attempts=1, on_error="null")
+    build(project, [*reviews(40, "p"), ("q", "q0 all fine")])
+    project.server.reset()
+    project.server.inject("500", times=1, match="p7 ")
+    project.dbt("run", "--full-refresh")  # nothing failed so far: all cached, no call
+    assert project.server.requests == []
+    project.plugin_config["max_input_chars"] = 90  # another tree: every leaf asked again, one fails
+    project.dbt("run")
+    assert answers(project)["p"] is None and answers(project)["q"] == "Reply to: q0 all fine"
+    assert audit(project)[3] == 1
+    assert project.query("select count(*) from dbt_llm.llm_errors where function = 'agg'") == [(1,)]
+
+
+def test_a_budget_stops_the_tree_and_the_next_run_asks_only_the_rest(project: DbtProject) -> None:
+    project.plugin_config.update(max_input_chars=100, max_cost_usd=0.0005)
+    rows = reviews(200, "p")
+    build(project, rows, ok=False)
+    first = len(project.server.requests)
+    _calls, _rows, _hits, _failed, skipped = audit(project)
+    assert skipped == 1 and first > 0
+    project.plugin_config["max_cost_usd"] = None
+    build(project, rows)
+    assert first + len(project.server.requests) == len(trees(project, rows, 100)["p"].nodes)
