@@ -297,3 +297,18 @@ def test_spark_refuses_a_cascade_when_the_model_compiles(tmp_path: Path) -> None
         assert done.returncode != 0, done.stdout[-4000:]
         assert "llm_classify: escalate_to (a cascade) is not supported on Spark yet" in done.stdout
         assert server.requests == []
+
+
+def test_spark_refuses_llm_agg_when_the_model_compiles(tmp_path: Path) -> None:
+    with FakeOpenAI(api_key=API_KEY, hang_seconds=5.0) as server:
+        project = SparkProject(tmp_path / "project", server.base_url, API_KEY)
+        project.write("models/t.sql", "select 'a' as g, 'a bug' as body")
+        project.write(
+            "models/m.sql",
+            "select g, {{ dbt_llm.llm_agg('body', 'What goes wrong?') }} as v from {{ ref('t') }} group by g",
+        )
+        project.dbt("deps")
+        done = project.dbt("run", ok=False)  # refused when dbt parses the model, before any query
+        assert done.returncode != 0, done.stdout[-4000:]
+        assert "llm_agg(body): llm_agg is not supported on Spark yet" in done.stdout
+        assert server.requests == []

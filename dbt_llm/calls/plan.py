@@ -34,10 +34,11 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
     )
     # Whether dbt runs the model's post-hook for this command: the macro _llm_hooked_commands decides.
     hooked = args.get("hooked") is True
-    # Embeddings are cheap and fast: they are always sent at once, never as batch jobs.
+    # Embeddings are cheap and fast: they are always sent at once, never as batch jobs. llm_agg's tree
+    # is asked level by level, each level waiting for the one below: a batch job per level would take days.
     mode = (
         "realtime"
-        if task.embeds
+        if task.embeds or task.kind.across_rows
         else call_mode(
             args.get("mode") or settings.mode or config.mode, hooked=hooked, provider=config.provider, where=where
         )

@@ -15,7 +15,10 @@ from duckdb.sqltypes import BIGINT, BOOLEAN, DOUBLE, VARCHAR
 from ..config import parse_config
 from ..errors import ConfigError
 from . import dbt_events, signals
+from .agg import Aggregates
 from .runtime import Runtime
+
+LIST_OF_VARCHAR = duckdb.list_type(VARCHAR)
 
 
 class ConnectionConfigError(ConfigError, RuntimeError):
@@ -35,6 +38,8 @@ class Plugin(BasePlugin):
         except ConfigError as exc:
             raise ConnectionConfigError(str(exc)) from None
         self.runtime = Runtime(config, log=AdapterLogger("dbt_llm").info)
+        runtime = self.runtime
+        self.aggs = Aggregates(runtime.sender, runtime.writer, runtime._live, config.max_input_chars)  # llm_agg
         # Before the interpreter collects dbt-duckdb's connection: no write or request may still run then.
         atexit.register(_close_at_exit, weakref.ref(self.runtime))
         signals.on_signal(self.runtime.cancel)
@@ -44,10 +49,13 @@ class Plugin(BasePlugin):
     def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
         runtime = self.runtime
         runtime.attach(conn)
+        self.aggs.bind(conn, runtime.schema())
 
         conn.create_function("dbt_llm_prepare", runtime.prepare, [VARCHAR], VARCHAR, side_effects=True)
         _arrow_function(conn, "dbt_llm_tally", runtime.tally, [BOOLEAN, VARCHAR], BOOLEAN, side_effects=True)
         _arrow_function(conn, "dbt_llm_resolve", runtime.resolve, [VARCHAR] * 3, VARCHAR, side_effects=True)
+        # llm_agg: the texts of each group as a list (DuckDB has no Python aggregates).
+        _arrow_function(conn, "dbt_llm_agg", self.aggs.agg, [LIST_OF_VARCHAR, VARCHAR], VARCHAR, side_effects=True)
         # Not marked side_effects: DuckDB then evaluates it once per distinct text inside the cache
         # subquery (it returns NULL and only starts requests, so that is all it needs).
         _arrow_function(conn, "dbt_llm_submit", runtime.submit, [VARCHAR] * 3, VARCHAR, side_effects=False)

@@ -28,7 +28,9 @@ class Sender:
         self._on_first_request = on_first_request
         self._batch_mode = batch_mode
 
-    def send(self, live: LiveCall, texts_by_key: dict[str, str], prefetch: bool = False) -> None:
+    def send(
+        self, live: LiveCall, texts_by_key: dict[str, str], prefetch: bool = False, limit: int | None = None
+    ) -> None:
         """Plans the keys not yet answered, sent or failed for this call and hands them to the engine
         without waiting. From dbt_llm_submit they are a prefetch (sent only while this call's resolve
         waits, see Engine.submit); from resolve, rows DuckDB asks for: those start now, too-long
@@ -39,7 +41,7 @@ class Sender:
         fresh = live.unsent(texts_by_key)
         budget = live.budget
         requests: list[Request] = []
-        limit = self._max_input_chars
+        limit = limit or self._max_input_chars  # llm_agg's merges: their own bound (duckdb/agg.py)
         for key, text in fresh.items():
             if len(text) > limit and prefetch:
                 continue  # recorded as failed only if DuckDB asks for its row

@@ -19,6 +19,7 @@ TEMPLATE_VERSIONS = {
     "filter": "filter/1",
     "complete": "complete/1",
     "embed": "embed/1",  # no prompt: the text is the input
+    "agg": "agg/1",
 }
 
 Message = dict[str, str]
@@ -202,3 +203,24 @@ COMPLETE_SYSTEM = "Answer the request directly, without a preamble and without r
 def complete_messages(prompt: str, instructions: str | None) -> list[Message]:
     """llm_complete: the prompt is the user's own text, sent as it is."""
     return [{"role": "system", "content": instructions or COMPLETE_SYSTEM}, {"role": "user", "content": prompt}]
+
+
+AGG_LEAF_SYSTEM = (
+    "You answer a task over a group of texts, the rows of a table, given between <input> tags and separated "
+    "by lines of ---. Answer the task for these texts as a whole, directly, without a preamble."
+)
+AGG_MERGE_SYSTEM = (
+    "You combine partial answers for the same task. A group of texts was too large for one request, so it was "
+    "split into parts and the task answered over each part on its own; the partial answers are given between "
+    "<input> tags and separated by lines of ---. Give the one answer the task would get over the whole group: "
+    "merge what the parts share, keep what only one says, in the form the task asks for, without a preamble."
+)
+
+
+def agg_messages(text: str, task: str, instructions: str | None, *, merge: bool) -> list[Message]:
+    """llm_agg: a leaf's texts, or a merge's partial answers, with the task after them."""
+    system = f"{AGG_MERGE_SYSTEM if merge else AGG_LEAF_SYSTEM}\nTask: {task}"
+    if instructions:
+        system += f"\n\nInstructions: {instructions}"
+    user = f"<input>\n{text}\n</input>\n\n{task}"
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -5,6 +5,7 @@ naming the macro and the value."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from abc import ABC, abstractmethod
@@ -36,6 +37,7 @@ class FunctionKind(ABC):
     embeds: ClassVar[bool] = False  # answered by /embeddings, a vector per text: no chat request, no prompt
     free_text: ClassVar[bool] = False  # asks for text, not JSON: no response_format, one text per request
     grounded: ClassVar[bool] = False  # values the input text does not contain are nulled (grounding.py)
+    across_rows: ClassVar[bool] = False  # one answer per group of rows (llm_agg), not one per row
 
     @abstractmethod
     def build(self, args: dict[str, Any], where: str) -> FunctionSpec:
@@ -261,6 +263,27 @@ class Embed(FunctionKind):
         return len(a) == len(b) and norms > 0 and sum(x * y for x, y in zip(a, b, strict=True)) / norms >= 0.99
 
 
+class Agg(Complete):
+    """llm_agg: one answer over a group's texts, built as a tree of partial answers (agg_tree.py).
+    Free text like llm_complete; a leaf's request carries its texts, a merge's its children's answers."""
+
+    across_rows = True
+
+    def build(self, args: dict[str, Any], where: str) -> FunctionSpec:
+        task = args.get("task")
+        if not isinstance(task, str) or not task.strip():
+            raise SpecError(
+                f"{where}: `task` must be a non-empty string saying what to answer over the group's texts, "
+                f"for example 'What do customers complain about? Three bullet points.'; got {task!r}."
+            )
+        own = super().build(args, where)
+        return dataclasses.replace(own, spec={**own.spec, "task": task.strip()}, template="agg")
+
+    def messages(self, task: Task, text: str) -> list[prompts.Message]:
+        spec = task.spec
+        return prompts.agg_messages(text, spec["task"], spec["instructions"], merge=spec.get("step") == "merge")
+
+
 def _positive(args: dict[str, Any], name: str, where: str) -> int | None:
     value = args.get(name)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -275,4 +298,5 @@ FUNCTIONS: dict[str, FunctionKind] = {
     "filter": Filter(),
     "complete": Complete(),
     "embed": Embed(),
+    "agg": Agg(),
 }
