@@ -276,7 +276,13 @@ class FakeHandler(BaseHTTPRequestHandler):
         message = f"Unknown request URL: {self.command} {self.path}"
         self.send_body(404, error_body(message, "invalid_request_error", self.unknown_url_code))
 
+    def seen(self) -> None:
+        """Record this request's method, path and headers (gateway headers must reach every request)."""
+        with self.owner._lock:
+            self.owner.seen_headers.append((self.command, self.route(), dict(self.headers.items())))
+
     def do_GET(self) -> None:
+        self.seen()
         if self.route() != "/v1/models":
             if not self.owner._handle_extra(self, "GET", b""):
                 self.send_not_found()
@@ -289,6 +295,7 @@ class FakeHandler(BaseHTTPRequestHandler):
         self.send_body(200, json.dumps(body).encode())
 
     def do_POST(self) -> None:
+        self.seen()
         try:
             raw = self.read_body()
         except (ValueError, OSError):
@@ -321,6 +328,7 @@ class FakeService:
         self._server: LoopbackHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._counter = 0
+        self.seen_headers: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers) of each request
 
     def _handle_chat(self, handler: FakeHandler, raw: bytes) -> None:
         raise NotImplementedError

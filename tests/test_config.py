@@ -182,6 +182,7 @@ NULL_MEANS: dict[str, object] = {
     "tokens_per_minute": None,
     "local_threads": None,
     "model_path": None,
+    "headers": {},
 }
 
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 from conftest import API_KEY, DbtProject
 
+GATEWAY_SECRET = "gw-secret-7c1f9e2ab44d"
+
 
 def test_key_is_nowhere_after_successful_and_failed_runs(project: DbtProject, monkeypatch: pytest.MonkeyPatch) -> None:
-    project.plugin_config.update(max_attempts=1, batch_poll_interval=0.05)
+    # A gateway's headers: one plain, one a secret read from the environment.
+    monkeypatch.setenv("DBT_LLM_TEST_GATEWAY", GATEWAY_SECRET)
+    headers = {"HTTP-Referer": "https://example.com/dbt", "X-Gateway-Key": {"env": "DBT_LLM_TEST_GATEWAY"}}
+    project.plugin_config.update(max_attempts=1, batch_poll_interval=0.05, headers=headers)
     project.write("seeds/t.csv", "id,body\n1,a bug\n2,a billing question\n3,please add dark mode\n")
     project.write(
         "models/m.sql",
@@ -43,5 +48,12 @@ def test_key_is_nowhere_after_successful_and_failed_runs(project: DbtProject, mo
     assert any("refused the API key" in t for t in texts)  # the scan saw the failures
     for text in texts:
         assert API_KEY not in text and API_KEY[:-1] not in text
+        assert GATEWAY_SECRET not in text
     # The server did receive it: the scan is not vacuous.
     assert any(r.authorization == f"Bearer {API_KEY}" for r in project.server.requests)
+    # The headers went with every request: realtime, files, batches.
+    seen = project.server.seen_headers
+    assert {path for _, path, _ in seen} >= {"/v1/chat/completions", "/v1/files", "/v1/batches"}
+    for method, path, sent in seen:
+        assert sent.get("HTTP-Referer") == "https://example.com/dbt", (method, path)
+        assert sent.get("X-Gateway-Key") == GATEWAY_SECRET, (method, path)

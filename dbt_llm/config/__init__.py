@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict,
 from pydantic.dataclasses import dataclass
 
 from ..errors import ConfigError, SpecError
+from .headers import Headers, resolve
 from .values import Float, Int, Prices, Text, bool_from_text, http_root, identifier, null_on_error, variable_name
 from .wording import NOT_A_FIELD, config_error, fail, fields_of
 
@@ -50,6 +51,11 @@ class LlmConfig:
     api_key_env: Annotated[Text, AfterValidator(variable_name)] = Field(
         default="OPENAI_API_KEY",
         description="name of the environment variable that holds the API key (never the key itself)",
+    )
+    headers: Headers = Field(
+        default_factory=dict,
+        description="extra HTTP headers sent on every request (gateways); a value is text or {env: NAME}, "
+        "read from the environment per request; never logged",
     )
     max_concurrency: Int = Field(
         default=128,
@@ -161,6 +167,10 @@ class LlmConfig:
                 f"{self.api_key_env}, or set `api_key_env` to the variable that holds it."
             )
         return key
+
+    def request_headers(self) -> dict[str, str]:
+        """The `headers:` to send now, env values read at this moment."""
+        return resolve(self.headers)
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))

@@ -30,6 +30,8 @@ def config_error(error: ErrorDetails, values: dict[str, Any], fields: dict[str, 
     key = loc[0]
     value = values[key] if len(loc) == 1 and key in values else error["input"]  # as written, not as converted
     refusal = error.get("ctx", {}).get("error")
+    if key == "headers":
+        return _header_error(loc, refusal)
     if isinstance(refusal, Refusal):
         return key, refusal.problem or f"is {value!r}", refusal.fix
     if error["type"] in NOT_A_FIELD and len(loc) == 1:
@@ -46,6 +48,18 @@ def config_error(error: ErrorDetails, values: dict[str, Any], fields: dict[str, 
         fix = f"Give it a value, or remove the key to get the default, {default!r}."
         return key, "is null (empty in YAML)", fix
     return key, f"is {value!r}", _expected(fields[key])
+
+
+def _header_error(loc: list[str], refusal: Any) -> tuple[str, str, str]:
+    """A header's value is never shown: it may be a secret pasted into the profile."""
+    if isinstance(refusal, Refusal) and len(loc) == 1:
+        return "headers", refusal.problem or "is not valid", refusal.fix
+    if len(loc) == 1:
+        return "headers", "is not a mapping", "Use header names and values, e.g. {HTTP-Referer: https://example.com}."
+    fix = "Give it text, or {env: NAME} to send the value of the environment variable NAME."
+    if isinstance(refusal, Refusal):
+        fix = refusal.fix
+    return f"headers.{loc[1]}", "is not a header value", fix
 
 
 def _expected(field: FieldInfo) -> str:

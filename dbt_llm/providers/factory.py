@@ -22,6 +22,7 @@ def build_provider(config: LlmConfig, on_exit: Callable[[], None] = lambda: None
         api_key=config.api_key,
         timeout=config.request_timeout,
         max_connections=config.max_concurrency,
+        headers=config.request_headers,
     )
 
 
@@ -32,6 +33,7 @@ def build_batch_client(config: LlmConfig) -> OpenAIBatchClient:
         api_key=config.api_key,
         api_key_env=config.api_key_env,
         timeout=max(config.request_timeout, 120.0),  # uploads of large files take longer than an answer
+        headers=config.request_headers,
     )
 
 

@@ -2,72 +2,17 @@
 
 from __future__ import annotations
 
-import email.utils
 import math
-import socket
-import ssl
-import time
-from collections.abc import Callable
-from datetime import timezone
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
 from .base import Completion, Embeddings, FatalProviderError, RowError, TokenLogprob, TransientError, Usage
+from .http import error_message, not_a, not_connected, parse_retry_after, redact, shown_url
 from .rate_headers import RateHeaders
 
-
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """`retry-after-ms` (OpenAI), else `retry-after` in seconds or as an HTTP date."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (ValueError, TypeError, IndexError):
-        return None  # unreadable: the engine's own backoff applies, the row is not failed for it
-    if parsed.tzinfo is None:  # an HTTP date is GMT
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return max(0.0, float(parsed.timestamp()) - time.time())
-
-
-def shown_url(url: str) -> str:
-    """A URL fit for messages: without user:password@, which may hold a secret."""
-    parsed = httpx.URL(url)
-    return str(parsed.copy_with(userinfo=b"")) if parsed.userinfo else url
-
-
-def not_connected(exc: BaseException) -> str:
-    """Why a connection failed, in words: httpx often says only "All connection attempts failed"
-    and keeps the OS's reason down its chain of causes."""
-    chain: list[BaseException] = []
-    cause: BaseException | None = exc
-    while cause is not None and cause not in chain:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    for error in reversed(chain):
-        if isinstance(error, ConnectionRefusedError):
-            return f"connection refused: {error.strerror or error}"
-        if isinstance(error, socket.gaierror):
-            return f"DNS lookup failed: {error}"
-        if isinstance(error, ssl.SSLError):
-            return f"TLS error: {error}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _redact(text: str, key: str) -> str:
-    """Some servers quote the key they were sent in their error: it must not reach our messages."""
-    return text.replace(key, "[redacted]") if key else text
+__all__ = ["OpenAIProvider", "chat_body", "completion_of", "parse_retry_after", "shown_url", "usage_of"]
 
 
 def usage_of(usage: Any) -> Usage:
@@ -120,23 +65,6 @@ def completion_of(body: Any, rate: RateHeaders | None = None) -> Completion:
     )
 
 
-def _error_message(response: httpx.Response, key: str = "") -> str:
-    """The provider's own words, with `key` (the one it was sent) taken out."""
-    try:
-        body = response.json()
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            return _redact(str(body["error"].get("message") or body["error"]), key)
-    except ValueError:
-        pass
-    text = _redact(response.text, key).strip().replace("\n", " ")
-    return text[:200] or response.reason_phrase
-
-
-def _not_a(response: httpx.Response, what: str, key: str) -> TransientError:
-    text = _redact(response.text, key)[:200]
-    return TransientError("bad_response", f"HTTP {response.status_code} with a body that is not a {what}: {text!r}")
-
-
 def chat_body(
     model: str,
     messages: list[dict[str, str]],
@@ -170,11 +98,13 @@ class OpenAIProvider:
         max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
         trust_env: bool = True,
+        headers: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._embeddings_url = base_url.rstrip("/") + "/embeddings"
         self._base = shown_url(base_url.rstrip("/"))
         self._api_key = api_key
+        self._headers = headers  # the profile's `headers:`, read per request like the key
         self._answered = False  # a 2xx came back: a 404 is then about the model, not base_url
         self._no_logprobs: set[str] = set()  # models whose endpoint refused logprobs with a 400
         # httpcore scans every connection of a pool on each request event, a cost that grows with the
@@ -205,7 +135,7 @@ class OpenAIProvider:
         asks = top_logprobs is not None and model not in self._no_logprobs
         body = chat_body(model, messages, response_format, max_tokens, temperature, top_logprobs if asks else None)
         try:
-            response, key = await self._post(self._url, body, model)
+            response, secrets = await self._post(self._url, body, model)
         except RowError as exc:
             # Some models refuse logprobs (reasoning models, some gateways): answer without them, and
             # stop asking this model; those answers' confidence is NULL.
@@ -213,42 +143,45 @@ class OpenAIProvider:
                 raise
             self._no_logprobs.add(model)
             body = chat_body(model, messages, response_format, max_tokens, temperature)
-            response, key = await self._post(self._url, body, model)
+            response, secrets = await self._post(self._url, body, model)
         try:
             return completion_of(response.json(), RateHeaders.parse(dict(response.headers)))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise _not_a(response, "chat completion", key) from None
+            raise not_a(response, "chat completion", secrets) from None
 
     async def embed(self, *, model: str, inputs: list[str], dimensions: int | None) -> Embeddings:
         """`/embeddings`: one vector per input, matched by each item's `index`."""
         body: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
         if dimensions is not None:
             body["dimensions"] = dimensions
-        response, key = await self._post(self._embeddings_url, body, model)
+        response, secrets = await self._post(self._embeddings_url, body, model)
         try:
             data = response.json()
             by_index = {int(item["index"]): [float(x) for x in item["embedding"]] for item in data["data"]}
             vectors = [by_index[i] for i in range(len(inputs))]
             return Embeddings(vectors, usage_of(data.get("usage")), RateHeaders.parse(dict(response.headers)))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise _not_a(response, f"list of {len(inputs)} embeddings", key) from None
+            raise not_a(response, f"list of {len(inputs)} embeddings", secrets) from None
 
-    async def _post(self, url: str, body: dict[str, Any], model: str) -> tuple[httpx.Response, str]:
-        """POST with the key; a 2xx response and the key it was sent with, else the error that says
-        whether to retry."""
+    async def _post(self, url: str, body: dict[str, Any], model: str) -> tuple[httpx.Response, list[str]]:
+        """POST with the key and the profile's headers; a 2xx response and the secrets it was sent
+        with (to keep out of messages), else the error that says whether to retry."""
         # Read per request: a fully cached run never needs a key, and a rotated key is picked up.
         key = self._api_key()
+        extra = self._headers()
+        secrets = [key, *extra.values()]
         shard = min(range(len(self._busy)), key=self._busy.__getitem__)
         self._busy[shard] += 1
         try:
-            response = await self._clients[shard].post(url, json=body, headers={"Authorization": f"Bearer {key}"})
+            headers = {**extra, "Authorization": f"Bearer {key}"}  # config refuses an Authorization of its own
+            response = await self._clients[shard].post(url, json=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise TransientError("timeout", f"request timed out ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:  # refused, DNS, TLS: nothing to talk to at base_url
-            said = _redact(f"cannot connect to base_url {self._base} ({not_connected(exc)})", key)
+            said = redact(f"cannot connect to base_url {self._base} ({not_connected(exc)})", secrets)
             raise TransientError("unreachable", said) from None
         except httpx.TransportError as exc:
-            said = _redact(f"connection to {self._base} failed ({type(exc).__name__}: {exc})", key)
+            said = redact(f"connection to {self._base} failed ({type(exc).__name__}: {exc})", secrets)
             raise TransientError("connection", said) from None
         finally:
             self._busy[shard] -= 1
@@ -257,24 +190,24 @@ class OpenAIProvider:
             kind = "rate_limited" if status == 429 else "server_error"
             raise TransientError(
                 kind,
-                f"HTTP {status}: {_error_message(response, key)}",
+                f"HTTP {status}: {error_message(response, secrets)}",
                 parse_retry_after(response.headers),
                 RateHeaders.parse(dict(response.headers)),
             )
         if status in (401, 403):
             raise FatalProviderError(
-                f"the provider at {url} refused the API key (HTTP {status}: {_error_message(response, key)}). "
+                f"the provider at {url} refused the API key (HTTP {status}: {error_message(response, secrets)}). "
                 "Check the key in the environment variable named by `api_key_env`."
             )
         if status == 404:
-            raise FatalProviderError(self._not_found(response, key, model))
+            raise FatalProviderError(self._not_found(response, secrets, model))
         if status >= 400:
-            raise RowError("bad_request", f"HTTP {status}: {_error_message(response, key)}")
+            raise RowError("bad_request", f"HTTP {status}: {error_message(response, secrets)}")
         self._answered = True
-        return response, key
+        return response, secrets
 
-    def _not_found(self, response: httpx.Response, key: str, model: str) -> str:
-        said = f"HTTP 404 from {shown_url(str(response.request.url))}: {_error_message(response, key)}"
+    def _not_found(self, response: httpx.Response, secrets: list[str], model: str) -> str:
+        said = f"HTTP 404 from {shown_url(str(response.request.url))}: {error_message(response, secrets)}"
         if not self._answered:
             return (
                 f"{said}. Nothing at base_url {self._base} has answered yet: it is probably wrong (it usually "

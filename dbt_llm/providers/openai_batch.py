@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 
 from .base import Completion, FatalProviderError, TransientError
-from .openai import _error_message, completion_of, parse_retry_after
+from .http import error_message, parse_retry_after, redact
+from .openai import completion_of
 
 BATCH_ENDPOINT = "/v1/chat/completions"
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -174,9 +175,11 @@ class OpenAIBatchClient:
         timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
         trust_env: bool = True,
+        headers: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._api_key = api_key
+        self._headers = headers  # the profile's `headers:`, read per call like the key
         self._api_key_env = api_key_env
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), transport=transport, trust_env=trust_env
@@ -229,18 +232,21 @@ class OpenAIBatchClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         url = self._base + path
         key = self._api_key()  # read per call: a rotated key is picked up
+        extra = self._headers()
+        secrets = [key, *extra.values()]
         what = f"{method} {url}"
         try:
-            response = self._client.request(method, url, headers={"Authorization": f"Bearer {key}"}, **kwargs)
+            headers = {**extra, "Authorization": f"Bearer {key}"}
+            response = self._client.request(method, url, headers=headers, **kwargs)
         except httpx.TimeoutException as exc:
             raise TransientError("timeout", f"{what} timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            message = _redact(f"{what}: connection failed ({type(exc).__name__}: {exc})", key)
+            message = redact(f"{what}: connection failed ({type(exc).__name__}: {exc})", secrets)
             raise TransientError("connection", message) from None
         status = response.status_code
         if status < 400:
             return response
-        message = _redact(f"HTTP {status} from {what}: {_error_message(response)}", key)
+        message = redact(f"HTTP {status} from {what}: {error_message(response)}", secrets)
         if status == 429 or status >= 500:
             kind = "rate_limited" if status == 429 else "server_error"
             raise TransientError(kind, message, parse_retry_after(response.headers))
@@ -266,8 +272,3 @@ class OpenAIBatchClient:
                 "bad_response", f"HTTP {response.status_code} from {response.request.url}: not a JSON object"
             )
         return data
-
-
-def _redact(message: str, key: str) -> str:
-    # Servers may echo the key they refused; it must not reach a log or a table.
-    return message.replace(key, "[redacted]") if key else message
