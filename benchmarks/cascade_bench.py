@@ -3,7 +3,7 @@ cascade at several thresholds and at escalate_below='auto', on the shared labell
 
 Run from the repo root (the models pulled with `dbt-llm pull NAME`)::
 
-    .venv/bin/python benchmarks/cascade_bench.py [--small qwen2.5-0.5b] [--large qwen2.5-1.5b]
+    .venv/bin/python benchmarks/cascade_bench.py [--small qwen2.5-coder-0.5b] [--large qwen2.5-coder-1.5b]
         [--sets snips,banking77] [--limit 140] [--golden 70] [--thresholds 0.5,0.7,0.8,0.9,0.95,0.99]
         [--target 0.95] [--price-as gpt-4o-mini,gpt-4o] [--answers PATH]
     .venv/bin/python benchmarks/cascade_bench.py --provider openai --base-url URL --small M1 --large M2
@@ -239,8 +239,8 @@ def provider_factory(args: argparse.Namespace) -> Any:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--provider", choices=["local", "openai"], default="local")
-    p.add_argument("--small", default="qwen2.5-0.5b")
-    p.add_argument("--large", default="qwen2.5-1.5b")
+    p.add_argument("--small", default="qwen2.5-coder-0.5b")
+    p.add_argument("--large", default="qwen2.5-coder-1.5b")
     p.add_argument("--base-url", default="https://api.openai.com/v1")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY")
     p.add_argument("--sets", default=",".join(INTENT_SETS))

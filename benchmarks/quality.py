@@ -2,7 +2,7 @@
 
 Run from the repo root::
 
-    .venv/bin/python benchmarks/quality.py [--provider local|openai] [--model qwen2.5-1.5b]
+    .venv/bin/python benchmarks/quality.py [--provider local|openai] [--model qwen2.5-coder-1.5b]
         [--base-url URL --api-key-env VAR] [--sets banking77,snips,sp500,snips_slots]
         [--limit 60] [--concurrency N] [--descriptions] [--examples N] [--rows-per-request 1,4,8,16]
         [--baseline naive] [--per-field] [--answers PATH] [--candidate-spans N]

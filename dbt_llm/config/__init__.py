@@ -17,7 +17,7 @@ from .headers import Headers, resolve
 from .values import Float, Int, Prices, Text, bool_from_text, http_root, identifier, null_on_error, variable_name
 from .wording import NOT_A_FIELD, config_error, fail, fields_of
 
-LOCAL_DEFAULT_MODEL = "qwen2.5-1.5b"  # mirrors dbt_llm.local.registry, which needs no import here
+LOCAL_DEFAULT_MODEL = "qwen2.5-coder-1.5b"  # mirrors dbt_llm.local.registry, which needs no import here
 OnError = Literal["fail", "null"]  # `null`: keep NULLs where rows got no valid answer
 Mode = Literal["realtime", "batch"]  # `batch`: the provider's Batch API
 

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import httpx
 
-from .registry import MODELS, LocalModel, LocalModelError, check_name, get_model
+from .registry import MODELS, LocalModel, LocalModelError, canonical, check_name, get_model
 
 __all__ = [
     "HubDownload",
@@ -138,7 +138,7 @@ def _check_gguf(path: Path) -> None:
 def model_path(name_or_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The GGUF file to load: a registry name maps to its verified file in the cache dir; an existing
     `.gguf` path is used as is. Raises LocalModelError saying to run `dbt-llm pull NAME` otherwise."""
-    text = os.fspath(name_or_path)
+    text = canonical(os.fspath(name_or_path))
     if text in MODELS:
         entry = MODELS[text]
         target = _cache(cache_dir) / entry.filename

