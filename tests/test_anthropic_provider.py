@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 from anthropic_server import FakeAnthropic
@@ -22,7 +24,7 @@ from dbt_llm.engine.packing import Pack
 from dbt_llm.errors import ConfigError
 from dbt_llm.functions.tasks import Task, build_task, cache_key
 from dbt_llm.pricing import Price, PriceTable
-from dbt_llm.providers.anthropic import AnthropicProvider, claude_schema, messages_body, rate_of
+from dbt_llm.providers.anthropic import AnthropicProvider, claude_schema, messages_body, rate_of, retry_after_of
 from dbt_llm.providers.anthropic_batch import AnthropicBatchClient, parse_result_line, wire_id
 from dbt_llm.providers.base import Completion, FatalProviderError, RowError, TransientError
 from dbt_llm.providers.openai import chat_body
@@ -295,3 +297,20 @@ def test_config_defaults_and_the_temperature_bound() -> None:
         parse_config({"prices": {"m": {"input": 1, "output": 2, "cache_write_input": 3}}}).prices["m"].cache_write_input
         == 3
     )
+
+
+def test_a_429_without_retry_after_waits_for_the_spent_budget_to_reset_and_a_529_does_not() -> None:
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=30)).isoformat()
+    later = (datetime.now(timezone.utc) + timedelta(seconds=300)).isoformat()
+    headers = httpx.Headers(
+        {
+            "anthropic-ratelimit-requests-remaining": "0",
+            "anthropic-ratelimit-requests-reset": soon,
+            "anthropic-ratelimit-tokens-remaining": "900",
+            "anthropic-ratelimit-tokens-reset": later,
+        }
+    )
+    wait = retry_after_of(headers, limited=True)
+    assert wait is not None and 25 < wait <= 30
+    assert retry_after_of(headers, limited=False) is None
+    assert retry_after_of(httpx.Headers({"retry-after": "2"}), limited=False) == 2.0

@@ -147,14 +147,15 @@ def rate_of(headers: Mapping[str, str]) -> RateHeaders | None:
     return parsed if any(v is not None for v in parsed.__dict__.values()) else None
 
 
-def retry_after_of(headers: httpx.Headers) -> float | None:
-    """`retry-after`, else when the exhausted budget resets (an RFC 3339 time)."""
+def retry_after_of(headers: httpx.Headers, limited: bool) -> float | None:
+    """`retry-after`, else for a 429 when the budget it spent resets (`-remaining: 0`; an RFC 3339 time)."""
     after = parse_retry_after(headers)
-    if after is not None:
+    if after is not None or not limited:
         return after
     resets = [
         _seconds_until(headers.get(f"anthropic-ratelimit-{name}-reset"))
         for name in ("requests", "tokens", "input-tokens", "output-tokens")
+        if headers.get(f"anthropic-ratelimit-{name}-remaining") == "0"
     ]
     known = [reset for reset in resets if reset is not None]
     return min(known) if known else None
@@ -174,7 +175,7 @@ def raise_for_status(response: httpx.Response, secrets: list[str], api_key_env: 
     said = f"HTTP {status}: {error_message(response, secrets)}"
     if status == 429 or status >= 500:
         kind = "rate_limited" if status == 429 else "server_error"
-        raise TransientError(kind, said, retry_after_of(response.headers), rate_of(response.headers))
+        raise TransientError(kind, said, retry_after_of(response.headers, status == 429), rate_of(response.headers))
     if status in (401, 403):
         raise FatalProviderError(
             f"Anthropic at {what} refused the API key ({said}). Check the key in the environment variable "
