@@ -22,6 +22,7 @@ from dbt_llm.config import parse_config
 from dbt_llm.engine import Budget, Request
 from dbt_llm.engine.packing import Pack
 from dbt_llm.errors import ConfigError
+from dbt_llm.functions.agg_tree import merge_task
 from dbt_llm.functions.tasks import Task, build_task, cache_key
 from dbt_llm.pricing import Price, PriceTable
 from dbt_llm.providers.anthropic import AnthropicProvider, claude_schema, messages_body, rate_of, retry_after_of
@@ -57,7 +58,9 @@ TASKS = {
     "extract": task("extract", fields={"city": "string", "when": "date", "n": "integer"}),
     "filter": task("filter", question="Is it about billing?"),
     "complete": task("complete", prompt="Summarise:"),
+    "agg": task("agg", task="Summarise the complaints"),
 }
+TASKS["agg_merge"] = merge_task(TASKS["agg"])
 
 
 def body_of(asked: Request | Pack) -> dict[str, Any]:
@@ -73,7 +76,8 @@ def test_every_realtime_body_conforms_to_the_published_schema(name: str) -> None
     body = body_of(request(TASKS[name], "my invoice from Paris is wrong"))
     MESSAGE.validate(body)
     assert body["system"][0]["type"] == "text" and body["max_tokens"] >= 1
-    assert ("output_config" in body) is (name != "complete")  # free text is not constrained
+    assert ("output_config" in body) is (TASKS[name].response_format() is not None)  # free text is not constrained
+    assert ("output_config" in body) is not name.startswith(("complete", "agg"))
 
 
 def test_a_packed_body_and_a_batch_body_conform_and_custom_ids_fit() -> None:

@@ -128,8 +128,8 @@ class AnthropicBatchClient:
         self._headers = headers  # the profile's `headers:`, read per call like the key
         self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), transport=transport)
         self._lock = threading.Lock()
-        self._inputs: dict[str, list[dict[str, Any]]] = {}  # input id -> its requests
-        self._attempts: dict[str, float] = {}  # input id -> when its first create was sent, if not answered
+        self._inputs: dict[str, list[dict[str, Any]]] = {}  # input id -> its requests, until its batch exists
+        self._attempts: dict[str, tuple[float, int]] = {}  # input id -> (first create sent at, requests), unanswered
         self._claimed: dict[str, str] = {}  # batch id -> the input id it was created from
 
     def request_line(self, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -158,10 +158,11 @@ class AnthropicBatchClient:
         """POST the requests; the window is Anthropic's own (24 h), and a batch takes no metadata."""
         with self._lock:
             requests = self._inputs[input_file_id]
-            self._attempts.setdefault(input_file_id, time.time())
+            self._attempts.setdefault(input_file_id, (time.time(), len(requests)))
         data = self._json(self._call("POST", BATCHES_PATH, json={"requests": requests}))
         with self._lock:
             self._attempts.pop(input_file_id, None)
+            self._inputs.pop(input_file_id, None)  # the batch holds them now
             self._claimed[str(data.get("id"))] = input_file_id
         return batch_status(data, input_file_id)
 
@@ -178,10 +179,11 @@ class AnthropicBatchClient:
         return found
 
     def _lost_create(self, status: BatchStatus) -> str | None:
-        for input_id, sent_at in self._attempts.items():
+        for input_id, (sent_at, count) in self._attempts.items():
             recent = status.created_at is not None and status.created_at >= sent_at - _CLOCK_SLACK
-            if recent and status.request_counts.total == len(self._inputs[input_id]):
+            if recent and status.request_counts.total == count and status.id not in self._claimed:
                 del self._attempts[input_id]
+                self._inputs.pop(input_id, None)
                 self._claimed[status.id] = input_id
                 return input_id
         return None
