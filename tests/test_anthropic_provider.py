@@ -18,10 +18,11 @@ import pytest
 from anthropic_server import FakeAnthropic
 
 from dbt_llm.batch.runner import BatchRunner, BatchSettings
+from dbt_llm.calls.plan import plan_call
 from dbt_llm.config import parse_config
 from dbt_llm.engine import Budget, Request
 from dbt_llm.engine.packing import Pack
-from dbt_llm.errors import ConfigError
+from dbt_llm.errors import ConfigError, SpecError
 from dbt_llm.functions.agg_tree import merge_task
 from dbt_llm.functions.tasks import Task, build_task, cache_key
 from dbt_llm.pricing import Price, PriceTable
@@ -318,3 +319,23 @@ def test_a_429_without_retry_after_waits_for_the_spent_budget_to_reset_and_a_529
     assert wait is not None and 25 < wait <= 30
     assert retry_after_of(headers, limited=False) is None
     assert retry_after_of(httpx.Headers({"retry-after": "2"}), limited=False) == 2.0
+
+
+def test_what_claude_cannot_serve_is_refused_when_the_call_is_planned() -> None:
+    config = parse_config({"provider": "anthropic"})
+    base = {"function": "classify", "text": "body", "labels": ["bug", "billing"], "node_id": "model.x.m"}
+    call = plan_call(base, "inv", config, PriceTable())
+    assert call.task.top_logprobs is None  # Claude is never asked for logprobs
+    refusals = [
+        ({"function": "embed", "text": "body", "node_id": "model.x.e"}, "llm_embed needs embeddings"),
+        ({**base, "with_confidence": True}, "with_confidence=true needs token logprobs"),
+        (
+            {**base, "escalate_to": "claude-sonnet-4-5", "escalate_below": 0.8},
+            "escalate_to= escalates on the confidence",
+        ),
+    ]
+    for args, said in refusals:
+        with pytest.raises(SpecError, match=said):
+            plan_call(args, "inv", config, PriceTable())
+    openai = plan_call(base, "inv", parse_config({}), PriceTable())
+    assert openai.task.top_logprobs is not None
