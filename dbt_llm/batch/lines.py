@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from ..engine import Outcome, Request
 from ..engine.outcome import answer_of
@@ -79,11 +80,14 @@ class RunResult:
 
 @dataclass(frozen=True)
 class EndedBatch:
-    """A batch that has ended: its record, its final status and the content of its output and error files."""
+    """A batch that has ended: its record, its final status and the content of its output and error
+    files, read with the provider's line format; `wire_id` is the custom_id each line was sent under."""
 
     record: BatchRecord
     status: BatchStatus
     files: list[bytes]
+    parse: Callable[[Mapping[str, Any]], ResultLine] = parse_result_line
+    wire_id: Callable[[str], str] = str
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,10 @@ Verdict = tuple[str | None, str]  # (None, "") for a valid answer, else (kind, m
 
 def settle_lines(ended: EndedBatch, settling: Settling, result: CollectResult) -> None:
     """Turn each key of an ended batch into a final outcome or a retry, by custom_id only."""
-    lines = _result_lines(ended.files)
     record, requests_by_key = ended.record, settling.requests_by_key
     record_lines = record.lines()
+    ours = {ended.wire_id(custom_id): custom_id for custom_id in record_lines}
+    lines = {ours.get(sent, sent): line for sent, line in _result_lines(ended.files, ended.parse).items()}
     result.unknown.extend(
         (record.batch_id, cid)
         for cid in lines
@@ -130,12 +135,12 @@ def settle_lines(ended: EndedBatch, settling: Settling, result: CollectResult) -
             _settle(request, outcome, verdict, settling, result)
 
 
-def _result_lines(files: list[bytes]) -> dict[str, ResultLine]:
+def _result_lines(files: list[bytes], parse: Callable[[Mapping[str, Any]], ResultLine]) -> dict[str, ResultLine]:
     """custom_id -> its line; of two lines for one custom_id, one with an answer wins."""
     lines: dict[str, ResultLine] = {}
     for data in files:
         for obj in split_jsonl(data):
-            line = parse_result_line(obj)
+            line = parse(obj)
             known = lines.get(line.custom_id)
             if known is None or (known.completion is None and line.completion is not None):
                 lines[line.custom_id] = line

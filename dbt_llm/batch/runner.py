@@ -1,4 +1,5 @@
-"""Nightly batch mode: requests sent through the OpenAI Batch API at its lower price, then waited for.
+"""Nightly batch mode: requests sent through a provider's Batch API (OpenAI's, Anthropic's Message
+Batches: providers/batch_api.BatchClient) at its lower price, then waited for.
 
 The runner is dbt-free and synchronous (its caller blocks on it in a thread of its own). It splits
 requests into batches, tells the caller about each batch as soon as it exists (so a killed run can
@@ -22,23 +23,22 @@ from ..engine import Request
 from ..engine.packing import Pack, packs_of, row_ids
 from ..pricing import PriceTable
 from ..providers.base import TransientError
+from ..providers.batch_api import BatchClient
 from ..providers.openai import chat_body
-from ..providers.openai_batch import BatchStatus, OpenAIBatchClient, request_line
+from ..providers.openai_batch import BatchStatus
 from .lines import BatchOutcome, BatchRecord, CollectResult, EndedBatch, Retry, RunResult, Settling, settle_lines
 
 T = TypeVar("T")
 
-MAX_LINES = 50_000  # the Batch API's limits per input file
-MAX_BYTES = 200_000_000
-
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """How the runner sends and waits: the Batch API's file limits, the completion window, the polling
-    backoff, how often one API call is tried, and the most text characters one packed line carries."""
+    """How the runner sends and waits: the most lines and bytes of one batch (None: the client's API
+    limits), the completion window, the polling backoff, how often one API call is tried, and the most
+    text characters one packed line carries."""
 
-    max_lines: int = MAX_LINES
-    max_bytes: int = MAX_BYTES
+    max_lines: int | None = None
+    max_bytes: int | None = None
     completion_window: str = "24h"
     poll_initial: float = 5.0
     poll_max: float = 60.0
@@ -49,7 +49,7 @@ class BatchSettings:
 class BatchRunner:
     def __init__(
         self,
-        client: OpenAIBatchClient,
+        client: BatchClient,
         *,
         prices: PriceTable | None = None,
         settings: BatchSettings = BatchSettings(),
@@ -61,6 +61,8 @@ class BatchRunner:
         self._settings = settings
         self._sleep = sleep
         self._clock = clock
+        self._max_lines = min(settings.max_lines or client.max_lines, client.max_lines)
+        self._max_bytes = min(settings.max_bytes or client.max_bytes, client.max_bytes)
 
     # -- submit --
     def submit(
@@ -85,10 +87,10 @@ class BatchRunner:
             max_tokens = asked.max_tokens * 2**cut  # a cut answer gets more room
             messages, schema = asked.messages(), asked.response_format()
             body = chat_body(asked.model, messages, schema, max_tokens, asked.temperature, asked.top_logprobs)
-            line = request_line(asked.key, body)
+            line = self._client.request_line(asked.key, body)
             data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-            if len(data) > self._settings.max_bytes:
-                raise ValueError(f"the batch line {asked.key} has {len(data)} bytes, over {self._settings.max_bytes}")
+            if len(data) > self._max_bytes:
+                raise ValueError(f"the batch line {asked.key} has {len(data)} bytes, over {self._max_bytes}")
             lines[asked.key] = data
             rows[asked.key] = [r.key for r in pack]
         records: list[BatchRecord] = []
@@ -118,7 +120,7 @@ class BatchRunner:
         chunks: list[list[str]] = []
         size = 0
         for key, data in lines.items():
-            if not chunks or len(chunks[-1]) >= self._settings.max_lines or size + len(data) > self._settings.max_bytes:
+            if not chunks or len(chunks[-1]) >= self._max_lines or size + len(data) > self._max_bytes:
                 chunks.append([])
                 size = 0
             chunks[-1].append(key)
@@ -199,7 +201,8 @@ class BatchRunner:
                     wait = max(wait, exc.retry_after or 0.0)
                     continue
                 del open_[batch_id]
-                settle_lines(EndedBatch(record, status, files), settling, result)
+                ended = EndedBatch(record, status, files, self._client.parse_result_line, self._client.wire_id)
+                settle_lines(ended, settling, result)
                 result.finished.append(record)
             left = deadline - self._clock()
             if not open_ or left <= 0:

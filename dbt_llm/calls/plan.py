@@ -25,12 +25,13 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
     embeds = kind is not None and kind.embeds
     default_model = config.embedding_model if embeds else settings.model or config.model
     _check_served(embeds, str(args.get("model") or default_model), config, where)
+    _check_claude(args, embeds, config, where)
     task = build_task(
         args,
         provider=config.provider,
         default_model=default_model,
         temperature=config.temperature,
-        logprobs=config.logprobs,
+        logprobs=config.logprobs and config.provider != "anthropic",  # Claude gives no logprobs
     )
     # Whether dbt runs the model's post-hook for this command: the macro _llm_hooked_commands decides.
     hooked = args.get("hooked") is True
@@ -108,6 +109,30 @@ def _check_served(embeds: bool, model: str, config: LlmConfig, where: str) -> No
         check_name(model)
     except LocalModelError as exc:
         raise SpecError(f"{where}: provider local: {exc}") from None
+
+
+def _check_claude(args: dict[str, Any], embeds: bool, config: LlmConfig, where: str) -> None:
+    """What Anthropic's API cannot serve fails the model when it compiles, not after rows were paid."""
+    if config.provider != "anthropic":
+        return
+    function = f"llm_{args.get('function')}"
+    if embeds:
+        raise SpecError(
+            f"{where}: {function} needs embeddings, and Anthropic serves none (provider: anthropic). Compute "
+            "them with a second profile or target on an OpenAI-compatible endpoint (provider: openai), or remove "
+            f"{function}."
+        )
+    if args.get("with_confidence") is True:
+        raise SpecError(
+            f"{where}: {function} with with_confidence=true needs token logprobs, and Claude gives none "
+            "(provider: anthropic). Remove with_confidence, or use an endpoint that returns logprobs."
+        )
+    if args.get("escalate_to"):
+        raise SpecError(
+            f"{where}: {function} with escalate_to= escalates on the confidence, which comes from token logprobs, "
+            "and Claude gives none (provider: anthropic). Remove escalate_to, or use an endpoint that returns "
+            "logprobs."
+        )
 
 
 def _check_priced(capped: bool, task: Task, prices: PriceTable, where: str) -> None:

@@ -86,6 +86,7 @@ class AuditRow:
     golden_correct: float = 0.0  # the sum of their scores: a count of right answers, Jaccard or field shares aside
     cascade_threshold: float | None = None  # a cascade's escalate_below ('auto': the one chosen from the golden set)
     cascade_agreement: float | None = None  # 'auto': the golden agreement with escalate_to at that threshold
+    cache_write_tokens: int = 0  # of prompt_tokens, written to the provider's prompt cache (Anthropic)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ def parse_model_settings(raw: Any, where: str) -> ModelSettings:
     return parse_settings(raw, where)
 
 
+BATCH_PROVIDERS = frozenset({"openai", "anthropic"})  # the providers whose Batch API batch/ drives
+
+
 def call_mode(mode: Any, *, hooked: bool, provider: str, where: str) -> Mode:
     """A call's mode: the dbt var dbt_llm_mode, else the model's meta, else the profile (the caller picks
     the first set). A preview (`dbt show`, no post-hook) is answered realtime: nobody waits hours for a LIMIT."""
@@ -27,9 +30,9 @@ def call_mode(mode: Any, *, hooked: bool, provider: str, where: str) -> Mode:
         raise SpecError(f"{where}: dbt_llm_mode is {mode!r}; use realtime or batch.")
     if not hooked:
         return "realtime"
-    if mode == "batch" and provider != "openai":
+    if mode == "batch" and provider not in BATCH_PROVIDERS:
         raise SpecError(
-            f"{where}: batch mode needs an endpoint with the OpenAI Batch API (provider: openai); the embedded "
-            "model has none. Run it realtime (dbt_llm_mode: realtime)."
+            f"{where}: batch mode needs a provider with a Batch API (provider: openai, or anthropic's Message "
+            "Batches); the embedded model has none. Run it realtime (dbt_llm_mode: realtime)."
         )
     return "batch" if mode == "batch" else "realtime"

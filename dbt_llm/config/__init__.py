@@ -18,6 +18,11 @@ from .values import Float, Int, Prices, Text, bool_from_text, http_root, identif
 from .wording import NOT_A_FIELD, config_error, fail, fields_of
 
 LOCAL_DEFAULT_MODEL = "qwen2.5-coder-1.5b"  # mirrors dbt_llm.local.registry, which needs no import here
+# provider anthropic: its own defaults where the profile does not set the key.
+ANTHROPIC_DEFAULT_MODEL = "claude-haiku-4-5"
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_KEY_ENV = "ANTHROPIC_API_KEY"
+ANTHROPIC_MAX_TEMPERATURE = 1.0
 OnError = Literal["fail", "null"]  # `null`: keep NULLs where rows got no valid answer
 Mode = Literal["realtime", "batch"]  # `batch`: the provider's Batch API
 
@@ -30,9 +35,10 @@ class LlmConfig:
     `on_error` (keep NULLs); anywhere else it fails, naming the default.
     """
 
-    provider: Literal["openai", "local"] = Field(
+    provider: Literal["openai", "local", "anthropic"] = Field(
         default="openai",
-        description="`openai`: any OpenAI-compatible chat-completions endpoint; `local`: the embedded model",
+        description="`openai`: any OpenAI-compatible chat-completions endpoint; `local`: the embedded model; "
+        "`anthropic`: Anthropic's Messages API (Claude)",
     )
     # Before `model`, which gets its value: a bad path is reported under its own key.
     model_path: Text | None = Field(
@@ -40,17 +46,21 @@ class LlmConfig:
     )
     model: Text = Field(
         default="gpt-4o-mini",
-        description=f"model used when a macro does not pass `model=` ({LOCAL_DEFAULT_MODEL} with provider local)",
+        description=f"model used when a macro does not pass `model=` ({LOCAL_DEFAULT_MODEL} with provider local, "
+        f"{ANTHROPIC_DEFAULT_MODEL} with provider anthropic)",
     )
     embedding_model: Text = Field(
         default="text-embedding-3-small", description="model of llm_embed when it does not pass `model=`"
     )
     base_url: Annotated[Text, AfterValidator(http_root)] = Field(
-        default="https://api.openai.com/v1", description="endpoint root; requests go to <base_url>/chat/completions"
+        default="https://api.openai.com/v1",
+        description="endpoint root; requests go to <base_url>/chat/completions (with provider anthropic the API "
+        f"root, default {ANTHROPIC_BASE_URL}; requests go to <base_url>/v1/messages)",
     )
     api_key_env: Annotated[Text, AfterValidator(variable_name)] = Field(
         default="OPENAI_API_KEY",
-        description="name of the environment variable that holds the API key (never the key itself)",
+        description="name of the environment variable that holds the API key (never the key itself); "
+        "ANTHROPIC_API_KEY with provider anthropic",
     )
     headers: Headers = Field(
         default_factory=dict,
@@ -210,9 +220,12 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
         if key in _FIELDS or key not in settings or settings[key] != value
     }
     try:
-        return _VALIDATOR.validate_python(_with_model(values))
+        config = _VALIDATOR.validate_python(_with_defaults(_with_model(values)))
     except ValidationError as exc:
         errors = exc.errors()
+    else:
+        _check_provider(config)
+        return config
     # Raised outside the `except`: pydantic's multi-line dump (with the values) is not chained to ours.
     unknown = [error for error in errors if error["type"] in NOT_A_FIELD and len(error["loc"]) == 1]
     raise fail(*config_error((unknown or errors)[0], values, _FIELDS))
@@ -233,6 +246,24 @@ def parse_model_settings(values: dict[str, Any], where: str) -> ModelSettings:
         raise SpecError(f"{where}: meta `dbt_llm` has unknown key(s) {unknown}; known: {known}. {SETTINGS_FIX}")
     key, problem, fix = config_error(errors[0], values, fields_of(ModelSettings))
     raise SpecError(f"{where}: meta dbt_llm.{key} {problem}. {fix}")
+
+
+def _with_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """provider anthropic has its own API root, key variable and model where the profile sets none."""
+    if values.get("provider") != "anthropic":
+        return values
+    defaults = {"base_url": ANTHROPIC_BASE_URL, "api_key_env": ANTHROPIC_KEY_ENV, "model": ANTHROPIC_DEFAULT_MODEL}
+    return {**defaults, **values}
+
+
+def _check_provider(config: LlmConfig) -> None:
+    """What a provider's API refuses for every request is refused here, once, before any row is sent."""
+    if config.provider == "anthropic" and config.temperature > ANTHROPIC_MAX_TEMPERATURE:
+        raise fail(
+            "temperature",
+            f"is {config.temperature:g}, above 1, with provider anthropic",
+            "Claude's temperature ranges from 0 to 1: set `temperature` to at most 1.",
+        )
 
 
 def _with_model(values: dict[str, Any]) -> dict[str, Any]:

@@ -85,6 +85,9 @@ class PriceEntry:
     )
     batch_input: Float | None = Field(default=None, ge=0, description="USD per 1M input tokens in batch mode")
     batch_output: Float | None = Field(default=None, ge=0, description="USD per 1M output tokens in batch mode")
+    cache_write_input: Float | None = Field(
+        default=None, ge=0, description="USD per 1M prompt tokens written to the provider's cache; null: 1.25x input"
+    )
 
 
 def price_entries(value: Any) -> Any:
@@ -96,7 +99,14 @@ def price_entries(value: Any) -> Any:
 
 def as_prices(entries: dict[str, PriceEntry]) -> dict[str, Price]:
     return {
-        model: Price(entry.input, entry.output, entry.cached_input, entry.batch_input, entry.batch_output)
+        model: Price(
+            entry.input,
+            entry.output,
+            entry.cached_input,
+            entry.batch_input,
+            entry.batch_output,
+            entry.cache_write_input,
+        )
         for model, entry in entries.items()
     }
 

@@ -107,6 +107,7 @@ class Account:
             lg.prompt_tokens += outcome.usage.prompt_tokens
             lg.completion_tokens += outcome.usage.completion_tokens
             lg.cached_prompt_tokens += outcome.usage.cached_tokens
+            lg.cache_write_tokens += outcome.usage.cache_write_tokens
             if lg.cost_usd is not None:
                 lg.cost_usd = None if outcome.cost_usd is None else lg.cost_usd + outcome.cost_usd
 

@@ -219,6 +219,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         """alter table {s}.llm_audit add column if not exists cascade_threshold double;
         alter table {s}.llm_audit add column if not exists cascade_agreement double""",
     ),
+    (
+        # provider anthropic bills prompt tokens written to its cache apart (1.25x input): counted apart.
+        "prompt cache writes: llm_audit cache_write_tokens",
+        """alter table {s}.llm_audit add column if not exists cache_write_tokens bigint""",
+    ),
 ]
 
 

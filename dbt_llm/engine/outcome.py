@@ -204,7 +204,7 @@ class Outcome:
         if price is None:
             self.cost_usd = None
             return 0.0
-        cost = price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        cost = price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens)
         if self.cost_usd is not None:
             self.cost_usd += cost
         return cost

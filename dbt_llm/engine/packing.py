@@ -220,4 +220,5 @@ def shares(usage: Usage, n: int) -> list[Usage]:
         return [base + (i < extra) for i in range(n)]
 
     prompt, completion, cached = split(usage.prompt_tokens), split(usage.completion_tokens), split(usage.cached_tokens)
-    return [Usage(p, c, k) for p, c, k in zip(prompt, completion, cached, strict=True)]
+    written = split(usage.cache_write_tokens)
+    return [Usage(p, c, k, w) for p, c, k, w in zip(prompt, completion, cached, written, strict=True)]

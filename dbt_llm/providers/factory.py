@@ -1,5 +1,5 @@
-"""The provider the plugin config asks for: an OpenAI-compatible endpoint, or the embedded models
-served by llama.cpp on 127.0.0.1 through the same client."""
+"""The provider the plugin config asks for: an OpenAI-compatible endpoint, Anthropic's Messages API,
+or the embedded models served by llama.cpp on 127.0.0.1 through the OpenAI client."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import atexit
 from collections.abc import Callable
 
 from ..config import LlmConfig
+from .anthropic import AnthropicProvider
+from .anthropic_batch import AnthropicBatchClient
 from .base import Provider
+from .batch_api import BatchClient
 from .openai import OpenAIProvider
 from .openai_batch import OpenAIBatchClient
 
@@ -17,6 +20,15 @@ def build_provider(config: LlmConfig, on_exit: Callable[[], None] = lambda: None
     runs at exit before the embedded server stops (to close connections first)."""
     if config.provider == "local":
         return _local_provider(config, on_exit)
+    if config.provider == "anthropic":
+        return AnthropicProvider(
+            base_url=config.base_url,
+            api_key=config.api_key,
+            api_key_env=config.api_key_env,
+            timeout=config.request_timeout,
+            max_connections=config.max_concurrency,
+            headers=config.request_headers,
+        )
     return OpenAIProvider(
         base_url=config.base_url,
         api_key=config.api_key,
@@ -26,8 +38,16 @@ def build_provider(config: LlmConfig, on_exit: Callable[[], None] = lambda: None
     )
 
 
-def build_batch_client(config: LlmConfig) -> OpenAIBatchClient:
-    """The Batch API of the configured endpoint (batch mode needs provider: openai)."""
+def build_batch_client(config: LlmConfig) -> BatchClient:
+    """The Batch API of the configured provider: OpenAI's, or Anthropic's Message Batches."""
+    if config.provider == "anthropic":
+        return AnthropicBatchClient(
+            base_url=config.base_url,
+            api_key=config.api_key,
+            api_key_env=config.api_key_env,
+            timeout=max(config.request_timeout, 120.0),  # a create carries every request of the batch
+            headers=config.request_headers,
+        )
     return OpenAIBatchClient(
         base_url=config.base_url,
         api_key=config.api_key,

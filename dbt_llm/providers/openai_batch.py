@@ -17,7 +17,8 @@ from .http import error_message, parse_retry_after, redact
 from .openai import completion_of
 
 BATCH_ENDPOINT = "/v1/chat/completions"
-TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+# "ended": Anthropic's Message Batches say so of a batch whatever its requests came to (each has a result).
+TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled", "ended"})
 
 
 def request_line(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -166,6 +167,9 @@ class OpenAIBatchClient:
     """Files and batches of one OpenAI-compatible endpoint. The key is read per call and never
     appears in an error message, even when the server echoes it."""
 
+    max_lines = 50_000  # the Batch API's limits per input file
+    max_bytes = 200_000_000
+
     def __init__(
         self,
         *,
@@ -184,6 +188,15 @@ class OpenAIBatchClient:
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), transport=transport, trust_env=trust_env
         )
+
+    def request_line(self, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return request_line(custom_id, body)
+
+    def wire_id(self, custom_id: str) -> str:
+        return custom_id  # any string is a custom_id here
+
+    def parse_result_line(self, line: Mapping[str, Any]) -> ResultLine:
+        return parse_result_line(line)
 
     def upload(self, jsonl: bytes, filename: str) -> str:
         """Upload a batch input file; returns its file id."""
