@@ -26,7 +26,7 @@ KEYS = sorted(SCHEMA["properties"])
     ("config", "expected"),
     [
         ({"modle": "gpt-4o"}, "`modle` is not a known key"),
-        ({"provider": "anthropic"}, "`provider` is 'anthropic'. Use `openai` or `local`."),
+        ({"provider": "anthropic"}, "`provider` is 'anthropic'. Use `openai` or `azure` or `local`."),
         ({"max_concurrency": 0}, "`max_concurrency` is 0. Set it to an integer >= 1."),
         ({"max_concurrency": "many"}, "`max_concurrency` is 'many'"),
         ({"max_concurrency": "8.0"}, "`max_concurrency` is '8.0'"),

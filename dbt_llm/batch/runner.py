@@ -23,7 +23,7 @@ from ..engine.packing import Pack, packs_of, row_ids
 from ..pricing import PriceTable
 from ..providers.base import TransientError
 from ..providers.openai import chat_body
-from ..providers.openai_batch import BatchStatus, OpenAIBatchClient, request_line
+from ..providers.openai_batch import BatchStatus, OpenAIBatchClient
 from .lines import BatchOutcome, BatchRecord, CollectResult, EndedBatch, Retry, RunResult, Settling, settle_lines
 
 T = TypeVar("T")
@@ -85,7 +85,7 @@ class BatchRunner:
             max_tokens = asked.max_tokens * 2**cut  # a cut answer gets more room
             messages, schema = asked.messages(), asked.response_format()
             body = chat_body(asked.model, messages, schema, max_tokens, asked.temperature, asked.top_logprobs)
-            line = request_line(asked.key, body)
+            line = self._client.request_line(asked.key, body)
             data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
             if len(data) > self._settings.max_bytes:
                 raise ValueError(f"the batch line {asked.key} has {len(data)} bytes, over {self._settings.max_bytes}")

@@ -9,6 +9,8 @@ from ..config import SETTINGS_FIX, Mode, ModelSettings
 from ..config import parse_model_settings as parse_settings
 from ..errors import SpecError
 
+BATCH_PROVIDERS = ("openai", "azure")  # the providers whose Batch API batch mode speaks
+
 
 def parse_model_settings(raw: Any, where: str) -> ModelSettings:
     """`raw` is the model's meta `dbt_llm` dict (or None). Jinja's `none` and YAML's `null` mean
@@ -27,9 +29,9 @@ def call_mode(mode: Any, *, hooked: bool, provider: str, where: str) -> Mode:
         raise SpecError(f"{where}: dbt_llm_mode is {mode!r}; use realtime or batch.")
     if not hooked:
         return "realtime"
-    if mode == "batch" and provider != "openai":
+    if mode == "batch" and provider not in BATCH_PROVIDERS:
         raise SpecError(
-            f"{where}: batch mode needs an endpoint with the OpenAI Batch API (provider: openai); the embedded "
+            f"{where}: batch mode needs an endpoint with a Batch API (provider: openai or azure); the embedded "
             "model has none. Run it realtime (dbt_llm_mode: realtime)."
         )
     return "batch" if mode == "batch" else "realtime"

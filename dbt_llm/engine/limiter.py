@@ -1,6 +1,6 @@
 """Adaptive pacing for one (endpoint, model): request and token budgets learned from
-`x-ratelimit-*` headers and 429s, even pacing instead of burst-then-pause, and a
-concurrency limit that grows while answers come back clean and shrinks on 429s."""
+`x-ratelimit-*` headers (limits and remaining, or remaining alone) and 429s, even pacing instead of
+burst-then-pause, and a concurrency limit that grows while answers come back clean and shrinks on 429s."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class _Bucket:
         self.rate: float | None = self.ceiling  # units per second
         self.level: float | None = None
         self.stamp = time.monotonic()
+        self.peak = 0.0  # the largest bucket a remaining-only header has shown
 
     def _refresh(self, now: float) -> None:
         if self.rate is not None and self.level is not None:
@@ -28,6 +29,11 @@ class _Bucket:
         self.stamp = now
 
     def learn(self, limit: float | None, remaining: float | None, unseen: float, now: float) -> None:
+        if not limit and remaining is not None:
+            # Remaining without a limit (Azure OpenAI): the most ever seen left, plus what was in flight
+            # and this request, is the least the bucket holds; pace its refill as a per-minute quota.
+            self.peak = max(self.peak, remaining + unseen + 1)
+            limit = self.peak
         if limit:
             rate = limit / 60
             self.rate = min(rate, self.ceiling) if self.ceiling else rate

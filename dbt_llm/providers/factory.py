@@ -1,5 +1,5 @@
-"""The provider the plugin config asks for: an OpenAI-compatible endpoint, or the embedded models
-served by llama.cpp on 127.0.0.1 through the same client."""
+"""The provider the plugin config asks for: an OpenAI-compatible endpoint, Azure OpenAI's deployments,
+or the embedded models served by llama.cpp on 127.0.0.1 through the same client."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import atexit
 from collections.abc import Callable
 
 from ..config import LlmConfig
+from .azure import AzureProvider
+from .azure_batch import AzureBatchClient
 from .base import Provider
 from .openai import OpenAIProvider
 from .openai_batch import OpenAIBatchClient
@@ -17,6 +19,15 @@ def build_provider(config: LlmConfig, on_exit: Callable[[], None] = lambda: None
     runs at exit before the embedded server stops (to close connections first)."""
     if config.provider == "local":
         return _local_provider(config, on_exit)
+    if config.provider == "azure":
+        return AzureProvider(
+            base_url=config.base_url,
+            api_version=config.api_version,
+            api_key=config.api_key,
+            timeout=config.request_timeout,
+            max_connections=config.max_concurrency,
+            headers=config.request_headers,
+        )
     return OpenAIProvider(
         base_url=config.base_url,
         api_key=config.api_key,
@@ -27,12 +38,22 @@ def build_provider(config: LlmConfig, on_exit: Callable[[], None] = lambda: None
 
 
 def build_batch_client(config: LlmConfig) -> OpenAIBatchClient:
-    """The Batch API of the configured endpoint (batch mode needs provider: openai)."""
+    """The Batch API of the configured endpoint (batch mode needs provider openai or azure)."""
+    timeout = max(config.request_timeout, 120.0)  # uploads of large files take longer than an answer
+    if config.provider == "azure":
+        return AzureBatchClient(
+            base_url=config.base_url,
+            api_version=config.api_version,
+            api_key=config.api_key,
+            api_key_env=config.api_key_env,
+            timeout=timeout,
+            headers=config.request_headers,
+        )
     return OpenAIBatchClient(
         base_url=config.base_url,
         api_key=config.api_key,
         api_key_env=config.api_key_env,
-        timeout=max(config.request_timeout, 120.0),  # uploads of large files take longer than an answer
+        timeout=timeout,
         headers=config.request_headers,
     )
 
