@@ -43,6 +43,10 @@ class AzureProvider(OpenAIProvider):
     def auth(self, key: str) -> dict[str, str]:
         return {"api-key": key}
 
+    def wire(self, body: dict[str, Any]) -> dict[str, Any]:
+        # The route names the deployment; Azure's published requests have no `model` (batch lines do).
+        return {key: value for key, value in body.items() if key != "model"}
+
     def _not_found(self, response: httpx.Response, secrets: list[str], model: str) -> str:
         said = f"HTTP 404 from {shown_url(str(response.request.url))}: {error_message(response, secrets)}"
         return azure_not_found(said, model, self._base, self._api_version)

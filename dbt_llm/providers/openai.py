@@ -173,7 +173,7 @@ class OpenAIProvider:
         self._busy[shard] += 1
         try:
             headers = {**extra, **self.auth(key)}  # config refuses an Authorization of its own
-            response = await self._clients[shard].post(url, json=body, headers=headers)
+            response = await self._clients[shard].post(url, json=self.wire(body), headers=headers)
         except httpx.TimeoutException as exc:
             raise TransientError("timeout", f"request timed out ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:  # refused, DNS, TLS: nothing to talk to at base_url
@@ -213,6 +213,10 @@ class OpenAIProvider:
     def auth(self, key: str) -> dict[str, str]:
         """The header that carries the key."""
         return {"Authorization": f"Bearer {key}"}
+
+    def wire(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body as posted (chat_body's, or an embeddings request's)."""
+        return body
 
     def _not_found(self, response: httpx.Response, secrets: list[str], model: str) -> str:
         said = f"HTTP 404 from {shown_url(str(response.request.url))}: {error_message(response, secrets)}"
