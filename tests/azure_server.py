@@ -175,9 +175,18 @@ class FakeAzureOpenAI(FakeOpenAI):
         self.azure_paths: list[str] = []
         self.rejected = 0
         self._rate_lock = threading.Lock()
+        self.set_quota(requests_per_minute, tokens_per_minute, window_seconds)
+
+    def set_quota(
+        self, requests_per_minute: float | None, tokens_per_minute: float | None, window_seconds: float = 60.0
+    ) -> None:
+        """New buckets (full) for the limits; None: that one is unlimited and not reported."""
         now = time.monotonic()
-        self._requests = None if requests_per_minute is None else TokenBucket(requests_per_minute, window_seconds, now)
-        self._tokens = None if tokens_per_minute is None else TokenBucket(tokens_per_minute, window_seconds, now)
+        with self._rate_lock:
+            self._requests = (
+                None if requests_per_minute is None else TokenBucket(requests_per_minute, window_seconds, now)
+            )
+            self._tokens = None if tokens_per_minute is None else TokenBucket(tokens_per_minute, window_seconds, now)
 
     @property
     def base_url(self) -> str:

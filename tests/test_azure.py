@@ -81,6 +81,18 @@ def test_classify_and_extract_go_through_deployments_with_api_version_and_api_ke
         assert cost == pytest.approx((prompt * input_price + completion * output_price) / 1e6)
 
 
+def test_a_quota_seen_only_through_remaining_headers_is_not_hammered(azure: DbtProject) -> None:
+    # 600 requests a minute counted over 10 s: at most 100 at once, then 10 a second; 150 rows.
+    server = server_of(azure)
+    azure.write("seeds/t.csv", "id,body\n" + "".join(f"{i},ticket {i}: a bug\n" for i in range(150)))
+    azure.dbt("seed")
+    server.set_quota(600, None, window_seconds=10)
+    azure.dbt("run", "--select", "c")
+    assert azure.query("select count(*), count(l) from c")[0] == (150, 150)
+    assert server.rejected <= 3, f"{server.rejected} requests got a 429"
+    assert azure.query("select rate_limited from dbt_llm.llm_audit")[0][0] == server.rejected
+
+
 def test_batch_mode_goes_through_azures_batch_api_at_half_price(azure: DbtProject) -> None:
     azure.dbt("run", "--select", "c", *BATCH)
     server = server_of(azure)
