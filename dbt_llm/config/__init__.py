@@ -59,7 +59,9 @@ class LlmConfig:
         default="text-embedding-3-small", description="model of llm_embed when it does not pass `model=`"
     )
     base_url: Annotated[Text, AfterValidator(http_root)] = Field(
-        default="https://api.openai.com/v1", description="endpoint root; requests go to <base_url>/chat/completions"
+        default="https://api.openai.com/v1",
+        description="endpoint root; requests go to <base_url>/chat/completions (provider azure: the resource "
+        "endpoint https://<resource>.openai.azure.com, no default)",
     )
     api_version: Annotated[Text, AfterValidator(dated_version)] = Field(
         default=AZURE_API_VERSION, description="with provider azure, the `api-version` of every request"
