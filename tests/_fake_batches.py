@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from _fake_http import FakeHandler, FakeService, Reply, error_body
@@ -137,8 +137,9 @@ def _line_error(number: int, message: str, code: str) -> ApiError:
     return ApiError(400, f"Line {number}: {message}", code, "file")
 
 
-def parse_batch_file(content: bytes) -> list[tuple[str, dict[str, Any]]]:
-    """The (custom_id, body) of each line of a batch input file; ``ApiError`` (400) names the bad line."""
+def parse_batch_file(content: bytes, endpoint: str = BATCH_ENDPOINT) -> list[tuple[str, dict[str, Any]]]:
+    """The (custom_id, body) of each line of a batch input file whose lines must have ``url`` ``endpoint``;
+    ``ApiError`` (400) names the bad line."""
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
@@ -169,8 +170,8 @@ def parse_batch_file(content: bytes) -> list[tuple[str, dict[str, Any]]]:
             raise _line_error(number, "'custom_id' must be a non-empty string.", "invalid_custom_id")
         if item["method"] != "POST":
             raise _line_error(number, f"Invalid method {item['method']!r}; only 'POST' is supported.", "invalid_method")
-        if item["url"] != BATCH_ENDPOINT:
-            raise _line_error(number, f"Invalid url {item['url']!r}; expected '{BATCH_ENDPOINT}'.", "invalid_url")
+        if item["url"] != endpoint:
+            raise _line_error(number, f"Invalid url {item['url']!r}; expected '{endpoint}'.", "invalid_url")
         body = item["body"]
         if not isinstance(body, dict):
             raise _line_error(number, "'body' must be a JSON object.", "invalid_body")
@@ -223,6 +224,7 @@ class _Batch:
     error_file_id: str | None = None
     output_ids: tuple[str, ...] = ()
     error_ids: tuple[str, ...] = ()
+    endpoint: str = BATCH_ENDPOINT
 
     def next_transition(self) -> tuple[float, str] | None:
         """The next status change and its time, if any; ties go to the regular step, not to expiry."""
@@ -268,7 +270,7 @@ class _Batch:
         return {
             "id": self.id,
             "object": "batch",
-            "endpoint": BATCH_ENDPOINT,
+            "endpoint": self.endpoint,
             "errors": errors,
             "input_file_id": self.input_file_id,
             "completion_window": COMPLETION_WINDOW,
@@ -318,6 +320,8 @@ class _QueuedBatchFault:
 
 class BatchService(FakeService):
     """``/v1/files`` and ``/v1/batches`` of a fake server; the server answers each line (``_answer_batch_line``)."""
+
+    batch_endpoint: ClassVar[str] = BATCH_ENDPOINT  # the `url` of every line and the `endpoint` of every batch
 
     def __init__(
         self,
@@ -436,7 +440,7 @@ class BatchService(FakeService):
         return stored
 
     def _new_batch(self, input_file: RecordedFile, metadata: dict[str, str] | None) -> _Batch:
-        lines = parse_batch_file(input_file.content)
+        lines = parse_batch_file(input_file.content, self.batch_endpoint)
         fault: _QueuedBatchFault | None = self._batch_faults[0] if self._batch_faults else None
         if fault is not None:
             fault.remaining -= 1
@@ -467,6 +471,7 @@ class BatchService(FakeService):
             phase=phase,
             expires=expires,
             reported_expires=created + self.batch_window if expires is None else expires,
+            endpoint=self.batch_endpoint,
         )
 
     # -- HTTP --------------------------------------------------------------- #
@@ -534,7 +539,7 @@ class BatchService(FakeService):
         filename, content = fields["file"]
         if filename is not None and not filename.endswith(".jsonl"):
             raise ApiError(400, "Invalid file format for Batch API. Must be .jsonl", "invalid_file_format", "file")
-        parse_batch_file(content)
+        parse_batch_file(content, self.batch_endpoint)
         return self._store(filename or "upload.jsonl", purpose, content)
 
     def _create(self, raw: bytes) -> _Batch:
@@ -547,8 +552,8 @@ class BatchService(FakeService):
         for key in ("input_file_id", "endpoint", "completion_window"):
             if key not in body:
                 raise ApiError(400, f"Missing required parameter: '{key}'.", "missing_required_parameter", key)
-        if body["endpoint"] != BATCH_ENDPOINT:
-            message = f"FakeOpenAI only batches '{BATCH_ENDPOINT}', not {body['endpoint']!r}."
+        if body["endpoint"] != self.batch_endpoint:
+            message = f"This server only batches '{self.batch_endpoint}', not {body['endpoint']!r}."
             raise ApiError(400, message, None, "endpoint")
         if body["completion_window"] != COMPLETION_WINDOW:
             message = f"Invalid completion_window {body['completion_window']!r}; only '24h' is supported."

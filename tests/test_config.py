@@ -26,7 +26,7 @@ KEYS = sorted(SCHEMA["properties"])
     ("config", "expected"),
     [
         ({"modle": "gpt-4o"}, "`modle` is not a known key"),
-        ({"provider": "gemini"}, "`provider` is 'gemini'. Use `openai` or `local` or `anthropic`."),
+        ({"provider": "gemini"}, "`provider` is 'gemini'. Use `openai` or `azure` or `anthropic` or `local`."),
         ({"max_concurrency": 0}, "`max_concurrency` is 0. Set it to an integer >= 1."),
         ({"max_concurrency": "many"}, "`max_concurrency` is 'many'"),
         ({"max_concurrency": "8.0"}, "`max_concurrency` is '8.0'"),
@@ -301,3 +301,30 @@ def test_prices_take_cached_and_batch_prices() -> None:
     assert (batch.input, batch.output, batch.cached_input) == (0.5, 1.5, 0.125)
     with pytest.raises(ConfigError, match=r"`prices.m.batch_input` is -1"):
         parse_config({"prices": {"m": {"input": 1, "output": 4, "batch_input": -1}}})
+
+
+def test_azure_needs_its_resource_endpoint_and_reads_its_own_key_variable() -> None:
+    with pytest.raises(ConfigError, match=r"`base_url` is not set, and provider azure needs it\. Set it to your "):
+        parse_config({"provider": "azure"})  # the OpenAI default endpoint means nothing to Azure
+    with pytest.raises(ConfigError, match=r"`base_url` has a path with /openai in it\. With provider azure give only"):
+        parse_config({"provider": "azure", "base_url": "https://r.openai.azure.com/openai/deployments/gpt-4o"})
+    config = parse_config({"provider": "azure", "base_url": "https://r.openai.azure.com/"})
+    assert (config.base_url, config.api_key_env, config.api_version) == (
+        "https://r.openai.azure.com",
+        "AZURE_OPENAI_API_KEY",
+        "2024-10-21",
+    )
+    own = parse_config({"provider": "azure", "base_url": "https://r.openai.azure.com", "api_key_env": "MY_KEY"})
+    assert own.api_key_env == "MY_KEY"
+    assert parse_config({}).api_key_env == "OPENAI_API_KEY"  # other providers keep theirs
+
+
+@pytest.mark.parametrize("version", ["2024-10-21", "2025-04-01-preview"])
+def test_api_version_takes_azures_dated_versions(version: str) -> None:
+    assert parse_config({"api_version": version}).api_version == version
+
+
+@pytest.mark.parametrize("version", ["v1", "2024-10", "latest"])
+def test_api_version_refuses_anything_else(version: str) -> None:
+    with pytest.raises(ConfigError, match=f"`api_version` is '{version}'. Use an Azure OpenAI api-version such as"):
+        parse_config({"api_version": version})

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
+
+from ratelimited_server import TokenBucket
 
 from dbt_llm.engine.limiter import Limiter
 from dbt_llm.providers.rate_headers import RateHeaders
@@ -77,3 +80,50 @@ def test_a_request_bigger_than_a_minute_of_tokens_waits_for_a_full_bucket_not_fo
     assert limiter.tokens.wait(9000, now) == 60.0  # from empty: one minute, when the bucket is full
     limiter.tokens.level = 6000.0
     assert limiter.tokens.wait(9000, now) == 0.0
+
+
+async def _against_remaining_only_quota(limiter: Limiter, per_minute: float, requests: int, window: float = 60) -> int:
+    """`requests` requests from 64 callers against a provider bucket of `per_minute` requests a minute
+    that holds `window` seconds of it (full at the start) and answers, like Azure OpenAI, with only
+    `x-ratelimit-remaining-requests`; returns how many it refused with a 429."""
+    bucket = TokenBucket(per_minute, window, time.monotonic())
+    todo = list(range(requests))
+    refused = 0
+
+    async def caller() -> None:
+        nonlocal refused
+        while todo:
+            todo.pop()
+            seq = await limiter.acquire(1)
+            admitted = bucket.has(1, time.monotonic())
+            if admitted:
+                bucket.take(1, time.monotonic())
+            headers = RateHeaders(remaining_requests=float(bucket.remaining(time.monotonic())))
+            await asyncio.sleep(0.002)  # the answer's latency
+            if admitted:
+                limiter.release(seq, ok=True, headers=headers, latency=0.002)
+            else:
+                refused += 1
+                todo.append(0)  # retried
+                limiter.release(seq, ok=False, rate_limited=True, headers=headers)
+
+    await asyncio.gather(*(caller() for _ in range(64)))
+    return refused
+
+
+def test_remaining_only_headers_keep_the_limiter_under_the_quota() -> None:
+    # 3000 requests a minute (50 a second), 3150 to send: the last 150 must be paced at the refill.
+    limiter = Limiter(64)
+    refused = asyncio.run(_against_remaining_only_quota(limiter, 3000, 3150))
+    assert limiter.requests.peak >= 2990  # the bucket's size, learned from `remaining` alone
+    assert refused <= 3, f"{refused} requests got a 429"
+
+
+def test_remaining_only_headers_of_a_short_window_are_paced_at_the_measured_refill() -> None:
+    # Azure counts requests over 10 s windows: 3000 a minute shows at most 500 remaining. Paced as 500 a
+    # minute the last 250 would crawl; the limiter measures the refill between reports instead.
+    limiter = Limiter(64)
+    refused = asyncio.run(_against_remaining_only_quota(limiter, 3000, 750, window=10))
+    assert 490 <= limiter.requests.peak <= 520 and limiter.requests.capacity == limiter.requests.peak
+    assert limiter.requests.rate is not None and limiter.requests.rate >= 40  # the true refill: 50 a second
+    assert refused <= 3, f"{refused} requests got a 429"

@@ -122,6 +122,7 @@ def test_model_settings_read_as_the_profile_reads_its_keys() -> None:
 def test_a_command_without_the_post_hook_is_a_preview_answered_realtime() -> None:
     assert call_mode("batch", hooked=False, provider="local", where=WHERE) == "realtime"
     assert call_mode("batch", hooked=True, provider="openai", where=WHERE) == "batch"
+    assert call_mode("batch", hooked=True, provider="azure", where=WHERE) == "batch"
     with pytest.raises(SpecError, match="batch mode needs a provider with a Batch API"):
         call_mode("batch", hooked=True, provider="local", where=WHERE)
     with pytest.raises(SpecError, match="dbt_llm_mode is 'fast'; use realtime or batch"):

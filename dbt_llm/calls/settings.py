@@ -20,7 +20,7 @@ def parse_model_settings(raw: Any, where: str) -> ModelSettings:
     return parse_settings(raw, where)
 
 
-BATCH_PROVIDERS = frozenset({"openai", "anthropic"})  # the providers whose Batch API batch/ drives
+BATCH_PROVIDERS = frozenset({"openai", "azure", "anthropic"})  # the providers whose Batch API batch/ drives
 
 
 def call_mode(mode: Any, *, hooked: bool, provider: str, where: str) -> Mode:
@@ -32,7 +32,7 @@ def call_mode(mode: Any, *, hooked: bool, provider: str, where: str) -> Mode:
         return "realtime"
     if mode == "batch" and provider not in BATCH_PROVIDERS:
         raise SpecError(
-            f"{where}: batch mode needs a provider with a Batch API (provider: openai, or anthropic's Message "
-            "Batches); the embedded model has none. Run it realtime (dbt_llm_mode: realtime)."
+            f"{where}: batch mode needs a provider with a Batch API (provider: openai, azure, or anthropic's "
+            "Message Batches); the embedded model has none. Run it realtime (dbt_llm_mode: realtime)."
         )
     return "batch" if mode == "batch" else "realtime"

@@ -14,7 +14,18 @@ from pydantic.dataclasses import dataclass
 
 from ..errors import ConfigError, SpecError
 from .headers import Headers, resolve
-from .values import Float, Int, Prices, Text, bool_from_text, http_root, identifier, null_on_error, variable_name
+from .values import (
+    Float,
+    Int,
+    Prices,
+    Text,
+    bool_from_text,
+    dated_version,
+    http_root,
+    identifier,
+    null_on_error,
+    variable_name,
+)
 from .wording import NOT_A_FIELD, config_error, fail, fields_of
 
 LOCAL_DEFAULT_MODEL = "qwen2.5-coder-1.5b"  # mirrors dbt_llm.local.registry, which needs no import here
@@ -23,6 +34,7 @@ ANTHROPIC_DEFAULT_MODEL = "claude-haiku-4-5"
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_KEY_ENV = "ANTHROPIC_API_KEY"
 ANTHROPIC_MAX_TEMPERATURE = 1.0
+AZURE_API_VERSION = "2024-10-21"  # Azure OpenAI's current GA data-plane version (realtime and Batch API)
 OnError = Literal["fail", "null"]  # `null`: keep NULLs where rows got no valid answer
 Mode = Literal["realtime", "batch"]  # `batch`: the provider's Batch API
 
@@ -35,10 +47,10 @@ class LlmConfig:
     `on_error` (keep NULLs); anywhere else it fails, naming the default.
     """
 
-    provider: Literal["openai", "local", "anthropic"] = Field(
+    provider: Literal["openai", "azure", "anthropic", "local"] = Field(
         default="openai",
-        description="`openai`: any OpenAI-compatible chat-completions endpoint; `local`: the embedded model; "
-        "`anthropic`: Anthropic's Messages API (Claude)",
+        description="`openai`: any OpenAI-compatible chat-completions endpoint; `azure`: Azure OpenAI deployments "
+        "(`model` is the deployment name); `anthropic`: Anthropic's Messages API (Claude); `local`: the embedded model",
     )
     # Before `model`, which gets its value: a bad path is reported under its own key.
     model_path: Text | None = Field(
@@ -54,8 +66,12 @@ class LlmConfig:
     )
     base_url: Annotated[Text, AfterValidator(http_root)] = Field(
         default="https://api.openai.com/v1",
-        description="endpoint root; requests go to <base_url>/chat/completions (with provider anthropic the API "
-        f"root, default {ANTHROPIC_BASE_URL}; requests go to <base_url>/v1/messages)",
+        description="endpoint root; requests go to <base_url>/chat/completions (provider azure: the resource "
+        "endpoint https://<resource>.openai.azure.com, no default; provider anthropic: the API root, default "
+        f"{ANTHROPIC_BASE_URL}, requests go to <base_url>/v1/messages)",
+    )
+    api_version: Annotated[Text, AfterValidator(dated_version)] = Field(
+        default=AZURE_API_VERSION, description="with provider azure, the `api-version` of every request"
     )
     api_key_env: Annotated[Text, AfterValidator(variable_name)] = Field(
         default="OPENAI_API_KEY",
@@ -220,7 +236,7 @@ def parse_config(plugin_config: dict[str, Any], duckdb_settings: dict[str, Any] 
         if key in _FIELDS or key not in settings or settings[key] != value
     }
     try:
-        config = _VALIDATOR.validate_python(_with_defaults(_with_model(values)))
+        config = _VALIDATOR.validate_python(_azure_defaults(_with_defaults(_with_model(values))))
     except ValidationError as exc:
         errors = exc.errors()
     else:
@@ -276,3 +292,25 @@ def _with_model(values: dict[str, Any]) -> dict[str, Any]:
     if values.get("provider") == "local" and "model" not in values:
         return {**values, "model": LOCAL_DEFAULT_MODEL}
     return values
+
+
+def _azure_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """provider azure: no endpoint is everyone's, so `base_url` must be given; the key's usual variable."""
+    if values.get("provider") != "azure":
+        return values
+    base_url = values.get("base_url")
+    if base_url is None:
+        raise fail(
+            "base_url",
+            "is not set, and provider azure needs it",
+            "Set it to your resource's endpoint, e.g. base_url: https://<resource>.openai.azure.com "
+            "(requests go to <base_url>/openai/deployments/<model>/...).",
+        )
+    if isinstance(base_url, str) and "/openai" in base_url.rstrip("/").split("://", 1)[-1]:
+        raise fail(
+            "base_url",
+            "has a path with /openai in it",
+            "With provider azure give only the endpoint, e.g. https://<resource>.openai.azure.com: dbt_llm adds "
+            "/openai/deployments/<model>/... itself, and `model` is the deployment name.",
+        )
+    return values if "api_key_env" in values else {**values, "api_key_env": "AZURE_OPENAI_API_KEY"}

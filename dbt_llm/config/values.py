@@ -4,6 +4,7 @@ URLs and names, and the `prices:` table; a check refuses with `Refusal`, whose f
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, GetPydanticSchema, Strict
@@ -47,6 +48,13 @@ def http_root(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise Refusal("Use an http(s) URL such as https://api.openai.com/v1.")
     return value.rstrip("/")  # requests go to <base_url>/chat/completions
+
+
+def dated_version(value: str) -> str:
+    """Azure's api-version is a date, optionally -preview: anything else is a typo Azure answers with a 404."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(-preview)?", value):
+        raise Refusal("Use an Azure OpenAI api-version such as 2024-10-21 (or a dated -preview).")
+    return value
 
 
 def variable_name(value: str) -> str:

@@ -1,6 +1,6 @@
 """Adaptive pacing for one (endpoint, model): request and token budgets learned from
-`x-ratelimit-*` headers and 429s, even pacing instead of burst-then-pause, and a
-concurrency limit that grows while answers come back clean and shrinks on 429s."""
+`x-ratelimit-*` headers (limits and remaining, or remaining alone) and 429s, even pacing instead of
+burst-then-pause, and a concurrency limit that grows while answers come back clean and shrinks on 429s."""
 
 from __future__ import annotations
 
@@ -21,13 +21,33 @@ class _Bucket:
         self.rate: float | None = self.ceiling  # units per second
         self.level: float | None = None
         self.stamp = time.monotonic()
+        # Remaining-only headers (Azure OpenAI): the most ever seen left, the refill measured between
+        # two reports, and the last report (time, remaining, units the provider had counted by then).
+        self.peak = 0.0
+        self.refilled = 0.0
+        self._report: tuple[float, float, float] | None = None
+
+    @property
+    def capacity(self) -> float:
+        """What the bucket holds at most: what remaining-only headers showed, else a minute's worth."""
+        return self.peak or (self.rate or 0.0) * 60
 
     def _refresh(self, now: float) -> None:
         if self.rate is not None and self.level is not None:
-            self.level = min(self.level + (now - self.stamp) * self.rate, self.rate * 60)
+            self.level = min(self.level + (now - self.stamp) * self.rate, self.capacity)
         self.stamp = now
 
-    def learn(self, limit: float | None, remaining: float | None, unseen: float, now: float) -> None:
+    def learn(
+        self, limit: float | None, remaining: float | None, unseen: float, now: float, counted: float | None = None
+    ) -> None:
+        """`counted`: how many units the provider had counted when it said `remaining` (for requests, the
+        send number of the request it answered), so that the refill between two reports can be measured."""
+        if not limit and remaining is not None:
+            # The most ever seen left, plus what was in flight and this request, is the least the bucket
+            # holds. It refills at least that much a minute; faster when measured so (Azure counts
+            # requests over windows shorter than a minute).
+            self.peak = max(self.peak, remaining + unseen + 1)
+            limit = max(self.peak, self._refill(remaining, counted, now) * 60)
         if limit:
             rate = limit / 60
             self.rate = min(rate, self.ceiling) if self.ceiling else rate
@@ -35,6 +55,21 @@ class _Bucket:
             # The provider counted what it had admitted; requests sent after this one are not in it yet.
             self.level = max(0.0, remaining - unseen)
             self.stamp = now
+
+    def _refill(self, remaining: float, counted: float | None, now: float) -> float:
+        """Units a second the provider added between two reports at least a second apart: what it had
+        left more, plus what it admitted in between. Not measured while the bucket is near full (a full
+        bucket stops refilling, which would hide the rate)."""
+        if counted is None:
+            return self.refilled
+        if self._report is not None and now - self._report[0] < 1.0:
+            return self.refilled
+        if self._report is not None:
+            then, left, before = self._report
+            if max(left, remaining) < 0.9 * self.peak:
+                self.refilled = max(0.0, (remaining - left + counted - before) / (now - then))
+        self._report = (now, remaining, counted)
+        return self.refilled
 
     def slow_down(self, observed_rate: float) -> None:
         """A 429 with no headers to learn from: pace a little under what got through."""
@@ -49,8 +84,8 @@ class _Bucket:
         if self.level is None:
             # A configured ceiling with nothing learned yet: start from an empty bucket, pace evenly.
             self.level = 0.0
-        # The bucket holds a minute's worth at most: a bigger request (a large pack) goes once it is full.
-        cost = min(cost, self.rate * 60)
+        # The bucket holds its capacity at most: a bigger request (a large pack) goes once it is full.
+        cost = min(cost, self.capacity)
         return 0.0 if self.level >= cost else (cost - self.level) / self.rate
 
     def take(self, cost: float, now: float) -> None:
@@ -147,7 +182,7 @@ class Limiter:
         self.in_flight -= 1
         unseen = self.sent - seq
         if headers is not None:
-            self.requests.learn(headers.limit_requests, headers.remaining_requests, unseen, now)
+            self.requests.learn(headers.limit_requests, headers.remaining_requests, unseen, now, counted=seq)
             self.tokens.learn(headers.limit_tokens, headers.remaining_tokens, 0.0, now)
         if ok:
             self._done.append(now)

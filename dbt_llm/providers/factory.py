@@ -1,5 +1,5 @@
-"""The provider the plugin config asks for: an OpenAI-compatible endpoint, Anthropic's Messages API,
-or the embedded models served by llama.cpp on 127.0.0.1 through the OpenAI client."""
+"""The provider the plugin config asks for: an OpenAI-compatible endpoint, Azure OpenAI's deployments,
+Anthropic's Messages API, or the embedded models served by llama.cpp on 127.0.0.1 through the OpenAI client."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Callable
 from ..config import LlmConfig
 from .anthropic import AnthropicProvider
 from .anthropic_batch import AnthropicBatchClient
+from .azure import AzureProvider
+from .azure_batch import AzureBatchClient
 from .base import Provider
 from .batch_api import BatchClient
 from .openai import OpenAIProvider
@@ -29,6 +31,15 @@ def build_provider(config: LlmConfig, on_exit: Callable[[], None] = lambda: None
             max_connections=config.max_concurrency,
             headers=config.request_headers,
         )
+    if config.provider == "azure":
+        return AzureProvider(
+            base_url=config.base_url,
+            api_version=config.api_version,
+            api_key=config.api_key,
+            timeout=config.request_timeout,
+            max_connections=config.max_concurrency,
+            headers=config.request_headers,
+        )
     return OpenAIProvider(
         base_url=config.base_url,
         api_key=config.api_key,
@@ -39,20 +50,30 @@ def build_provider(config: LlmConfig, on_exit: Callable[[], None] = lambda: None
 
 
 def build_batch_client(config: LlmConfig) -> BatchClient:
-    """The Batch API of the configured provider: OpenAI's, or Anthropic's Message Batches."""
+    """The Batch API of the configured provider: OpenAI's, Azure's, or Anthropic's Message Batches."""
+    timeout = max(config.request_timeout, 120.0)  # uploads and creates carry a whole batch
     if config.provider == "anthropic":
         return AnthropicBatchClient(
             base_url=config.base_url,
             api_key=config.api_key,
             api_key_env=config.api_key_env,
-            timeout=max(config.request_timeout, 120.0),  # a create carries every request of the batch
+            timeout=timeout,
+            headers=config.request_headers,
+        )
+    if config.provider == "azure":
+        return AzureBatchClient(
+            base_url=config.base_url,
+            api_version=config.api_version,
+            api_key=config.api_key,
+            api_key_env=config.api_key_env,
+            timeout=timeout,
             headers=config.request_headers,
         )
     return OpenAIBatchClient(
         base_url=config.base_url,
         api_key=config.api_key,
         api_key_env=config.api_key_env,
-        timeout=max(config.request_timeout, 120.0),  # uploads of large files take longer than an answer
+        timeout=timeout,
         headers=config.request_headers,
     )
 

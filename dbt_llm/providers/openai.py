@@ -100,9 +100,8 @@ class OpenAIProvider:
         trust_env: bool = True,
         headers: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
-        self._url = base_url.rstrip("/") + "/chat/completions"
-        self._embeddings_url = base_url.rstrip("/") + "/embeddings"
-        self._base = shown_url(base_url.rstrip("/"))
+        self._root = base_url.rstrip("/")
+        self._base = shown_url(self._root)
         self._api_key = api_key
         self._headers = headers  # the profile's `headers:`, read per request like the key
         self._answered = False  # a 2xx came back: a 404 is then about the model, not base_url
@@ -135,7 +134,7 @@ class OpenAIProvider:
         asks = top_logprobs is not None and model not in self._no_logprobs
         body = chat_body(model, messages, response_format, max_tokens, temperature, top_logprobs if asks else None)
         try:
-            response, secrets = await self._post(self._url, body, model)
+            response, secrets = await self._post(self.route(model, "chat/completions"), body, model)
         except RowError as exc:
             # Some models refuse logprobs (reasoning models, some gateways): answer without them, and
             # stop asking this model; those answers' confidence is NULL.
@@ -143,7 +142,7 @@ class OpenAIProvider:
                 raise
             self._no_logprobs.add(model)
             body = chat_body(model, messages, response_format, max_tokens, temperature)
-            response, secrets = await self._post(self._url, body, model)
+            response, secrets = await self._post(self.route(model, "chat/completions"), body, model)
         try:
             return completion_of(response.json(), RateHeaders.parse(dict(response.headers)))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
@@ -154,7 +153,7 @@ class OpenAIProvider:
         body: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
         if dimensions is not None:
             body["dimensions"] = dimensions
-        response, secrets = await self._post(self._embeddings_url, body, model)
+        response, secrets = await self._post(self.route(model, "embeddings"), body, model)
         try:
             data = response.json()
             by_index = {int(item["index"]): [float(x) for x in item["embedding"]] for item in data["data"]}
@@ -173,8 +172,8 @@ class OpenAIProvider:
         shard = min(range(len(self._busy)), key=self._busy.__getitem__)
         self._busy[shard] += 1
         try:
-            headers = {**extra, "Authorization": f"Bearer {key}"}  # config refuses an Authorization of its own
-            response = await self._clients[shard].post(url, json=body, headers=headers)
+            headers = {**extra, **self.auth(key)}  # config refuses an Authorization of its own
+            response = await self._clients[shard].post(url, json=self.wire(body), headers=headers)
         except httpx.TimeoutException as exc:
             raise TransientError("timeout", f"request timed out ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:  # refused, DNS, TLS: nothing to talk to at base_url
@@ -205,6 +204,19 @@ class OpenAIProvider:
             raise RowError("bad_request", f"HTTP {status}: {error_message(response, secrets)}")
         self._answered = True
         return response, secrets
+
+    # -- what another dialect of this protocol changes (Azure OpenAI: providers/azure.py) --
+    def route(self, model: str, operation: str) -> str:
+        """The URL of `operation` (chat/completions, embeddings) for `model`."""
+        return f"{self._root}/{operation}"
+
+    def auth(self, key: str) -> dict[str, str]:
+        """The header that carries the key."""
+        return {"Authorization": f"Bearer {key}"}
+
+    def wire(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body as posted (chat_body's, or an embeddings request's)."""
+        return body
 
     def _not_found(self, response: httpx.Response, secrets: list[str], model: str) -> str:
         said = f"HTTP 404 from {shown_url(str(response.request.url))}: {error_message(response, secrets)}"

@@ -22,7 +22,7 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled", "e
 
 
 def request_line(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    """One line of a batch input file, for one row or a pack of rows; `body` is what
+    """One line of an OpenAI batch input file, for one row or a pack of rows; `body` is what
     OpenAIProvider.complete posts for it (chat_body)."""
     return {"custom_id": custom_id, "method": "POST", "url": BATCH_ENDPOINT, "body": body}
 
@@ -189,14 +189,34 @@ class OpenAIBatchClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), transport=transport, trust_env=trust_env
         )
 
+    # -- what another dialect of this API changes (Azure OpenAI: providers/azure_batch.py) --
+    endpoint = BATCH_ENDPOINT  # the `url` of each line and the `endpoint` of each batch
+
     def request_line(self, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return request_line(custom_id, body)
+        """One line of this API's input file; `body` is what the realtime provider posts for it."""
+        return {"custom_id": custom_id, "method": "POST", "url": self.endpoint, "body": body}
 
     def wire_id(self, custom_id: str) -> str:
         return custom_id  # any string is a custom_id here
 
     def parse_result_line(self, line: Mapping[str, Any]) -> ResultLine:
         return parse_result_line(line)
+
+    def url(self, path: str) -> str:
+        return self._base + path
+
+    def query(self) -> dict[str, str]:
+        """Query parameters of every call."""
+        return {}
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def not_found(self, message: str) -> str:
+        return (
+            f"{message}. Check `base_url` ({self._base}): the endpoint must serve the OpenAI Batch API "
+            "(/files and /batches), and the batch or file must belong to this key's project."
+        )
 
     def upload(self, jsonl: bytes, filename: str) -> str:
         """Upload a batch input file; returns its file id."""
@@ -209,7 +229,7 @@ class OpenAIBatchClient:
     ) -> BatchStatus:
         body: dict[str, Any] = {
             "input_file_id": input_file_id,
-            "endpoint": BATCH_ENDPOINT,
+            "endpoint": self.endpoint,
             "completion_window": completion_window,
         }
         if metadata:
@@ -243,14 +263,15 @@ class OpenAIBatchClient:
 
     # -- one HTTP call, its errors sorted into retry / stop / refused --
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        url = self._base + path
+        url = self.url(path)
         key = self._api_key()  # read per call: a rotated key is picked up
         extra = self._headers()
         secrets = [key, *extra.values()]
         what = f"{method} {url}"
         try:
-            headers = {**extra, "Authorization": f"Bearer {key}"}
-            response = self._client.request(method, url, headers=headers, **kwargs)
+            headers = {**extra, **self.auth(key)}
+            params = {**self.query(), **kwargs.pop("params", {})}
+            response = self._client.request(method, url, headers=headers, params=params or None, **kwargs)
         except httpx.TimeoutException as exc:
             raise TransientError("timeout", f"{what} timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
@@ -269,10 +290,7 @@ class OpenAIBatchClient:
                 f"Check the key in the environment variable {self._api_key_env} (named by `api_key_env`)."
             )
         if status == 404:
-            raise FatalProviderError(
-                f"{message}. Check `base_url` ({self._base}): the endpoint must serve the OpenAI Batch API "
-                "(/files and /batches), and the batch or file must belong to this key's project."
-            )
+            raise FatalProviderError(self.not_found(message))
         raise BatchApiError(status, message)
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
