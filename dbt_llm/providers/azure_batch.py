@@ -13,6 +13,7 @@ AZURE_BATCH_ENDPOINT = "/chat/completions"
 
 class AzureBatchClient(OpenAIBatchClient):
     endpoint = AZURE_BATCH_ENDPOINT
+    max_lines = 100_000  # Azure's limit per input file (OpenAI's is 50,000); 200 MB all the same
 
     def __init__(self, *, api_version: str, **options: Any) -> None:
         """`options` are OpenAIBatchClient's; `base_url` is the resource endpoint."""
