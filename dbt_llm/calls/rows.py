@@ -86,6 +86,12 @@ class AuditRow:
     golden_correct: float = 0.0  # the sum of their scores: a count of right answers, Jaccard or field shares aside
     cascade_threshold: float | None = None  # a cascade's escalate_below ('auto': the one chosen from the golden set)
     cascade_agreement: float | None = None  # 'auto': the golden agreement with escalate_to at that threshold
+    # Who the spend belongs to (calls/attribution.py): the group's owner else meta.owner, the group, tags, meta.
+    owner: str | None = None
+    group_name: str | None = None
+    tags: list[str] | None = None
+    meta: str | None = None  # JSON
+    batch_saved_usd: float = 0.0  # batch mode: the list price of its batch answers' tokens less what they cost
 
 
 @dataclass(frozen=True)

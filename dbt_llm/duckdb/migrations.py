@@ -219,6 +219,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         """alter table {s}.llm_audit add column if not exists cascade_threshold double;
         alter table {s}.llm_audit add column if not exists cascade_agreement double""",
     ),
+    (
+        # Who spends what (calls/attribution.py), and what batch mode saved against list price.
+        "llm_audit: attribution (owner, group_name, tags, meta) and batch_saved_usd",
+        """alter table {s}.llm_audit add column if not exists owner varchar;
+        alter table {s}.llm_audit add column if not exists group_name varchar;
+        alter table {s}.llm_audit add column if not exists tags varchar[];
+        alter table {s}.llm_audit add column if not exists meta json;
+        alter table {s}.llm_audit add column if not exists batch_saved_usd double""",
+    ),
 ]
 
 
