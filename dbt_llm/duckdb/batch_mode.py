@@ -151,6 +151,7 @@ class BatchMode:
         if self._config.batch_fallback == "realtime":
             for retry in collected.retry:
                 live.account.spend(retry.so_far)
+                live.account.count_batch_saving(self._saved(live.call.task.model, retry.so_far))
                 self._release(retry.request, jobs, cost=retry.so_far.cost_usd or 0.0)
 
     def _borrow(self, live: LiveCall, jobs: CallJobs, deadline: float) -> None:
