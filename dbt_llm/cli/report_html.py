@@ -18,7 +18,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:0 0 8px}
 .sub{color:#57606a;margin:0 0 16px}
 section{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:16px;margin:0 0 16px}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:0 0 16px}
-.card{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;min-width:120px}
+.card{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;flex:1;min-width:100px}
 .card b{display:block;font-size:20px}.card span{color:#57606a;font-size:12px}
 .chart .grid{stroke:#eaeef2}.chart .tick{font-size:11px;fill:#57606a}
 .chart .name,.chart .value{font-size:12px;fill:#1f2328}
