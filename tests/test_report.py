@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
+import pytest
 from conftest import DbtProject
 from report_browser import ARTIFACTS, Dom, render, screenshot
 
@@ -172,3 +174,40 @@ def test_llm_cost_daily_sums_the_audit_per_day_node_owner_model_and_function(pro
     project.execute("drop view main.llm_cost_daily")
     project.dbt("run")
     assert project.query("select count(*) from information_schema.tables where table_name = 'llm_cost_daily'") == [(0,)]
+
+
+def test_a_database_an_older_plugin_wrote_still_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No attribution, batch or golden columns and no llm_errors rows: those figures read as none."""
+    db = tmp_path / "old.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create schema dbt_llm")
+        con.execute(
+            "create table dbt_llm.llm_audit (invocation_id varchar, node_id varchar, function varchar, model varchar, "
+            "started_at timestamp, status varchar, rows bigint, cache_hits bigint, api_calls bigint, "
+            "failed_rows bigint, prompt_tokens bigint, completion_tokens bigint, cost_usd double)"
+        )
+        con.execute("create table dbt_llm.llm_errors (error_kind varchar, created_at timestamp)")
+        con.execute(
+            "insert into dbt_llm.llm_audit values "
+            "('a', 'model.p.x', 'classify', 'm1', now(), 'success', 10, 4, 6, 0, 600, 60, 0.25), "
+            "('a', 'model.p.y', 'extract', 'm2', now() - interval 1 day, 'success', 5, 0, 5, 0, 500, 50, 0.5), "
+            "('b', 'model.p.y', 'extract', 'm2', now(), 'dry_run', 5, 0, 0, 0, 0, 0, 0)"
+        )
+    out = tmp_path / "old.html"
+    assert main(["report", "--db", str(db), "--days", "7", "--out", str(out)]) == 0
+    assert "2 day(s), $0.7500, 15 rows, 11 API calls, 2 model(s), 0 owner(s)" in capsys.readouterr().out
+    dom = Dom.parse(out.read_text())
+    totals = {e.attrs["data-total"]: e.text for e in dom.find("b") if "data-total" in e.attrs}
+    shown = (totals["usd"], totals["rows"], totals["tokens"], totals["saved_usd"])
+    assert shown == ("$0.7500", "15", "1,210", "$0.0000")
+    assert _figures(dom, "top-owners") == [["(no owner)", "$0.7500", "15", "11"]]
+    assert "No golden set was scored" in dom.root.text
+
+
+def test_report_names_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.duckdb"
+    duckdb.connect(str(empty)).close()
+    assert main(["report", "--db", str(empty), "--out", str(tmp_path / "r.html")]) == 1
+    assert "has no dbt_llm.llm_audit yet" in capsys.readouterr().err
+    assert main(["report", "--db", str(empty), "--days", "0"]) == 2
+    assert not (tmp_path / "r.html").exists()
