@@ -46,6 +46,8 @@ def test_a_batch_run_answers_every_row_at_half_price_and_a_rerun_sends_nothing(t
     assert (calls, answers) == (N, N)
     assert (prompt, completion) == (sum(r.prompt_tokens for r in billed), sum(r.completion_tokens for r in billed))
     assert cost == pytest.approx((prompt * 0.15 + completion * 0.60) / 2 / 1e6)  # half the list price
+    (saved,) = tickets.query("select batch_saved_usd from dbt_llm.llm_audit")[0]
+    assert saved == pytest.approx(cost)  # the other half: what batch mode saved against list price
     jobs = tickets.query("select job_id, status, requests, collected_at is not null from dbt_llm.llm_batch_jobs")
     assert jobs == [(server.batches[0].id, "completed", N, True)]
 

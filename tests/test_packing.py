@@ -165,3 +165,5 @@ def test_batch_lines_carry_packs_and_a_later_run_collects_them(project: DbtProje
     batch_cost = sum(r.prompt_tokens * 0.15 + r.completion_tokens * 0.60 for r in server.batch_requests) / 2e6
     realtime_cost = sum(r.prompt_tokens * 0.15 + r.completion_tokens * 0.60 for r in server.requests) / 1e6
     assert cost == pytest.approx(batch_cost + realtime_cost)
+    # Saved: the batch lines' half, every line billed (the invalid one too); the realtime resend saved nothing.
+    assert project.query("select sum(batch_saved_usd) from dbt_llm.llm_audit")[0][0] == pytest.approx(batch_cost)

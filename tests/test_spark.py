@@ -61,7 +61,7 @@ models:
 # Runs beside `enriched` (dbt threads: 2), on texts of its own; incremental, so a failed row must keep
 # the whole insert out (Spark has no rollback).
 FLAGS = """
-{{ config(materialized='incremental') }}
+{{ config(materialized='incremental', tags=['nightly'], meta={'owner': 'risk@example.com', 'dbt_llm': {}}) }}
 select id, {{ dbt_llm.llm_filter("concat('flag: ', body)", 'Is this about billing?') }} as is_billing
 from {{ ref('tickets') }} where id < 30
 {% if is_incremental() %} and id not in (select id from {{ this }}) {% endif %}
@@ -127,6 +127,14 @@ def test_spark_calls_once_per_distinct_text_caches_and_audits(tmp_path: Path) ->
         assert project.query(
             "select status, rows, failed_rows, api_calls from {dbt_llm.llm_audit} where function = 'filter'"
         ) == [("failed_rows", 30, 1, 33)]
+        # Attribution: meta.owner (no group), the tags, the meta without dbt-llm's key; none on `enriched`.
+        assert project.query(
+            "select distinct node_id, owner, group_name, tags, meta from {dbt_llm.llm_audit} "
+            "where node_id like '%flags' or node_id like '%enriched' order by 1"
+        ) == [
+            ("model.spark_llm.enriched", None, None, [], "{}"),
+            ("model.spark_llm.flags", "risk@example.com", None, ["nightly"], '{"owner": "risk@example.com"}'),
+        ]
         rows = project.model_rows("enriched")
         assert len(rows) == 302
         for _, body, category, fields in rows:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import Mode, OnError
 from ..functions.tasks import Task
+from .attribution import Attribution
 from .cascade import Cascade
 
 
@@ -35,6 +36,7 @@ class Call:
 
     golden: str = ""  # golden=: the relation of the golden set answered after the model's rows (no part of the key)
     cascade: Cascade | None = None  # escalate_to=: the rows below the threshold asked of a larger model
+    attribution: Attribution = field(default_factory=Attribution)  # owner, group, tags, meta: for its audit rows
 
     def shown(self, result: str | None, confidence: float | None) -> str | None:
         """An answer as the call's SQL reads it: the cached JSON, or with_confidence's

@@ -12,6 +12,7 @@ from ..functions.specs import FUNCTIONS
 from ..functions.tasks import Task, build_task, sha256_hex
 from ..local.registry import LocalModelError, check_name
 from ..pricing import PriceTable
+from .attribution import attribution_of
 from .call import Call
 from .cascade import Cascade, plan_cascade
 from .settings import call_mode, parse_model_settings
@@ -74,6 +75,7 @@ def plan_call(args: dict[str, Any], invocation_id: str, config: LlmConfig, price
         with_confidence=with_confidence,
         golden=str(args.get("golden") or ""),
         cascade=cascade,
+        attribution=attribution_of(args.get("attribution")),
     )
 
 

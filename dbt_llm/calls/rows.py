@@ -87,6 +87,12 @@ class AuditRow:
     cascade_threshold: float | None = None  # a cascade's escalate_below ('auto': the one chosen from the golden set)
     cascade_agreement: float | None = None  # 'auto': the golden agreement with escalate_to at that threshold
     cache_write_tokens: int = 0  # of prompt_tokens, written to the provider's prompt cache (Anthropic)
+    # Who the spend belongs to (calls/attribution.py): the group's owner else meta.owner, the group, tags, meta.
+    owner: str | None = None
+    group_name: str | None = None
+    tags: list[str] | None = None
+    meta: str | None = None  # JSON
+    batch_saved_usd: float = 0.0  # batch mode: the list price of its batch answers' tokens less what they cost
 
 
 @dataclass(frozen=True)

@@ -35,16 +35,25 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def query(db: str, sql: str, args: argparse.Namespace) -> tuple[list[str], list[tuple[Any, ...]]]:
+def connect(db: str, args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
+    """Read only; in a process that already has the file open (dbt called in-process), through that."""
     try:
-        with duckdb.connect(db, read_only=True) as con:
-            cur = con.execute(sql)
-            return [d[0] for d in cur.description or []], cur.fetchall()
+        try:
+            return duckdb.connect(db, read_only=True)
+        except duckdb.ConnectionException:
+            return duckdb.connect(db)
     except duckdb.IOException as exc:
         locked = _LOCK_HOLDER.search(str(exc))
         if locked:
             raise DbtLlmError(_locked(db, locked.group(1), args)) from None
         raise DbtLlmError(f"cannot open {db}: {exc}. Pass the `path` of your dbt-duckdb profile.") from None
+
+
+def query(db: str, sql: str, args: argparse.Namespace) -> tuple[list[str], list[tuple[Any, ...]]]:
+    try:
+        with connect(db, args) as con:
+            cur = con.execute(sql)
+            return [d[0] for d in cur.description or []], cur.fetchall()
     except duckdb.CatalogException:
         raise DbtLlmError(
             f"{db} has no dbt_llm tables yet: run a dbt model that uses llm_classify or llm_extract."

@@ -96,6 +96,10 @@ class Account:
         with self.lock:
             self.ledger.batch_answers += 1
 
+    def count_batch_saving(self, usd: float) -> None:
+        with self.lock:
+            self.ledger.batch_saved_usd += usd
+
     def spend(self, outcome: Outcome) -> None:
         """What the outcome's requests cost."""
         with self.lock:

@@ -30,6 +30,10 @@ class AuditBook:
                     hooked=call.hooked,
                     on_error=call.on_error,
                     dry_run=call.dry_run,
+                    owner=call.attribution.owner,
+                    group_name=call.attribution.group_name,
+                    tags=list(call.attribution.tags) if call.attribution.meta is not None else None,
+                    meta=call.attribution.meta,
                 )
                 self._accounts[key] = Account(ledger)
             return self._accounts[key]

@@ -151,6 +151,7 @@ class BatchMode:
         if self._config.batch_fallback == "realtime":
             for retry in collected.retry:
                 live.account.spend(retry.so_far)
+                live.account.count_batch_saving(self._saved(live.call.task.model, retry.so_far))
                 self._release(retry.request, jobs, cost=retry.so_far.cost_usd or 0.0)
 
     def _borrow(self, live: LiveCall, jobs: CallJobs, deadline: float) -> None:
@@ -194,10 +195,20 @@ class BatchMode:
         """A final outcome of a batch line: recorded as it arrives, held for the row that claims it."""
         request = jobs.requests[outcome.key]
         self._release(request, jobs, cost=outcome.cost_usd or 0.0)
-        if outcome.ok and isinstance(outcome, BatchOutcome):
-            live.account.count_batch_answer()
+        if isinstance(outcome, BatchOutcome):
+            live.account.count_batch_saving(self._saved(live.call.task.model, outcome))
+            if outcome.ok:
+                live.account.count_batch_answer()
         live.record(outcome)
         jobs.outcomes[outcome.key] = jobs.final[outcome.key] = outcome
+
+    def _saved(self, model: str, outcome: Outcome) -> float:
+        """What a batch line's tokens cost at list price less what they cost: every line is billed."""
+        price = self._prices.price(model)
+        if price is None or outcome.cost_usd is None:
+            return 0.0
+        usage = outcome.usage
+        return price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) - outcome.cost_usd
 
     def _release(self, request: Request, jobs: CallJobs, cost: float) -> None:
         reserved = jobs.reserved.pop(request.key, None)

@@ -224,6 +224,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         "prompt cache writes: llm_audit cache_write_tokens",
         """alter table {s}.llm_audit add column if not exists cache_write_tokens bigint""",
     ),
+    (
+        # Who spends what (calls/attribution.py), and what batch mode saved against list price.
+        "llm_audit: attribution (owner, group_name, tags, meta) and batch_saved_usd",
+        """alter table {s}.llm_audit add column if not exists owner varchar;
+        alter table {s}.llm_audit add column if not exists group_name varchar;
+        alter table {s}.llm_audit add column if not exists tags varchar[];
+        alter table {s}.llm_audit add column if not exists meta json;
+        alter table {s}.llm_audit add column if not exists batch_saved_usd double""",
+    ),
 ]
 
 

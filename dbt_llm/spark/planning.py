@@ -68,6 +68,10 @@ def prepare(payload_json: str, root: str) -> str:
             "command": call.command,
             "on_error": call.on_error,
             "created_at": now(),
+            "owner": call.attribution.owner,
+            "group_name": call.attribution.group_name,
+            "tags": list(call.attribution.tags),
+            "meta": call.attribution.meta,
         }
     )
     writer.close()

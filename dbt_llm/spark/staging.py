@@ -54,6 +54,10 @@ LINE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("skipped", "bigint"),
     ("batch", "string"),  # a tally's batch: its handle and keys, hashed
     ("created_at", "timestamp"),
+    ("owner", "string"),  # a call's attribution (calls/attribution.py)
+    ("group_name", "string"),
+    ("tags", "array<string>"),
+    ("meta", "string"),
 )
 
 

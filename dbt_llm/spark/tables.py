@@ -42,6 +42,11 @@ MIGRATIONS: list[tuple[str, str]] = [
             `error_kind` string, `message` string, `attempts` int, `input_preview` string, `created_at` timestamp
         ) using parquet""",
     ),
+    (
+        "llm_audit: attribution (owner, group_name, tags, meta)",
+        "alter table {s}.llm_audit add columns "
+        "(`owner` string, `group_name` string, `tags` array<string>, `meta` string)",
+    ),
 ]
 
 MIGRATIONS_TABLE = (
@@ -114,7 +119,8 @@ def _audit_insert(s: str, view: str, ids: tuple[str, str], status: str) -> str:
                 case when bool_and(coalesce(`priced`, true)) then coalesce(sum(`cost_usd`), 0) end,
                 {final}, 0, 0, 0, 0, coalesce(sum(`cached_tokens`), 0), 0,
                 count_if({paid} and `attempts` > 0) / nullif(sum(`requests`), 0),
-                coalesce(sum(`ungrounded`), 0)
+                coalesce(sum(`ungrounded`), 0),
+                first(`owner`, true), first(`group_name`, true), first(`tags`, true), first(`meta`, true)
             from {view} where `function` is not null group by `function`, `model`
         ) n left anti join {s}.llm_audit a
             on a.invocation_id = n.invocation_id and a.node_id = n.node_id and a.batch_id = n.batch_id

@@ -45,7 +45,8 @@
                      'model_settings': meta.get('dbt_llm') if meta is mapping else none,
                      'mode': var('dbt_llm_mode', none),
                      'recheck': var('dbt_llm_recheck', none), 'compare': var('dbt_llm_compare', none),
-                     'dry_run': dbt_llm._llm_dry_run(), 'dry_run_creates': creates} -%}
+                     'dry_run': dbt_llm._llm_dry_run(), 'dry_run_creates': creates,
+                     'attribution': dbt_llm._llm_attribution(meta)} -%}
   {%- do payload.update(args) -%}
   {#- golden=: checked here, answered by the post-hook (_llm_golden.sql); not in the meta entry above, as it changes no answer. -#}
   {%- if golden is not none -%}
