@@ -53,8 +53,7 @@ READY = importlib.util.find_spec("xllamacpp") is not None and verify(MODEL)
 # clone without them skips, saying so, rather than fail a build for data it cannot fetch.
 if not READY and os.environ.get("DBT_LLM_REQUIRE_LOCAL_MODEL"):
     pytest.fail(
-        f"make test must test the embedded model's confidence: it needs xllamacpp and {MODEL} "
-        f"(dbt-llm pull {MODEL})",
+        f"make test must test the embedded model's confidence: it needs xllamacpp and {MODEL} (dbt-llm pull {MODEL})",
         pytrace=False,
     )
 pytestmark = pytest.mark.skipif(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from ..duckdb.migrations import quote
 from ..errors import DbtLlmError
-from . import models
+from . import explain, models
 from .audit import COSTS_SQL, ERRORS_SQL, query, table, where_last_run
 
 __all__ = ["COSTS_SQL", "main"]
@@ -46,10 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dir", default=None, help="model cache directory (default: $DBT_LLM_MODELS_DIR or ~/.cache)"
     )
     sub.add_parser("models", help="the local models dbt-llm knows, and which are downloaded")
+    explain.add_parser(sub)
     sub.add_parser("spark", help="run a dbt command on Spark with dbt-llm's functions: dbt-llm spark run ...")
     args = parser.parse_args(args_list)
     if args.command in ("pull", "models"):
         return models.run(args)
+    if args.command == "explain":
+        return explain.run(args)
     schema = quote(args.schema)
     where = where_last_run(schema, args.all)
     try:
