@@ -79,7 +79,8 @@ def test_the_text_view_shows_messages_schema_and_key_and_a_placeholder_without_t
 
 
 CASCADE = """
-select id, {{{{ dbt_llm.llm_classify('body', ['billing', 'bug', 'other'], {model}) }}}} as category from {{{{ ref('t') }}}}
+select id, {{{{ dbt_llm.llm_classify('body', ['billing', 'bug', 'other'], {model}) }}}} as category
+from {{{{ ref('t') }}}}
 """
 
 

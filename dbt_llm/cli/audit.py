@@ -35,7 +35,7 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def query(db: str, sql: str, args: argparse.Namespace) -> tuple[list[str], list[tuple[Any, ...]]]:
+def query(db: str, sql: str, args: argparse.Namespace, table_name: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     try:
         with duckdb.connect(db, read_only=True) as con:
             cur = con.execute(sql)
@@ -46,9 +46,23 @@ def query(db: str, sql: str, args: argparse.Namespace) -> tuple[list[str], list[
             raise DbtLlmError(_locked(db, locked.group(1), args)) from None
         raise DbtLlmError(f"cannot open {db}: {exc}. Pass the `path` of your dbt-duckdb profile.") from None
     except duckdb.CatalogException:
-        raise DbtLlmError(
-            f"{db} has no dbt_llm tables yet: run a dbt model that uses llm_classify or llm_extract."
-        ) from None
+        raise DbtLlmError(_no_table(db, args.schema, table_name)) from None
+
+
+def _no_table(db: str, schema: str, table_name: str) -> str:
+    """A wrong --schema names the schemas of the file that have the table."""
+    with duckdb.connect(db, read_only=True) as con:
+        found = con.execute(
+            "select distinct table_schema from information_schema.tables where table_name = ? order by 1",
+            [table_name],
+        ).fetchall()
+    if not found:
+        return f"{db} has no dbt_llm tables yet: run a dbt model that uses llm_classify or llm_extract."
+    names = [str(row[0]) for row in found]
+    return (
+        f"{db} has no table {schema}.{table_name}; the schemas of the file that have one: {', '.join(names)}. "
+        f"Pass --schema {shlex.quote(names[0])} (the `schema` key of the plugin config)."
+    )
 
 
 # DuckDB's words when another process has the file open for writing (it allows no reader then).
@@ -61,6 +75,9 @@ def _locked(db: str, pid: str, args: argparse.Namespace) -> str:
     again = ["dbt-llm", args.command, "--db", SNAPSHOT]
     again += ["--schema", args.schema] if args.schema != "dbt_llm" else []
     again += ["--all"] if args.all else []
+    for flag, default in (("since", None), ("by", "node"), ("format", "table")):  # costs' own options
+        value = getattr(args, flag, default)
+        again += [f"--{flag}", str(value)] if value != default else []
     return (
         f"cannot read {db}: process {pid} has it open for writing, most likely a dbt run that is still going, "
         "and DuckDB lets no other process open the file meanwhile, not even to read.\n"
