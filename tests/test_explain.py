@@ -52,6 +52,13 @@ def test_the_explained_request_is_the_one_a_run_sends_and_its_key_the_one_it_cac
         assert project.query("select count(*) from dbt_llm.llm_cache where key = ?", [call["key"]]) == [(1,)]
     [(cached,)] = project.query("select result from dbt_llm.llm_cache where key = ?", [calls["classify"]["key"]])
     assert project.query("select category from m where id = 1") == [(json.loads(cached)["label"],)]
+    # Without --text, once the model is built: a row of it, under the key its run cached.
+    code, out, err = explain(project, capsys, "--select", "m", "--format", "json")
+    assert code == 0, err
+    for call in json.loads(out)["calls"]:
+        assert call["text"] in (TEXT, "the app crashes on login")
+        assert call["text_from"] == 'a row of "warehouse"."main"."m", the model\'s last build'
+        assert project.query("select count(*) from dbt_llm.llm_cache where key = ?", [call["key"]]) == [(1,)]
     assert calls["classify"]["body"]["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == [
         "billing",
         "bug",

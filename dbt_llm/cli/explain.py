@@ -17,7 +17,12 @@ def add_parser(sub: Any) -> None:
         "explain", help="the messages, schema and cache key of the request a row of a model sends (no call)"
     )
     cmd.add_argument("--select", "-s", required=True, metavar="MODEL", help="a model's name (or unique_id)")
-    cmd.add_argument("--text", default=None, help="a row's text (default: a placeholder, and no key)")
+    cmd.add_argument(
+        "--text",
+        default=None,
+        help="a row's text (default: a row of the model's last build when the text is one of its columns, "
+        "else a placeholder and no key)",
+    )
     cmd.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
     cmd.add_argument("--project-dir", default=None, help="the dbt project (default: the current directory)")
     cmd.add_argument("--profiles-dir", default=None, help="where profiles.yml is (default: as dbt finds it)")
@@ -78,8 +83,9 @@ def shown(call: dict[str, Any]) -> str:
     lines = [f"== {call['call']}", f"model: {call['model']}   mode: {call['mode']}   rows_per_request: {per_request}"]
     if "note" in call:
         return "\n".join([*lines, call["note"]])
-    placeholder = "  (a placeholder: no row's text, so no key)" if call["key"] is None else ""
-    lines.append(f"text: {call['text']!r}{placeholder}")
+    said = f"  (from {call['text_from']})" if "text_from" in call else ""
+    said = "  (a placeholder: no row's text, so no key)" if call["key"] is None else said
+    lines.append(f"text: {call['text']!r}{said}")
     if call["key"] is not None:
         lines.append(f"cache key: {call['key']}  (sha256 of spec_hash {call['spec_hash']} || text)")
     lines += _body(call["route"], call["body"])

@@ -53,6 +53,8 @@ class ColumnSpecs:
         planned as the model would plan it: nothing is registered or sent."""
         args = json.loads(args_json)
         node_id, text = str(args.get("node_id")), args.get("text")
+        # Without --text: a row of the model's last build, where the call's text is one of its columns.
+        row_texts: dict[str, str] = args.get("row_texts") or {}
         explained = []
         try:
             for found in list(args.get("calls") or []):
@@ -60,7 +62,11 @@ class ColumnSpecs:
                 planned = {**(found.get("args") or {}), "function": found.get("function"), "node_id": node_id}
                 planned.update(where=where, model_settings=args.get("model_settings"))
                 call = plan_call(planned, "explain", self._config, self._prices)
-                explained.append({"text_sql": found.get("text"), **explain_call(call, text, truncate_at(self._config))})
+                row_text = row_texts.get(str(found.get("text"))) if text is None else None
+                shown = explain_call(call, text if row_text is None else row_text, truncate_at(self._config))
+                if row_text is not None:
+                    shown["text_from"] = f"a row of {args.get('row_from')}, the model's last build"
+                explained.append({"text_sql": found.get("text"), **shown})
         except SpecError as exc:
             return json.dumps({"error": str(exc)})
         return json.dumps({"calls": explained})
