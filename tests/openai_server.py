@@ -262,6 +262,7 @@ class RecordedRequest:
     ids: tuple[str, ...] = ()  # the row ids of a packed request (unpacked: ``()``)
     invalid_ids: tuple[str, ...] = ()  # the rows an ``invalid`` fault broke (packed requests only)
     top_logprobs: int | None = None  # what the request asked for: None without ``logprobs: true``
+    body: Any = None  # the JSON body as received (chat completions)
 
 
 # --------------------------------------------------------------------------- #
@@ -1208,6 +1209,7 @@ def _recorded(
         ids=tuple(chat.texts),
         invalid_ids=invalid_ids,
         top_logprobs=chat.top_logprobs,
+        body=chat.body,
     )
 
 

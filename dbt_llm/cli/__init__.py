@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from ..duckdb.migrations import quote
 from ..errors import DbtLlmError
-from . import models, report
+from . import costs, explain, models, report
 from .audit import COSTS_SQL, ERRORS_SQL, query, table, where_last_run
 
 __all__ = ["COSTS_SQL", "main"]
@@ -32,14 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _spark(args_list[1:])
     parser = argparse.ArgumentParser(prog="dbt-llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("costs", "calls, cache hits, tokens and USD per model and function"),
-        ("errors", "rows that got no valid answer, and why"),
-    ):
-        cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--db", required=True, help="path of the DuckDB file of your dbt profile")
-        cmd.add_argument("--schema", default="dbt_llm", help="schema of the llm_* tables (default: dbt_llm)")
-        cmd.add_argument("--all", action="store_true", help="all runs instead of the last one")
+    costs.add_parser(sub)
+    cmd = sub.add_parser("errors", help="rows that got no valid answer, and why")
+    cmd.add_argument("--db", required=True, help="path of the DuckDB file of your dbt profile")
+    cmd.add_argument("--schema", default="dbt_llm", help="schema of the llm_* tables (default: dbt_llm)")
+    cmd.add_argument("--all", action="store_true", help="all runs instead of the last one")
     pull_cmd = sub.add_parser("pull", help="download a local model into the model cache and verify its digest")
     pull_cmd.add_argument("model", nargs="?", default=None, help="a name from `dbt-llm models` (default: the default)")
     pull_cmd.add_argument(
@@ -47,19 +44,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub.add_parser("models", help="the local models dbt-llm knows, and which are downloaded")
     report.add_parser(sub)
+    explain.add_parser(sub)
     sub.add_parser("spark", help="run a dbt command on Spark with dbt-llm's functions: dbt-llm spark run ...")
     args = parser.parse_args(args_list)
     if args.command in ("pull", "models"):
         return models.run(args)
     if args.command == "report":
         return report.run(args)
+    if args.command == "explain":
+        return explain.run(args)
+    if args.command == "costs":
+        return costs.run(args)
     schema = quote(args.schema)
     where = where_last_run(schema, args.all)
     try:
-        if args.command == "costs":
-            columns, rows = query(args.db, COSTS_SQL.format(s=schema, where=where), args)
-        else:
-            columns, rows = query(args.db, ERRORS_SQL.format(s=schema, where=where, limit=50), args)
+        columns, rows = query(args.db, ERRORS_SQL.format(s=schema, where=where, limit=50), args, "llm_errors")
     except DbtLlmError as exc:
         print(exc, file=sys.stderr)
         return 1

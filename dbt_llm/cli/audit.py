@@ -49,15 +49,32 @@ def connect(db: str, args: argparse.Namespace) -> duckdb.DuckDBPyConnection:
         raise DbtLlmError(f"cannot open {db}: {exc}. Pass the `path` of your dbt-duckdb profile.") from None
 
 
-def query(db: str, sql: str, args: argparse.Namespace) -> tuple[list[str], list[tuple[Any, ...]]]:
+def query(
+    db: str, sql: str, args: argparse.Namespace, table_name: str = "llm_audit"
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     try:
         with connect(db, args) as con:
             cur = con.execute(sql)
             return [d[0] for d in cur.description or []], cur.fetchall()
     except duckdb.CatalogException:
-        raise DbtLlmError(
-            f"{db} has no dbt_llm tables yet: run a dbt model that uses llm_classify or llm_extract."
-        ) from None
+        raise DbtLlmError(_no_table(db, args, table_name)) from None
+
+
+def _no_table(db: str, args: argparse.Namespace, table_name: str) -> str:
+    """A wrong --schema names the schemas of the file that have the table."""
+    schema = args.schema
+    with connect(db, args) as con:
+        found = con.execute(
+            "select distinct table_schema from information_schema.tables where table_name = ? order by 1",
+            [table_name],
+        ).fetchall()
+    if not found:
+        return f"{db} has no dbt_llm tables yet: run a dbt model that uses llm_classify or llm_extract."
+    names = [str(row[0]) for row in found]
+    return (
+        f"{db} has no table {schema}.{table_name}; the schemas of the file that have one: {', '.join(names)}. "
+        f"Pass --schema {shlex.quote(names[0])} (the `schema` key of the plugin config)."
+    )
 
 
 # DuckDB's words when another process has the file open for writing (it allows no reader then).
@@ -70,6 +87,9 @@ def _locked(db: str, pid: str, args: argparse.Namespace) -> str:
     again = ["dbt-llm", args.command, "--db", SNAPSHOT]
     again += ["--schema", args.schema] if args.schema != "dbt_llm" else []
     again += ["--all"] if args.all else []
+    for flag, default in (("since", None), ("by", "node"), ("format", "table")):  # costs' own options
+        value = getattr(args, flag, default)
+        again += [f"--{flag}", str(value)] if value != default else []
     return (
         f"cannot read {db}: process {pid} has it open for writing, most likely a dbt run that is still going, "
         "and DuckDB lets no other process open the file meanwhile, not even to read.\n"

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 
 from ..calls.columns import call_of_column, direct_columns
+from ..calls.explain import explain_call
 from ..calls.plan import plan_call, truncate_at
 from ..config import LlmConfig
 from ..errors import SpecError
@@ -45,6 +46,30 @@ class ColumnSpecs:
                 "cache_table": f"{schema}.llm_cache",
             }
         )
+
+    # -- dbt_llm_explain(args_json): `dbt-llm explain`, through dbt run-operation --
+    def explain(self, args_json: str) -> str:
+        """The request a row's text makes for each call of a model, as dbt parsed the model's code and
+        planned as the model would plan it: nothing is registered or sent."""
+        args = json.loads(args_json)
+        node_id, text = str(args.get("node_id")), args.get("text")
+        # Without --text: a row of the model's last build, where the call's text is one of its columns.
+        row_texts: dict[str, str] = args.get("row_texts") or {}
+        explained = []
+        try:
+            for found in list(args.get("calls") or []):
+                where = f"llm_{found.get('function')}({found.get('text')}) in {node_id}"
+                planned = {**(found.get("args") or {}), "function": found.get("function"), "node_id": node_id}
+                planned.update(where=where, model_settings=args.get("model_settings"))
+                call = plan_call(planned, "explain", self._config, self._prices)
+                row_text = row_texts.get(str(found.get("text"))) if text is None else None
+                shown = explain_call(call, text if row_text is None else row_text, truncate_at(self._config))
+                if row_text is not None:
+                    shown["text_from"] = f"a row of {args.get('row_from')}, the model's last build"
+                explained.append({"text_sql": found.get("text"), **shown})
+        except SpecError as exc:
+            return json.dumps({"error": str(exc)})
+        return json.dumps({"calls": explained})
 
     # -- dbt_llm_refresh_columns(args_json): the post-hook of a run with dbt_llm_refresh --
     def refresh_columns(self, args_json: str) -> str:

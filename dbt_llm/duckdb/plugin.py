@@ -82,6 +82,7 @@ class Plugin(BasePlugin):
         # Not marked side_effects either: it returns the cached answer it is given, once per distinct text.
         _arrow_function(conn, "dbt_llm_sample", runtime.sample, [VARCHAR] * 4, VARCHAR, side_effects=False)
         conn.create_function("dbt_llm_current_spec", runtime.columns.current_spec, [VARCHAR], VARCHAR)
+        conn.create_function("dbt_llm_explain", runtime.columns.explain, [VARCHAR], VARCHAR)
         conn.create_function("dbt_llm_refresh_columns", runtime.columns.refresh_columns, [VARCHAR], VARCHAR)
         conn.create_function(
             "dbt_llm_golden_calls", runtime.golden.calls, [VARCHAR, VARCHAR], VARCHAR, side_effects=True
