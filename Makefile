@@ -26,6 +26,7 @@ lint: install
 # The embedded model's tests fail (not skip) here when the model is missing.
 pytest: install
 	$(VENV)/bin/dbt-llm pull smollm2-135m
+	$(VENV)/bin/dbt-llm pull nomic-embed-text-v1.5
 	DBT_LLM_REQUIRE_LOCAL_MODEL=1 $(PY) -m pytest -q
 
 test: lint pytest

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from .pull import model_path as resolve_model_path
-from .registry import LocalModelError
+from .registry import MODELS, LocalModelError, canonical
 
 __all__ = [
     "LocalServer",
@@ -108,10 +108,10 @@ class LocalServer:
         startup_timeout: float = 120.0,
         api_key: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
-        embedding: bool = False,
+        embedding: bool | None = None,
     ) -> None:
         self.slots = slots or Slots()
-        self.embedding = embedding
+        self.embedding = _embedding_mode(model, embedding)
         self.model_path: Path = resolve_model_path(model, cache_dir)
         self.startup_timeout = startup_timeout
         self.api_key = api_key or f"dbt-llm-local-{secrets.token_urlsafe(24)}"
@@ -266,6 +266,19 @@ class LocalServer:
         return f"LocalServer({str(self.model_path)!r}, n_parallel={self.slots.n_parallel}{mode}, {state})"
 
 
+def _embedding_mode(model: str | os.PathLike[str], embedding: bool | None) -> bool:
+    """A registry model is served as its kind says (llama.cpp aborts the process when it loads an embedding
+    model to chat); a model file as asked (default: chat)."""
+    entry = MODELS.get(canonical(os.fspath(model)))
+    if entry is None:
+        return bool(embedding)
+    if embedding is not None and embedding != (entry.kind == "embedding"):
+        kind = "an embedding" if entry.kind == "embedding" else "a chat"
+        use = "for embeddings" if embedding else "for chat completions"
+        raise LocalModelError(f"local model {entry.name!r} is {kind} model: it cannot be served {use}")
+    return entry.kind == "embedding"
+
+
 def _busy_requests(metrics: str) -> int | None:
     """requests_processing + requests_deferred from llama.cpp's Prometheus text (None if absent)."""
     values: dict[str, float] = {}
@@ -293,9 +306,10 @@ def shared_server(
     *,
     startup_timeout: float = 120.0,
     cache_dir: str | os.PathLike[str] | None = None,
-    embedding: bool = False,
+    embedding: bool | None = None,
 ) -> LocalServer:
     """The one running server of this process for (model file, slots, mode); started on first use."""
+    embedding = _embedding_mode(model, embedding)
     path = resolve_model_path(model, cache_dir)
     slots = slots or Slots()
     key = (str(path), slots, embedding)
