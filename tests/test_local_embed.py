@@ -110,3 +110,19 @@ def test_local_embeddings_are_cached_audited_and_put_paraphrases_nearer(project:
         "where invocation_id = (select invocation_id from dbt_llm.llm_audit order by finished_at desc limit 1)"
     )
     assert rerun == [(4, 4, 0)]  # every row from the cache
+
+
+@needs_model
+def test_the_example_finds_the_vendors_nearest_to_a_description(example: DbtProject) -> None:
+    example.plugin_config = {"provider": "local", "local_parallel": 2}
+    example.dbt("seed")
+    example.dbt("build", "--select", "vendor_embeddings", "similar_vendors", "--vars", "{vendor_limit: 40}")
+    assert example.query("select count(*), min(len(embedding)) from vendor_embeddings") == [(39, 768)]
+    nearest = example.query("select vendor_id, similarity from similar_vendors")
+    # The default search, "Network switches and cabling for the office": the Cisco switches first, of 39.
+    assert len(nearest) == 5 and nearest[0][0] == 2
+    assert [s for _, s in nearest] == sorted((s for _, s in nearest), reverse=True)
+    searched = "Laser printer toner cartridges"
+    example.dbt("run", "--select", "similar_vendors", "--vars", f"{{vendor_limit: 40, search_description: {searched}}}")
+    top = example.query("select lower(description) from similar_vendors limit 2")
+    assert any("toner" in d or "printer" in d for (d,) in top), top
