@@ -111,6 +111,14 @@ def test_local_embeddings_are_cached_audited_and_put_paraphrases_nearer(project:
     )
     assert rerun == [(4, 4, 0)]  # every row from the cache
 
+    # The model gives 768 dimensions, whatever is asked: another length is refused, naming both.
+    project.write(
+        "models/m.sql", "select id, {{ dbt_llm.llm_embed('body', dimensions=256) }} as v from {{ ref('t') }}\n"
+    )
+    result = project.dbt("run", ok=False)
+    message = "".join(str(r.message) for r in (result.result or []))
+    assert "gives vectors of 768 dimensions, not 256: pass dimensions=768" in message
+
 
 @needs_model
 def test_the_example_finds_the_vendors_nearest_to_a_description(example: DbtProject) -> None:
