@@ -134,3 +134,18 @@ def test_the_example_finds_the_vendors_nearest_to_a_description(example: DbtProj
     example.dbt("run", "--select", "similar_vendors", "--vars", f"{{vendor_limit: 40, search_description: {searched}}}")
     top = example.query("select lower(description) from similar_vendors limit 2")
     assert any("toner" in d or "printer" in d for (d,) in top), top
+
+
+@needs_model
+def test_a_text_longer_than_the_model_reads_fails_alone_at_once(project: DbtProject) -> None:
+    project.plugin_config = {"provider": "local", "local_parallel": 1, "on_error": "null"}
+    words = " ".join(f"word{i}" for i in range(3000))
+    project.write("seeds/t.csv", f"id,body\n1,{CAT}\n2,{words}\n3,A kitten is resting on a rug.\n")
+    project.write("models/m.sql", "select id, {{ dbt_llm.llm_embed('body') }} as v from {{ ref('t') }}\n")
+    project.dbt("seed")
+    project.dbt("run")
+    assert project.query("select id, len(v) from m order by id") == [(1, 768), (2, None), (3, 768)]
+    errors = project.query("select error_kind, message, attempts from dbt_llm.llm_errors")
+    assert len(errors) == 1 and errors[0][0] == "input_too_long" and "2,048 tokens" in errors[0][1]
+    # Sent in the request of 3, then of 2 (the split), then alone: never the same request again (no retry).
+    assert errors[0][2] == 3

@@ -12,8 +12,8 @@ import threading
 from typing import Any
 
 from ..local.registry import LocalModelError, embed_prefix, model_dimensions
-from ..local.server import Slots, register_exit_hook, shared_server
-from .base import Completion, Embeddings, FatalProviderError
+from ..local.server import EMBED_CTX_PER_SLOT, Slots, register_exit_hook, shared_server
+from .base import Completion, Embeddings, FatalProviderError, RowError, TransientError
 from .openai import OpenAIProvider
 
 
@@ -83,7 +83,16 @@ class LocalProvider:
             )
         client = await self._client(model, embedding=True)
         prefix = embed_prefix(model)
-        return await client.embed(model=model, inputs=[prefix + text for text in inputs], dimensions=None)
+        try:
+            return await client.embed(model=model, inputs=[prefix + text for text in inputs], dimensions=None)
+        except TransientError as exc:  # llama.cpp answers 500 to a text longer than its batch: no retry mends it
+            if "too large to process" not in str(exc):
+                raise
+            raise RowError(
+                "input_too_long",
+                f"provider local, model {model!r}: the text is longer than the {EMBED_CTX_PER_SLOT:,} tokens the "
+                "model reads at once; embed a shorter part of it (for example left(text, 6000))",
+            ) from None
 
     async def aclose(self) -> None:
         with self._lock:
