@@ -31,6 +31,7 @@ lint: install
 # The embedded model's tests fail (not skip) here when the model is missing.
 pytest: install
 	$(VENV)/bin/dbt-llm pull smollm2-135m
+	$(VENV)/bin/dbt-llm pull nomic-embed-text-v1.5
 	DBT_LLM_REQUIRE_LOCAL_MODEL=1 $(PY) -m pytest -q
 
 test: lint pytest
@@ -42,6 +43,7 @@ unit: install
 
 demo: $(VENV)/.installed-local
 	$(VENV)/bin/dbt-llm pull $(DEMO_MODEL)
+	$(VENV)/bin/dbt-llm pull nomic-embed-text-v1.5
 	@echo "== dbt build of example_project on the embedded $(DEMO_MODEL) (no key, no network): first $(ROWS) of 200 vendors =="
 	cd example_project && $(DBT) deps --profiles-dir .. --quiet && \
 		DBT_LLM_TARGET=local DBT_LLM_LOCAL_MODEL=$(DEMO_MODEL) \
@@ -51,6 +53,9 @@ demo: $(VENV)/.installed-local
 	@echo "== A few enriched rows =="
 	cd example_project && $(DBT) show --profiles-dir .. --quiet --limit 8 --inline \
 		"select vendor_id, left(description, 40) as description, category, addr.city, addr.country from {{ ref('enriched_vendors') }} order by vendor_id"
+	@echo "== Semantic search: the vendors nearest to \"Network switches and cabling for the office\" =="
+	cd example_project && $(DBT) show --profiles-dir .. --quiet --inline \
+		"select vendor_id, left(description, 50) as description, similarity from {{ ref('similar_vendors') }}"
 	@echo "Run it again: every row comes from the cache, no model call. ROWS=200 enriches all vendors."
 
 bench: install

@@ -15,6 +15,7 @@ from conftest import DbtProject
 from pydantic import TypeAdapter
 
 from dbt_llm import ConfigError, LlmConfig, parse_config
+from dbt_llm.local.registry import DEFAULT_EMBEDDING_MODEL
 from dbt_llm.local.registry import DEFAULT_MODEL as LOCAL_DEFAULT_MODEL
 from dbt_llm.pricing import Price
 
@@ -275,6 +276,11 @@ def test_local_provider_takes_a_registry_name_or_a_gguf_path() -> None:
     assert parse_config({"provider": "local"}).model == LOCAL_DEFAULT_MODEL == "qwen2.5-coder-1.5b"
     assert parse_config({"provider": "local", "model_path": "/models/my.gguf"}).model == "/models/my.gguf"
     assert parse_config({"provider": "local", "model": "gpt-4o-mini"}).model == "gpt-4o-mini"
+    # llm_embed's model has a local default too, an embedding model; a profile's own choice stays.
+    assert parse_config({"provider": "local"}).embedding_model == DEFAULT_EMBEDDING_MODEL == "nomic-embed-text-v1.5"
+    assert parse_config({"provider": "local", "model_path": "/m/my.gguf"}).embedding_model == DEFAULT_EMBEDDING_MODEL
+    assert parse_config({"provider": "local", "embedding_model": "/m/e.gguf"}).embedding_model == "/m/e.gguf"
+    assert parse_config({}).embedding_model == "text-embedding-3-small"
     with pytest.raises(ConfigError, match="`model_path` is set"):
         parse_config({"provider": "openai", "model_path": "/models/my.gguf"})
     with pytest.raises(ConfigError, match=r"`model_path` is set\. Use it only with provider: local, instead of"):

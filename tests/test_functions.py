@@ -150,7 +150,7 @@ def test_llm_embed_batches_texts_caches_each_and_gives_equal_vectors_for_equal_t
     assert project.server.embedding_requests == []  # a rerun sends nothing
 
 
-def test_llm_embed_splits_a_failed_batch_and_fails_clearly_on_the_local_model(project: DbtProject) -> None:
+def test_llm_embed_splits_a_failed_batch_and_refuses_a_local_chat_model(project: DbtProject) -> None:
     project.write("seeds/t.csv", "id,body\n" + "\n".join(f"{i},text {i}" for i in range(8)) + "\n")
     project.write("models/m.sql", "select id, {{ dbt_llm.llm_embed('body') }} as v from {{ ref('t') }}\n")
     project.dbt("seed")
@@ -160,9 +160,12 @@ def test_llm_embed_splits_a_failed_batch_and_fails_clearly_on_the_local_model(pr
     assert sizes[0] == 8 and sorted(sizes[1:]) == [4, 4]  # the failed request split in halves
     assert project.query("select count(*), count(v), max(len(v)) from m") == [(8, 8, 32)]
 
-    project.plugin_config.update(provider="local")
+    # The embedded provider embeds with an embedding model only: a chat model is refused, naming the fix.
+    project.plugin_config.update(provider="local", embedding_model="smollm2-135m")
     result = project.dbt("run", ok=False)
-    assert "does not serve embeddings" in str(result.result.results[0].message)
+    message = str(result.exception) + "".join(str(r.message) for r in (result.result or []))
+    assert "'smollm2-135m' is a chat model and serves no embeddings" in message
+    assert "model='nomic-embed-text-v1.5'" in message
 
 
 def test_llm_filter_works_in_a_where_clause(project: DbtProject) -> None:

