@@ -27,7 +27,8 @@ class Resolver:
         outcomes, fatal = self._outcomes(live, claimed, list(texts_by_key), resolves, fatal)
         chunk = live.answer(miss_keys, outcomes, fatal=fatal is not None)
         fatal = fatal or _cancelled(live, chunk) or self._batch_verdict(live, chunk)
-        if claimed or fatal is not None or chunk.shared_failures:
+        # The first chunk with a miss writes the row (the cached rows are counted in SQL, unseen here).
+        if claimed or fatal is not None or chunk.shared_failures or live.account.unwritten():
             self._writer.put_audit(live.account.snapshot())
             self._writer.commit_cache()
         if fatal is not None:
