@@ -13,8 +13,6 @@ import threading
 
 import duckdb
 
-from .account import Account
-
 PREFIX = "llm_rows_"
 
 
@@ -66,7 +64,3 @@ class RowCounts:
             for database, schema, name in found:
                 self._cursor.execute(f'drop sequence if exists "{database}"."{schema}"."{name}"')
             self._reported = {}
-
-    def counter(self, account: Account, name: str) -> None:
-        """The account's rows include what the sequence counts."""
-        account.count_in(name, self.read)

@@ -220,8 +220,7 @@ class Runtime:
         # The account exists from here, so a run with no new rows still leaves an audit row.
         account = self.book.account_of(call)
         sequence = RowCounts.sequence(self.schema(), call.handle)
-        if call.hooked:
-            self.rows.counter(account, sequence)
+        account.count_in(sequence, self.rows.read) if call.hooked else None  # a preview's: dbt_llm_tally
         with self._lock:
             # A call rendered again (dbt compiles, then runs) keeps what it has in flight.
             if call.handle not in self._calls:
@@ -251,8 +250,7 @@ class Runtime:
 
     # -- dbt_llm_tally(true, handle): a preview's rows, one chunk at a time --
     def tally(self, rows: pa.Array, handles: pa.Array) -> pa.Array:
-        """Counts a preview's rows (blank ones are taken off by dbt_llm_resolve). The first chunk writes
-        the audit row, so a statement that ends early (a LIMIT, an error) leaves one to settle."""
+        """Counts a preview's rows (blank ones are taken off by dbt_llm_resolve); its first chunk writes the row."""
         rows = _flat(rows)
         if len(rows):
             account = self._live(handles).account
@@ -262,11 +260,8 @@ class Runtime:
 
     # -- dbt_llm_submit(key, text, row's text, handle): the distinct texts the cache join missed --
     def submit(self, keys: pa.Array, texts: pa.Array, raws: pa.Array, handles: pa.Array) -> pa.Array:
-        """Queues the requests as a prefetch and returns NULLs at once. DuckDB runs it inside the cache
-        subquery, over distinct texts, before the first row is resolved: while a chunk's resolve
-        waits (from the second chunk with misses on), the misses of the whole model keep the slots
-        busy, instead of one 2048-row chunk at a time; a query that stops early (LIMIT) does not
-        send the rest."""
+        """Queues the prefetch, returns NULLs: run in the cache subquery over distinct texts before any row
+        is resolved, so the whole model's misses keep the slots busy (a LIMIT does not send the rest)."""
         keys, texts = _flat(keys), _flat(texts)
         if len(keys):
             live = self._live(handles)
@@ -288,8 +283,7 @@ class Runtime:
 
     # -- dbt_llm_resolve(row's text, handle): only the rows the cache join did not answer --
     def resolve(self, raws: pa.Array, handles: pa.Array) -> pa.Array:
-        """The answers of one chunk's missed rows (see Resolver.resolve), found by the text as the row
-        has it among those dbt_llm_submit saw; a blank text is NULL, and not a row of the audit."""
+        """The answers of a chunk's missed rows (Resolver.resolve), by the row's text as dbt_llm_submit saw it."""
         raws = _flat(raws)
         if len(raws) == 0:
             return pa.nulls(0, pa.string())
