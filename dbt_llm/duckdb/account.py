@@ -4,6 +4,7 @@ of the ledger is changed here, once, so a snapshot never shows a value waiting f
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,13 +47,56 @@ class Account:
     # the rows counted so far less these.
     unanswered: int = 0
     shared: Fractions = field(default_factory=Fractions)  # a dry run's shares of requests and tokens
+    # Rows are those counted in SQL (the sequences of its macro calls, read by `reader`: see
+    # row_counts.py) and those counted here (count_rows), less the blank ones dbt_llm_resolve saw.
+    sequences: list[str] = field(default_factory=list)
+    reader: Callable[[list[str]], int] | None = None
+    sequenced: int = 0
+    blank: int = 0
+    counted: int = 0
 
     # -- rows, from the DuckDB functions --
     def count_rows(self, n: int) -> bool:
-        """Rows with text seen by dbt_llm_tally; True if the ledger has no audit row yet."""
+        """Rows counted in Python (a preview's by dbt_llm_tally, llm_agg's, a cascade's escalated rows);
+        True if the ledger has no audit row yet."""
         with self.lock:
-            self.ledger.rows += n
+            self.counted += n
             self._cache_hits()
+            return not self.ledger.written
+
+    def count_in(self, sequence: str, reader: Callable[[list[str]], int]) -> None:
+        """A macro call whose statement counts its rows on `sequence`."""
+        with self.lock:
+            if sequence not in self.sequences:
+                self.sequences.append(sequence)
+            self.reader = reader
+
+    def count_blank(self, n: int) -> None:
+        """Rows counted in SQL that have no text (NULL or blank): not rows of the audit."""
+        if n:
+            with self.lock:
+                self.blank += n
+                self._cache_hits()
+
+    def read_rows(self) -> None:
+        """The rows its sequences counted so far (they count as the statement runs, never back)."""
+        with self.lock:
+            names, reader = list(self.sequences), self.reader
+        if reader is None or not names:
+            return
+        counted = reader(names)
+        with self.lock:
+            self.sequenced = max(self.sequenced, counted)
+            self._cache_hits()
+
+    def ran(self) -> bool:
+        """Whether a statement counted rows into it, or it has an audit row already."""
+        self.read_rows()
+        with self.lock:
+            return self.ledger.written or self.sequenced > 0
+
+    def unwritten(self) -> bool:
+        with self.lock:
             return not self.ledger.written
 
     def count_chunk(self, chunk: ChunkCounts, *, fatal: bool) -> None:
@@ -80,6 +124,7 @@ class Account:
                 self.ledger.cancelled = True
 
     def _cache_hits(self) -> None:
+        self.ledger.rows = max(self.counted + self.sequenced - self.blank, 0)
         self.ledger.cache_hits = self.ledger.rows - self.unanswered
 
     # -- requests, from the engine's threads and batch mode --
@@ -156,6 +201,7 @@ class Account:
 
     # -- rows for llm_audit and the progress log --
     def snapshot(self) -> AuditRow:
+        self.read_rows()
         with self.lock:
             lg = self.ledger
             lg.finished_at, lg.written = now(), True
@@ -165,6 +211,7 @@ class Account:
 
     def close(self, status: Status) -> AuditRow:
         """Settle the ledger; returns the row to write."""
+        self.read_rows()
         with self.lock:
             lg = self.ledger
             lg.status, lg.finished_at, lg.closed, lg.written = status, now(), True, True
@@ -172,6 +219,7 @@ class Account:
 
     def progress(self) -> dict[str, Any]:
         """A consistent copy of the counters the progress log reads."""
+        self.read_rows()
         with self.lock:
             lg = self.ledger
             return {

@@ -131,13 +131,14 @@ class Cascades:
             )
         return cascade
 
-    # -- dbt_llm_cascade_submit(key, text, cached below the threshold, handle): the distinct missed texts --
-    def submit(self, keys: pa.Array, texts: pa.Array, cached: pa.Array, handles: pa.Array) -> pa.Array:
+    # -- dbt_llm_cascade_submit(key, text, row's text, cached below the threshold, handle): the distinct missed texts --
+    def submit(self, keys: pa.Array, texts: pa.Array, raws: pa.Array, cached: pa.Array, handles: pa.Array) -> pa.Array:
         """Queues the prefetch: the first model's request for a text it has no cached answer of, and
         escalate_to's for a text whose cached first answer is below the threshold; returns NULLs."""
         if len(keys) == 0:
             return pa.nulls(0, pa.string())
         cascade = self.of(handles[0].as_py())
+        cascade.first.note_missed(raws.to_pylist(), keys.to_pylist(), texts.to_pylist())
         first: dict[str, str] = {}
         escalated: dict[str, str] = {}
         below: list[str] = []

@@ -37,6 +37,9 @@ class GoldenAccount(Account):
     def count_rows(self, n: int) -> bool:
         return False  # the audit row is written by the model's own rows
 
+    def count_blank(self, n: int) -> None:
+        pass
+
     def count_chunk(self, chunk: ChunkCounts, *, fatal: bool) -> None:
         if fatal:  # the provider or the key stopped it: the model's run stops too
             with self.lock:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from ..calls.call import Call
 from ..calls.ledger import Ledger
 from ..engine import Budget, Outcome, Pending
+from ..errors import InternalStateError
 from .account import Account, ChunkCounts
 from .call_jobs import CallJobs
 from .invocation import Invocation
@@ -51,6 +52,9 @@ class LiveCall:
         self._failed: dict[str, Outcome] = {}
         self._resolves = 0
         self._jobs: CallJobs | None = None
+        # The texts the cache join missed, as dbt_llm_submit saw them, by the text as the row has it
+        # (what dbt_llm_resolve gets: _llm_resolve_sql): the key and the text sent, None when blank.
+        self._missed: dict[str, tuple[str, str] | None] = {}
         # The cached rows a recheck asks again (dbt_llm_sample offers each one the call reads).
         self.sample = Sample(call.recheck, seed=call.handle) if call.recheck else None
         # A dry run's compare: the rows the new spec will answer (dbt_llm_compare), from those it priced.
@@ -69,6 +73,31 @@ class LiveCall:
     @property
     def budget(self) -> Budget:
         return self.invocation.budget_of(self.call)
+
+    # -- the rows the cache join missed --
+    def note_missed(self, raws: list[str | None], keys: list[str | None], texts: list[str | None]) -> None:
+        with self._lock:
+            for raw, key, text in zip(raws, keys, texts, strict=True):
+                if raw is not None:
+                    # The row's own text when it is the one sent: held once.
+                    self._missed[raw] = None if key is None or text is None else (key, raw if raw == text else text)
+
+    def missed(self, raws: list[str | None]) -> tuple[list[str | None], dict[str, str], int]:
+        """The key of each row dbt_llm_resolve got (None: no text), the texts by key, and the blank rows."""
+        keys: list[str | None] = []
+        texts: dict[str, str] = {}
+        with self._lock:
+            for raw in raws:
+                if raw is not None and raw not in self._missed:
+                    raise InternalStateError(
+                        f"dbt_llm: {self.call.where}: a row the cache join missed was not seen by dbt_llm_submit; "
+                        "the model's SQL was changed after it compiled. Run it again with `dbt run`."
+                    )
+                found = None if raw is None else self._missed[raw]
+                keys.append(None if found is None else found[0])
+                if found is not None:
+                    texts[found[0]] = found[1]
+        return keys, texts, sum(k is None for k in keys)
 
     # -- texts and requests --
     def unsent(self, texts_by_key: dict[str, str]) -> dict[str, str]:

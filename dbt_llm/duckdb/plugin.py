@@ -52,19 +52,20 @@ class Plugin(BasePlugin):
         self.aggs.bind(conn, runtime.schema())
 
         conn.create_function("dbt_llm_prepare", runtime.prepare, [VARCHAR], VARCHAR, side_effects=True)
+        # A preview's rows (hooked commands count theirs in SQL: row_counts.py).
         _arrow_function(conn, "dbt_llm_tally", runtime.tally, [BOOLEAN, VARCHAR], BOOLEAN, side_effects=True)
-        _arrow_function(conn, "dbt_llm_resolve", runtime.resolve, [VARCHAR] * 3, VARCHAR, side_effects=True)
+        _arrow_function(conn, "dbt_llm_resolve", runtime.resolve, [VARCHAR] * 2, VARCHAR, side_effects=True)
         # llm_agg: the texts of each group as a list (DuckDB has no Python aggregates).
         _arrow_function(conn, "dbt_llm_agg", self.aggs.agg, [LIST_OF_VARCHAR, VARCHAR], VARCHAR, side_effects=True)
         # Not marked side_effects: DuckDB then evaluates it once per distinct text inside the cache
         # subquery (it returns NULL and only starts requests, so that is all it needs).
-        _arrow_function(conn, "dbt_llm_submit", runtime.submit, [VARCHAR] * 3, VARCHAR, side_effects=False)
+        _arrow_function(conn, "dbt_llm_submit", runtime.submit, [VARCHAR] * 4, VARCHAR, side_effects=False)
         # A cascade's (escalate_to=): as dbt_llm_submit, told if the first model's cached answer is below the threshold.
         _arrow_function(
             conn,
             "dbt_llm_cascade_submit",
             runtime.cascades.submit,
-            [VARCHAR, VARCHAR, BOOLEAN, VARCHAR],
+            [VARCHAR, VARCHAR, VARCHAR, BOOLEAN, VARCHAR],
             VARCHAR,
             side_effects=False,
         )
@@ -93,6 +94,9 @@ class Plugin(BasePlugin):
         conn.create_function("dbt_llm_estimated", runtime.book.estimated, [VARCHAR, VARCHAR], BIGINT, side_effects=True)
         conn.create_function(
             "dbt_llm_built_by_dry_run", runtime.built_by_dry_run, [VARCHAR, VARCHAR], BOOLEAN, side_effects=True
+        )
+        conn.create_function(
+            "dbt_llm_rows_counted", runtime.rows.reported, [VARCHAR, BIGINT], BIGINT, side_effects=True
         )
         conn.create_function("dbt_llm_finish", runtime.finish, [VARCHAR] * 3, VARCHAR, side_effects=True)
 

@@ -21,6 +21,8 @@ class Resolver:
     def resolve(self, live: LiveCall, miss_keys: list[str | None], texts_by_key: dict[str, str]) -> list[str | None]:
         """The answers of the chunk's rows; what the chunk paid for is committed before DuckDB gets them."""
         resolves = live.next_resolve()
+        if live.account.unwritten():  # the first chunk with a miss: a run killed while it waits leaves a row
+            self._writer.put_audit(live.account.snapshot())
         fatal = self._collect_jobs(live)
         self._sender.send(live, texts_by_key)
         claimed = live.claim(list(texts_by_key))

@@ -40,6 +40,7 @@ from .migrations import migrate
 from .progress import ProgressReporter
 from .rechecks import Rechecks
 from .resolver import Resolver
+from .row_counts import RowCounts
 from .sender import Sender
 from .settler import Settler
 from .writer import Writer
@@ -53,12 +54,16 @@ def _texts_by_key(keys: pa.Array, texts: pa.Array) -> dict[str, str]:
     return {k: t for k, t in zip(keys.to_pylist(), texts.to_pylist(), strict=True) if k is not None and t is not None}
 
 
-def _planned(call: Call, schema: str | None, cut: int | None) -> str:
+def _planned(call: Call, schema: str | None, cut: int | None, rows_sequence: str | None = None) -> str:
     """What the macros build the call's SQL from (dbt_llm_prepare's answer)."""
     task = call.task
     return json.dumps(
         {
             "handle": call.handle,
+            # The rows are counted in SQL on this sequence (row_counts.py); a preview's by dbt_llm_tally, as
+            # no post-hook reads its sequence inside dbt's transaction; a golden call's not at all.
+            "rows_sequence": rows_sequence if call.hooked else None,
+            "tally": rows_sequence is not None and not call.hooked,
             "spec_hash": task.spec_hash,
             "cache_table": f"{schema}.llm_cache",
             "structure": json.dumps(task.sql_structure),
@@ -106,6 +111,7 @@ class Runtime:
         )
         self.writer = Writer()
         self.book = AuditBook(provider=config.provider)
+        self.rows = RowCounts()
         # Guards the runtime's own fields: the schema, the invocation and its live calls.
         self._lock = threading.Lock()
         self._schema: str | None = None
@@ -141,6 +147,8 @@ class Runtime:
             # Before dbt lists the relations: a killed dry run's tables must not pass for a model's state.
             drop_dry_run_tables(conn, qualified, self._log)
             self._conn = conn
+            self.rows.bind(conn)
+            self.rows.drop_all()  # a killed run's
         self.writer.bind(conn, qualified)
         self.jobs.bind(conn, qualified)
 
@@ -195,6 +203,7 @@ class Runtime:
             schema, conn, invocation = self._schema, self._conn, self._invocation
         if schema is not None and conn is not None and invocation is not None:
             drop_dry_run_tables(conn, schema, self._log, invocation.id)
+        self.rows.drop_all()
 
     # -- dbt_llm_prepare(args_json): called once per macro call when the model renders --
     def prepare(self, args_json: str) -> str:
@@ -210,6 +219,8 @@ class Runtime:
             invocation.built_by_dry_run(call.node_id, first_batch_creates=True)
         # The account exists from here, so a run with no new rows still leaves an audit row.
         account = self.book.account_of(call)
+        sequence = RowCounts.sequence(self.schema(), call.handle)
+        account.count_in(sequence, self.rows.read) if call.hooked else None  # a preview's: dbt_llm_tally
         with self._lock:
             # A call rendered again (dbt compiles, then runs) keeps what it has in flight.
             if call.handle not in self._calls:
@@ -219,7 +230,7 @@ class Runtime:
         cut = truncate_at(self.config)
         for made in self.cascades.calls_of(call):
             self.writer.put_call(_call_row(made, str(args.get("text") or ""), cut))
-        return _planned(call, schema, cut)
+        return _planned(call, schema, cut, sequence)
 
     # -- dbt_llm_settled(invocation_id, node_id): whether a post-hook of the model settled it already --
     def settled(self, invocation_id: str, node_id: str) -> bool:
@@ -237,27 +248,25 @@ class Runtime:
             )
         return live
 
-    # -- dbt_llm_tally(text is not null, handle): every row, one chunk at a time --
-    def tally(self, present: pa.Array, handles: pa.Array) -> pa.Array:
-        """Counts the rows with text for the audit; only booleans cross into Python. The first chunk
-        writes the audit row, so a statement that ends early (a preview, an error) leaves one to settle."""
-        present = _flat(present)
-        if len(present):
+    # -- dbt_llm_tally(true, handle): a preview's rows, one chunk at a time --
+    def tally(self, rows: pa.Array, handles: pa.Array) -> pa.Array:
+        """Counts a preview's rows (blank ones are taken off by dbt_llm_resolve); its first chunk writes the row."""
+        rows = _flat(rows)
+        if len(rows):
             account = self._live(handles).account
-            if account.count_rows(pc.sum(present).as_py() or 0):
+            if account.count_rows(pc.sum(rows).as_py() or 0):
                 self.writer.put_audit(account.snapshot())
-        return present
+        return rows
 
-    # -- dbt_llm_submit(key, text, handle): the distinct texts the cache join missed --
-    def submit(self, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
-        """Queues the requests as a prefetch and returns NULLs at once. DuckDB runs it inside the cache
-        subquery, over distinct texts, before the first row is resolved: while a chunk's resolve
-        waits (from the second chunk with misses on), the misses of the whole model keep the slots
-        busy, instead of one 2048-row chunk at a time; a query that stops early (LIMIT) does not
-        send the rest."""
+    # -- dbt_llm_submit(key, text, row's text, handle): the distinct texts the cache join missed --
+    def submit(self, keys: pa.Array, texts: pa.Array, raws: pa.Array, handles: pa.Array) -> pa.Array:
+        """Queues the prefetch, returns NULLs: run in the cache subquery over distinct texts before any row
+        is resolved, so the whole model's misses keep the slots busy (a LIMIT does not send the rest)."""
         keys, texts = _flat(keys), _flat(texts)
         if len(keys):
-            self.sender.send(self._live(handles), _texts_by_key(keys, texts), prefetch=True)
+            live = self._live(handles)
+            live.note_missed(_flat(raws).to_pylist(), keys.to_pylist(), texts.to_pylist())
+            self.sender.send(live, _texts_by_key(keys, texts), prefetch=True)
         return pa.nulls(len(keys), pa.string())
 
     # -- dbt_llm_sample(key, text, cached answer, handle): with a recheck, the rows the cache answered --
@@ -272,15 +281,17 @@ class Runtime:
                     sample.offer(key, text, result)
         return results
 
-    # -- dbt_llm_resolve(key, text, handle): only the rows the cache join missed --
-    def resolve(self, keys: pa.Array, texts: pa.Array, handles: pa.Array) -> pa.Array:
-        """The answers of one chunk's missed rows (see Resolver.resolve)."""
-        keys, texts = _flat(keys), _flat(texts)
-        if len(keys) == 0:
+    # -- dbt_llm_resolve(row's text, handle): only the rows the cache join did not answer --
+    def resolve(self, raws: pa.Array, handles: pa.Array) -> pa.Array:
+        """The answers of a chunk's missed rows (Resolver.resolve), by the row's text as dbt_llm_submit saw it."""
+        raws = _flat(raws)
+        if len(raws) == 0:
             return pa.nulls(0, pa.string())
         live = self._live(handles)
+        keys, texts_by_key, blank = live.missed(raws.to_pylist())
+        live.account.count_blank(blank)
         resolve = self.cascades.resolve if live.call.cascade else self._resolver.resolve
-        results = resolve(live, keys.to_pylist(), _texts_by_key(keys, texts))
+        results = resolve(live, keys, texts_by_key)
         return pa.array(results, pa.string())
 
     def built_by_dry_run(self, invocation_id: str, node_id: str) -> bool:

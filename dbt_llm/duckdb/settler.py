@@ -29,7 +29,7 @@ class Settler:
 
     def close_accounts(self, accounts: list[Account], *, node_failed: bool) -> None:
         """Settle the rows that exist (one whose statement never ran has none to settle)."""
-        written = [a for a in accounts if a.ledger.written]
+        written = [a for a in accounts if a.ran()]
         for account in written:
             self._writer.put_audit(account.close(account.ledger.final_status(node_failed=node_failed)))
         if written:

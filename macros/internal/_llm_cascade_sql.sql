@@ -1,13 +1,14 @@
 {#- The SQL of a cascade (escalate_to=), as JSON text in the form of the call without one. Its cache join
-    looks up two keys of each row, the call model's and escalate_to's (the keys plain calls of each model
-    make): the first model's answer is final when its confidence is at least the threshold, else
-    escalate_to's when it is cached. Only the rows neither gives reach dbt_llm_cascade_submit (told whether
-    the first model's answer is cached, below the threshold: then only escalate_to is asked) and
+    looks up two keys of each distinct text, the call model's and escalate_to's (the keys plain calls of
+    each model make): the first model's answer is final when its confidence is at least the threshold, else
+    escalate_to's when it is cached. Only the texts neither gives reach dbt_llm_cascade_submit (told whether
+    the first model's answer is cached, below the threshold: then only escalate_to is asked) and their rows
     dbt_llm_resolve, which asks the first model and then escalate_to for the rows below the threshold: the
-    larger model is never asked, not even by the prefetch, for a row the first model is sure of. -#}
+    larger model is never asked, not even by the prefetch, for a row the first model is sure of. As in
+    _llm_resolve_sql, a cached row touches no UDF and is counted in SQL. -#}
 {% macro _llm_cascade_sql(call, text) -%}
   {%- set sql = dbt_llm._llm_key_sql(call, text) -%}
-  {%- set value, key = sql.value, sql.key -%}
+  {%- set value, key, raw = sql.value, sql.key, sql.raw -%}
   {%- set large_key = "sha256('" ~ call.cascade.spec_hash ~ "' || " ~ value ~ ")" -%}
   {%- set threshold = dbt_llm._llm_cascade_auto(call) if call.cascade.auto else call.cascade.threshold -%}
   {%- set shown = "_llm_c._llm_result" -%}
@@ -15,13 +16,12 @@
     {%- set shown = "json_object('" ~ call.confidence.name ~ "', _llm_c._llm_result -> '$." ~ call.confidence.key ~ "', 'confidence', _llm_c._llm_confidence)" -%}
   {%- endif -%}
   {%- set cached = "(select coalesce(max(case when not _llm_k._llm_large and _llm_c._llm_confidence >= " ~ threshold
-      ~ " then " ~ shown ~ " end), max(case when _llm_k._llm_large and _llm_c._llm_key is not null then " ~ shown ~ " end), dbt_llm_cascade_submit(" ~ key ~ ", " ~ value
+      ~ " then " ~ shown ~ " end), max(case when _llm_k._llm_large and _llm_c._llm_key is not null then " ~ shown ~ " end), dbt_llm_cascade_submit(" ~ key ~ ", " ~ value ~ ", " ~ raw
       ~ ", bool_or(not _llm_k._llm_large and _llm_c._llm_key is not null), '" ~ call.handle ~ "'))"
       ~ " from (select unnest([" ~ key ~ ", " ~ large_key ~ "]) as _llm_key, unnest([false, true]) as _llm_large) as _llm_k"
       ~ " left join (select key as _llm_key, result as _llm_result, confidence as _llm_confidence from " ~ call.cache_table
       ~ ") as _llm_c on _llm_c._llm_key = _llm_k._llm_key)" -%}
-  (case when dbt_llm_tally({{ value }} is not null, '{{ call.handle }}')
-        then coalesce({{ cached }}, dbt_llm_resolve({{ key }}, {{ value }}, '{{ call.handle }}')) end)
+  {{- dbt_llm._llm_counted_sql(call, "coalesce(" ~ cached ~ ", dbt_llm_resolve(" ~ raw ~ ", '" ~ call.handle ~ "'))") -}}
 {%- endmacro %}
 
 {#- escalate_below='auto': the threshold, chosen from the golden set before the cascade's SQL is rendered.

@@ -11,6 +11,11 @@
 {% macro duckdb___llm_finish() -%}
   {%- set materialized = config.get('materialized') -%}
   {%- set node = "'" ~ invocation_id ~ "', '" ~ model.unique_id ~ "'" -%}
+  {#- The rows counted in SQL (_llm_counted_sql), read here on dbt's connection, before any rollback: a
+      sequence made in the transaction dbt opened while compiling is seen by no other connection yet. -#}
+  {%- if execute -%}
+    select count(dbt_llm_rows_counted(sequence_name, last_value)) from duckdb_sequences() where starts_with(sequence_name, 'llm_rows_');
+  {%- endif -%}
   {%- if execute and dbt_llm._llm_dry_run() and materialized != 'table' -%}
     {%- set created = run_query("select dbt_llm_built_by_dry_run(" ~ node ~ ")").columns[0].values()[0] -%}
     {%- set estimated = run_query("select dbt_llm_estimated(" ~ node ~ ")").columns[0].values()[0] > 0 -%}

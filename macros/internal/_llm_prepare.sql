@@ -66,6 +66,11 @@
   {%- if call.error -%}
     {{ exceptions.raise_compiler_error(call.error) }}
   {%- endif -%}
+  {#- The call's rows are counted in SQL, on a sequence of its own (_llm_counted_sql); made on dbt's
+      connection, so the model's statement sees it; the plugin reads and drops it (duckdb/row_counts.py). -#}
+  {%- if call.rows_sequence -%}
+    {%- do run_query('create sequence if not exists ' ~ call.rows_sequence) -%}
+  {%- endif -%}
   {{- return(call) -}}
 {%- endmacro %}
 
