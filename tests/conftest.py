@@ -15,6 +15,7 @@ import duckdb
 import pytest
 import yaml
 from dbt.cli.main import dbtRunner, dbtRunnerResult
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -23,6 +24,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 from openai_server import FakeOpenAI
+
+# Property tests run on a busy 2-core machine beside dbt runs: no per-example deadline (a slow example is
+# not a wrong one), and under CI the same examples every run, so a red build is a real failure.
+settings.register_profile("dbt_llm", deadline=None, derandomize=os.environ.get("CI") == "true")
+settings.load_profile("dbt_llm")
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-0123456789abcdef-SECRET"
