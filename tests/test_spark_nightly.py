@@ -94,3 +94,65 @@ def test_spark_batch_mode_half_price_and_a_run_killed_while_it_waits_is_collecte
 
         project.dbt("run", *BATCH)  # everything cached: no job, no request
         assert len(server.batches) == 1 and server.requests == []
+
+
+def test_spark_dry_run_sends_nothing_and_estimates_every_uncached_row(tmp_path: Path) -> None:
+    distinct = 60
+    with FakeOpenAI(api_key=API_KEY) as server:
+        project = _project(tmp_path / "project", server, rows=3 * distinct, distinct=distinct)
+        project.write("models/warm.sql", ENRICHED.replace("__WHERE__", "where id % 60 < 20"))  # caches 20 texts
+        project.dbt("run", "--select", "tickets", "warm")
+        assert len(server.requests) == 20
+        prompt_per_request = {r.prompt_tokens for r in server.requests}
+
+        done = project.dbt("run", "--select", "enriched", "--vars", "{dbt_llm_dry_run: true}")
+        assert len(server.requests) == 20 and server.batches == [], "a dry run sends nothing"
+        ((status, rows, hits, calls, requests, prompt, completion, cost),) = project.query(
+            "select status, rows, cache_hits, api_calls, est_requests, est_prompt_tokens, est_completion_tokens, "
+            "est_cost_usd from {dbt_llm.llm_audit} where node_id like '%enriched'"
+        )
+        assert (status, rows, calls) == ("dry_run", 3 * distinct, 0)
+        assert hits == 3 * 20  # the rows of the cached texts
+        assert requests == distinct - 20  # every uncached text, once
+        # ~4 characters a token: within a few tokens a request of what the server counted
+        assert min(prompt_per_request) * requests * 0.8 <= prompt <= max(prompt_per_request) * requests * 1.3
+        assert completion > 0 and cost == pytest.approx((prompt * 0.15 + completion * 0.60) / 1e6)
+        assert f"dry run: model.spark_llm.enriched: llm_classify (gpt-4o-mini): {requests} request(s)" in done.stdout
+        rows_built = project.model_rows("enriched")
+        answered = [(body, category) for _, body, category in rows_built if category is not None]
+        assert len(rows_built) == 3 * distinct and len(answered) == 3 * 20  # NULL where a call would be needed
+        assert all(category == body.split()[2] for body, category in answered)
+
+        batch = project.dbt("run", "--select", "enriched", "--vars", "{dbt_llm_dry_run: true, dbt_llm_mode: batch}")
+        assert len(server.requests) == 20 and server.batches == []
+        assert f"{requests} request(s)" in batch.stdout
+        estimates = project.query(
+            "select est_cost_usd from {dbt_llm.llm_audit} where status = 'dry_run' order by started_at"
+        )
+        assert estimates[1][0] == pytest.approx(estimates[0][0] / 2)  # batch mode priced at the batch price
+
+
+def test_spark_a_budget_stops_a_400_row_model_near_the_cap_and_keeps_what_was_paid(tmp_path: Path) -> None:
+    cap, price = 0.01, {"input": 3.0, "output": 12.0}
+    with FakeOpenAI(api_key=API_KEY, latency=0.05) as server:
+        project = _project(
+            tmp_path / "project", server, rows=400, distinct=400, max_cost_usd=cap, prices={"gpt-4o-mini": price}
+        )
+        project.write("models/tickets.sql", "select id, concat('ticket number ', cast(id as string)) as body "
+                      "from range(400) t(id)")  # fmt: skip
+        done = project.dbt("run", ok=False)
+        assert done.returncode == 1
+        assert "budget reached in model.spark_llm.enriched: this invocation spent $" in done.stdout
+        billed = server.requests
+        paid = [(r.prompt_tokens * price["input"] + r.completion_tokens * price["output"]) / 1e6 for r in billed]
+        slots = 2 * 4  # local[2] task slots x max_concurrency
+        assert 0 < len(billed) < 400
+        print(f"MEASURED budget: {len(billed)} requests, spent {sum(paid):.5f}, max request {max(paid):.6f}")
+        assert cap - slots * max(paid) <= sum(paid) <= cap + max(paid)  # stops within about a request a slot
+        ((status, calls, skipped, cost),) = project.query(
+            "select status, api_calls, skipped_rows, cost_usd from {dbt_llm.llm_audit}"
+        )
+        assert (status, calls) == ("budget_exceeded", len(billed))
+        assert skipped == 400 - len(server.answered()) and cost == pytest.approx(sum(paid))
+        assert project.query("select count(*) from {dbt_llm.llm_cache}") == [(len(server.answered()),)]  # paid: kept
+        assert project.query("select count(*) from {dbt_llm.llm_errors}") == [(0,)]  # `budget` is no row failure
