@@ -147,7 +147,6 @@ def test_spark_a_budget_stops_a_400_row_model_near_the_cap_and_keeps_what_was_pa
         paid = [(r.prompt_tokens * price["input"] + r.completion_tokens * price["output"]) / 1e6 for r in billed]
         slots = 2 * 4  # local[2] task slots x max_concurrency
         assert 0 < len(billed) < 400
-        print(f"MEASURED budget: {len(billed)} requests, spent {sum(paid):.5f}, max request {max(paid):.6f}")
         assert cap - slots * max(paid) <= sum(paid) <= cap + max(paid)  # stops within about a request a slot
         ((status, calls, skipped, cost),) = project.query(
             "select status, api_calls, skipped_rows, cost_usd from {dbt_llm.llm_audit}"
