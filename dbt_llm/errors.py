@@ -37,3 +37,7 @@ class InternalStateError(DbtLlmError):
 
 class BatchPendingError(DbtLlmError):
     """A model's batch jobs had not ended at batch_timeout: nothing was written; the next run collects them."""
+
+
+class DryRunStop(DbtLlmError):
+    """A dry run on Spark stopped an incremental model's statement: it would have appended NULLs."""

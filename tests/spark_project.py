@@ -90,7 +90,8 @@ class SparkProject:
             schema, _, table = name.rpartition(".")
             return f"read_parquet('{self.table(table, schema or 'dbt_llm')}')"
 
-        for name in ("dbt_llm.llm_cache", "dbt_llm.llm_audit", "dbt_llm.llm_errors"):
+        names = ("llm_cache", "llm_audit", "llm_errors", "llm_batch_jobs", "llm_batch_job_keys")
+        for name in (f"dbt_llm.{table}" for table in names):
             sql = sql.replace("{" + name + "}", path(name))
         with duckdb.connect() as con:
             return con.execute(sql).fetchall()

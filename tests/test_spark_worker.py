@@ -113,8 +113,7 @@ def test_a_row_without_a_valid_answer_is_staged_as_an_error_and_counted(server: 
     [
         ({"provider": "local"}, "the dbt var `dbt_llm`: `provider: local` is not available on Spark"),
         ({"nonsense": 1}, "the dbt var `dbt_llm`: `nonsense` is not a known key"),
-        ({"max_cost_usd": 5}, "`max_cost_usd` is not enforced on Spark yet"),
-        ({"mode": "batch"}, "batch mode is not available on Spark yet"),
+        ({"dry_run": True, "compare": 10}, "compares are not available on Spark yet"),
         ({"recheck": 20}, "rechecks are not available on Spark yet; run without `dbt_llm_recheck`"),
         ({"labels": []}, "llm_classify(body) in model.p.m"),
     ],

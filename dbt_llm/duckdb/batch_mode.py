@@ -10,14 +10,13 @@ import time
 from collections.abc import Callable
 
 from ..batch.lines import BatchOutcome, BatchRecord, CollectResult
-from ..batch.runner import BatchRunner, BatchSettings, RunHooks, exhausted
+from ..batch.reserve import reserve_jobs
+from ..batch.runner import BatchRunner, RunHooks, exhausted
+from ..batch.wiring import pending_error, runner_for
 from ..config import LlmConfig
 from ..engine import Outcome, Request
-from ..engine.budget import Budget
-from ..engine.packing import estimate_tokens, packs_of
 from ..errors import BatchPendingError, DbtLlmError
 from ..pricing import Price, PriceTable
-from ..providers.factory import build_batch_client
 from .call_jobs import CallJobs
 from .job_store import JobStore
 from .live_call import LiveCall
@@ -42,10 +41,7 @@ class BatchMode:
         """Built on the first job: a realtime run needs no Batch API client."""
         with self._lock:
             if self._runner is None:
-                settings = BatchSettings(
-                    poll_initial=self._config.batch_poll_interval, pack_chars=self._config.max_input_chars
-                )
-                self._runner = BatchRunner(build_batch_client(self._config), prices=self._prices, settings=settings)
+                self._runner = runner_for(self._config, self._prices)
             return self._runner
 
     # -- from dbt_llm_submit: every distinct miss of the call, before the first row is resolved --
@@ -77,21 +73,16 @@ class BatchMode:
             )
 
     def _reserve(self, live: LiveCall, jobs: CallJobs, requests: list[Request]) -> list[Request]:
-        """A job is paid when it ends, so its estimated cost is held against the budget up front, a
-        pack's shared by its rows; a request that does not fit is not sent (`budget`)."""
-        price = self.price(live.call.task.model)
-        sendable: list[Request] = []
-        for pack in packs_of(requests, lambda request: request, self._config.max_input_chars):
-            estimate = 0.0 if price is None else price.cost(*estimate_tokens(pack))
-            if pack[0].budget.reserve(estimate) == "reserved":
-                jobs.reserved.update((request.key, estimate / len(pack)) for request in pack)
-                sendable += pack
-                continue
-            for request in pack:  # "wait" too: nothing in this call settles before the job ends
-                outcome = Outcome(request.key, error_kind="budget", error="not sent: max_cost_usd was reached")
-                jobs.outcomes[request.key] = outcome
-                live.record(outcome)
-        return sendable
+        """Each job's estimated cost is held against the budget up front (batch/reserve.py); a request
+        that does not fit is not sent (`budget`)."""
+        before = len(jobs.held.sendable)
+        reserve_jobs(requests, self.price(live.call.task.model), self._config.max_input_chars, jobs.held)
+        for request in jobs.held.refused:
+            outcome = Outcome(request.key, error_kind="budget", error="not sent: max_cost_usd was reached")
+            jobs.outcomes[request.key] = outcome
+            live.record(outcome)
+        jobs.held.refused.clear()
+        return jobs.held.sendable[before:]
 
     # -- from the call's first dbt_llm_resolve that has misses --
     def collect(self, live: LiveCall, realtime: Realtime) -> None:
@@ -211,17 +202,7 @@ class BatchMode:
         return price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) - outcome.cost_usd
 
     def _release(self, request: Request, jobs: CallJobs, cost: float) -> None:
-        reserved = jobs.reserved.pop(request.key, None)
-        if reserved is not None:
-            budget: Budget = request.budget
-            budget.settle(reserved, cost)
+        jobs.held.release(request, cost)
 
     def _pending_error(self, live: LiveCall, pending: list[BatchRecord]) -> BatchPendingError:
-        ids = ", ".join(record.batch_id for record in pending)
-        waiting = sum(len(record.keys) for record in pending)
-        return BatchPendingError(
-            f"dbt_llm: {live.call.where} waited batch_timeout={self._config.batch_timeout:g}s for batch job(s) "
-            f"{ids} ({waiting} request(s)), which have not ended; nothing was written for this model. The jobs "
-            "are recorded in llm_batch_jobs: the next run collects them and sends none of their requests again. "
-            "Run it later, or raise batch_timeout."
-        )
+        return pending_error(live.call.where, self._config.batch_timeout, pending)

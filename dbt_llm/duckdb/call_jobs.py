@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..batch.lines import BatchRecord
+from ..batch.reserve import Held
 from ..engine import Outcome, Request
 from ..errors import DbtLlmError
 
@@ -17,7 +18,7 @@ class CallJobs:
 
     records: list[BatchRecord] = field(default_factory=list)
     requests: dict[str, Request] = field(default_factory=dict)
-    reserved: dict[str, float] = field(default_factory=dict)  # estimated cost held against the budget
+    held: Held = field(default_factory=Held)  # estimated cost held against the budget
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # not claimed by a row yet
     final: dict[str, Outcome] = field(default_factory=dict)  # every final outcome, for calls that borrow it
     borrowed: dict[str, CallJobs] = field(default_factory=dict)  # key -> the jobs of the call that carries it

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..calls.estimate import estimate
 from ..engine import Engine, Outcome, Pending, Request
-from ..engine.packing import estimate_tokens, packs_of
 from ..pricing import PriceTable
 from .batch_mode import BatchMode
 from .live_call import LiveCall
@@ -100,10 +100,7 @@ class Sender:
         price = self._prices.price(live.call.task.model, batch=live.call.mode == "batch")
         fresh = live.invocation.first_estimates([r.key for r in requests])
         requests = [r for r in requests if r.key in fresh]
-        packs = packs_of(requests, lambda request: request, self._max_input_chars)
-        prompt = completion = 0
-        for pack in packs:
-            p, c = estimate_tokens(pack)
-            prompt, completion = prompt + p, completion + c
-        cost = None if price is None else price.cost(prompt, completion)
-        live.account.estimate(len(packs), prompt, completion, cost, share=live.estimate_share)
+        guess = estimate(requests, price, self._max_input_chars)
+        live.account.estimate(
+            guess.requests, guess.prompt_tokens, guess.completion_tokens, guess.cost_usd, share=live.estimate_share
+        )

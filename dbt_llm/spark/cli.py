@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 
 from ..errors import DbtLlmError
 from . import session, udfs
+from .jobs import JobFiles, jobs_dir, jobs_merge, read_jobs
 from .staging import MERGE_LOCK, discard, forget_calls, node_dirs
 from .tables import MIGRATIONS_TABLE, merge, migrations, quote
 
@@ -45,7 +46,19 @@ def merge_leftovers(spark: SparkSession, root: str, status: str) -> int:
             spark.sql(statement)
         discard(node.path)
         merged += 1
+    merge_jobs(spark, root)
     return merged
+
+
+def merge_jobs(spark: SparkSession, root: str) -> None:
+    """Staged batch jobs into llm_batch_jobs (a killed run may have created one it never recorded
+    there); the files of collected jobs then go, those of open jobs stay for the next run to collect."""
+    for schema in sorted({str(lines[0].get("schema")) for lines in read_jobs(jobs_dir(Path(root)))}):
+        ensure_tables(spark, schema)
+        for statement in jobs_merge(Path(root), schema):
+            spark.sql(statement)
+        files = JobFiles(Path(root), schema)
+        files.discard(files.collected_ids())
 
 
 def _project_dir(argv: Sequence[str]) -> Path:

@@ -11,11 +11,22 @@ from typing import Any
 from ..calls.call import Call
 from ..calls.plan import plan_call
 from ..calls.rows import now
+from ..calls.verdict import budget_error
 from ..config import LlmConfig, parse_config
 from ..errors import ConfigError, SpecError
 from ..pricing import PriceTable
+from .ledger import spark_budget
 from .sql_types import spark_type
-from .staging import LineWriter, NodeDir, acquire_merge_lock, node_dirs, release_merge_lock, write_call
+from .staging import (
+    LineWriter,
+    NodeDir,
+    acquire_merge_lock,
+    node_dirs,
+    read_call,
+    release_merge_lock,
+    staged_lines,
+    write_call,
+)
 from .staging import discard as remove_staged
 from .tables import MIGRATIONS_TABLE, migrations, quote
 from .tables import merge as merge_sql
@@ -35,11 +46,6 @@ def spark_config(values: Any) -> LlmConfig:
         raise ConfigError(
             "the dbt var `dbt_llm`: `provider: local` is not available on Spark (each executor would start its "
             "own model). Point `base_url` at an OpenAI-compatible endpoint that serves the model instead."
-        )
-    if config.max_cost_usd is not None:
-        raise ConfigError(
-            "the dbt var `dbt_llm`: `max_cost_usd` is not enforced on Spark yet (executors share no budget). "
-            "Remove it, or run the model on dbt-duckdb, where it is."
         )
     return config
 
@@ -67,6 +73,7 @@ def prepare(payload_json: str, root: str) -> str:
             "provider": config.provider,
             "command": call.command,
             "on_error": call.on_error,
+            "dry_run": call.dry_run,
             "created_at": now(),
             "owner": call.attribution.owner,
             "group_name": call.attribution.group_name,
@@ -94,12 +101,8 @@ def prepare(payload_json: str, root: str) -> str:
 
 def _refuse_unsupported(call: Call) -> None:
     where = f"llm_{call.task.function} in {call.node_id}"
-    if call.mode == "batch":
-        raise SpecError(f"{where}: batch mode is not available on Spark yet; remove `mode: batch` for this model.")
-    if call.dry_run:
-        raise SpecError(f"{where}: dry runs are not available on Spark yet; run without `dbt_llm_dry_run`.")
-    if call.max_cost_usd is not None:
-        raise SpecError(f"{where}: `max_cost_usd` is not enforced on Spark yet; remove it from the model's meta.")
+    if call.compare:
+        raise SpecError(f"{where}: compares are not available on Spark yet; run without `dbt_llm_compare`.")
     if call.batch_id:
         raise SpecError(f"{where}: microbatch models are not available on Spark yet; use incremental or table.")
     if call.golden:
@@ -133,6 +136,7 @@ def finish(payload_json: str, root: str) -> str:
     merge = merge_sql(node, "success")
     return json.dumps(
         {
+            "budget_message": _budget_message(Path(root), node),
             "statements": merge.statements,
             "failures_query": merge.failures_query,
             "failed_message": merge.failed_message,
@@ -140,6 +144,20 @@ def finish(payload_json: str, root: str) -> str:
             "staging": str(node.path),
         }
     )
+
+
+def _budget_message(root: Path, node: NodeDir) -> str | None:
+    """Texts max_cost_usd left unsent fail the model with `budget`, saying what was spent of which cap."""
+    lines = list(staged_lines(node.path))
+    skipped = len({line.get("key") for line in lines if line.get("kind") == "budget"})
+    handle = next((str(line["handle"]) for line in lines if line.get("kind") == "call"), None)
+    if not skipped or handle is None:
+        return None
+    stored = read_call(root, handle)
+    config = spark_config(stored["config"])
+    call = plan_call(stored["args"], node.invocation_id, config, PriceTable(config.prices))
+    budget = spark_budget(root, call.invocation_id, call.node_id, (config.max_cost_usd, call.max_cost_usd))
+    return str(budget_error(call.where, budget, skipped))
 
 
 def lock(owner: str, root: str) -> str:

@@ -6,6 +6,9 @@ driver may move or delete merged files while other batches still write. Layout u
 
     calls/<handle>.json                               a prepared macro call: its arguments and config
     <schema>/<invocation_id>/<node_id>/part-*.jsonl   the lines of one model in one dbt invocation
+    wanted/<handle>/part-*.jsonl                      batch mode, dry runs: the call's uncached texts
+    batch_jobs/<job_id>.jsonl                         a batch job, written the moment it exists (jobs.py)
+    ledgers/<invocation_id>[/<node_id>].json          max_cost_usd: what the invocation (model) spent
 
 The root must be a path every executor can write and the driver can read (on one machine: a
 directory next to the project; on a cluster: a shared mount).
@@ -26,13 +29,14 @@ from typing import Any
 
 # The columns of a staged line, in the Spark DDL the driver reads them with (see tables.py).
 LINE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("kind", "string"),  # call | answer | error | tally
+    ("kind", "string"),  # call | answer | error | budget (not sent: max_cost_usd) | tally | estimate
     ("handle", "string"),
     ("function", "string"),
     ("model", "string"),
     ("provider", "string"),
     ("command", "string"),
     ("on_error", "string"),
+    ("dry_run", "boolean"),  # a call line's
     ("key", "string"),
     ("result", "string"),
     ("prompt_tokens", "bigint"),
@@ -53,6 +57,11 @@ LINE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("failed", "bigint"),
     ("skipped", "bigint"),
     ("batch", "string"),  # a tally's batch: its handle and keys, hashed
+    ("batch_answers", "bigint"),  # an answer from a batch job's line
+    ("est_requests", "bigint"),  # a dry run's estimate (kind estimate)
+    ("est_prompt_tokens", "bigint"),
+    ("est_completion_tokens", "bigint"),
+    ("est_cost_usd", "double"),
     ("created_at", "timestamp"),
     ("owner", "string"),  # a call's attribution (calls/attribution.py)
     ("group_name", "string"),
@@ -140,11 +149,24 @@ def staged_lines(directory: Path) -> Iterator[dict[str, Any]]:
                     yield line
 
 
+# Directories of the root that hold no schema's models.
+RESERVED = frozenset({"calls", "wanted", "batch_jobs", "ledgers"})
+
+
+def wanted_dir(root: Path, handle: str) -> Path:
+    return root / "wanted" / _safe(handle)
+
+
+def ledger_path(root: Path, invocation_id: str, node_id: str) -> Path:
+    base = root / "ledgers" / _safe(invocation_id)
+    return base / f"{_safe(node_id)}.json" if node_id else base.with_suffix(".json")
+
+
 def node_dirs(root: Path) -> Iterator[NodeDir]:
     """Every model directory left under the root, whichever schema and invocation wrote it."""
     if not root.is_dir():
         return
-    for schema in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "calls"):
+    for schema in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in RESERVED):
         for invocation in sorted(p for p in schema.iterdir() if p.is_dir()):
             for node in sorted(p for p in invocation.iterdir() if p.is_dir()):
                 yield NodeDir(root, schema.name, invocation.name, node.name)
@@ -160,11 +182,18 @@ def discard(directory: Path) -> None:
 
 
 def forget_calls(root: Path, *, since: float) -> None:
-    """The call files this run wrote (modified since `since`): its models are done with them."""
-    for path in (root / "calls").glob("*.json"):
+    """The call files, wanted texts and ledgers this run wrote (modified since `since`): its models are
+    done with them."""
+    for path in [*(root / "calls").glob("*.json"), *(root / "ledgers").glob("**/*.json")]:
         try:
             if path.stat().st_mtime >= since:
                 path.unlink()
+        except OSError:
+            pass
+    for path in (root / "wanted").glob("*"):
+        try:
+            if path.stat().st_mtime >= since:
+                shutil.rmtree(path, ignore_errors=True)
         except OSError:
             pass
 

@@ -47,6 +47,22 @@ MIGRATIONS: list[tuple[str, str]] = [
         "alter table {s}.llm_audit add columns "
         "(`owner` string, `group_name` string, `tags` array<string>, `meta` string)",
     ),
+    (
+        # One row per job and state: created (collected_at NULL), then collected; the latest says (jobs.py).
+        "create llm_batch_jobs",
+        """create table if not exists {s}.llm_batch_jobs (
+            `job_id` string, `provider` string, `model` string, `function` string, `invocation_id` string,
+            `node_id` string, `requests` bigint, `status` string, `input_file_id` string, `output_file_id` string,
+            `error_file_id` string, `completed` bigint, `failed` bigint, `created_at` timestamp,
+            `finished_at` timestamp, `collected_at` timestamp
+        ) using parquet""",
+    ),
+    (
+        "create llm_batch_job_keys",
+        """create table if not exists {s}.llm_batch_job_keys (
+            `job_id` string, `key` string, `custom_id` string, `row_id` string
+        ) using parquet""",
+    ),
 ]
 
 MIGRATIONS_TABLE = (
@@ -106,8 +122,24 @@ def _audit_insert(s: str, view: str, ids: tuple[str, str], status: str) -> str:
     inv, nid = ids
     paid = "`kind` in ('answer', 'error')"
     # A killed run's rows are `interrupted` whatever its rows came to: it was not judged.
-    rows_say = "" if status == "interrupted" else "when coalesce(sum(`failed`), 0) > 0 then 'failed_rows' "
-    final = f"case when first(`command`, true) = 'show' then 'preview' {rows_say}else {literal(status)} end"
+    judged = (
+        ""
+        if status == "interrupted"
+        else (
+            "when count_if(`kind` = 'budget') > 0 then 'budget_exceeded' "
+            "when coalesce(sum(`failed`), 0) > 0 then 'failed_rows' "
+        )
+    )
+    final = (
+        "case when first(`command`, true) = 'show' then 'preview' when bool_or(coalesce(`dry_run`, false)) "
+        f"then 'dry_run' {judged}else {literal(status)} end"
+    )
+    estimated = (
+        "coalesce(sum(`est_requests`), 0), coalesce(sum(`est_prompt_tokens`), 0), "
+        "coalesce(sum(`est_completion_tokens`), 0), "
+        "case when bool_and(`kind` != 'estimate' or `est_cost_usd` is not null) then "
+        "coalesce(sum(`est_cost_usd`), 0) end"
+    )
     return f"""insert into {s}.llm_audit
         select n.* from (
             select {inv} as invocation_id, {nid} as node_id, '' as batch_id, `function`, `model`,
@@ -117,7 +149,7 @@ def _audit_insert(s: str, view: str, ids: tuple[str, str], status: str) -> str:
                 coalesce(sum(`skipped`), 0),
                 coalesce(sum(`prompt_tokens`), 0), coalesce(sum(`completion_tokens`), 0),
                 case when bool_and(coalesce(`priced`, true)) then coalesce(sum(`cost_usd`), 0) end,
-                {final}, 0, 0, 0, 0, coalesce(sum(`cached_tokens`), 0), 0,
+                {final}, {estimated}, coalesce(sum(`cached_tokens`), 0), coalesce(sum(`batch_answers`), 0),
                 count_if({paid} and `attempts` > 0) / nullif(sum(`requests`), 0),
                 coalesce(sum(`ungrounded`), 0),
                 first(`owner`, true), first(`group_name`, true), first(`tags`, true), first(`meta`, true)

@@ -13,7 +13,7 @@ from pyspark.sql.functions import udf
 from pyspark.sql.pandas.functions import pandas_udf
 from pyspark.sql.types import StringType
 
-from . import planning, worker
+from . import nightly, planning, worker
 
 
 def _optional(values: "pd.Series[str]") -> list[str | None]:
@@ -40,6 +40,18 @@ def register(spark: SparkSession, root: str) -> None:
     def unlock(owner: str) -> str:
         return planning.unlock(owner, root)
 
+    def before(payload: str) -> str:
+        return nightly.before(payload, root)
+
+    def submit_jobs(payload: str) -> str:
+        return nightly.submit(payload, root)
+
+    def collect_jobs(payload: str) -> str:
+        return nightly.collect(payload, root)
+
+    def discard_jobs(payload: str) -> str:
+        return nightly.discard_jobs(payload, root)
+
     spark.udf.register("dbt_llm_answer", pandas_udf(answer, StringType()).asNondeterministic())  # type: ignore[call-overload]
     # Each has effects (files), so Spark must neither skip nor repeat it.
     for name, function in (
@@ -48,5 +60,9 @@ def register(spark: SparkSession, root: str) -> None:
         ("dbt_llm_discard", planning.discard),
         ("dbt_llm_lock", lock),
         ("dbt_llm_unlock", unlock),
+        ("dbt_llm_before", before),
+        ("dbt_llm_submit_jobs", submit_jobs),
+        ("dbt_llm_collect_jobs", collect_jobs),
+        ("dbt_llm_discard_jobs", discard_jobs),
     ):
         spark.udf.register(name, udf(function, StringType(), useArrow=False).asNondeterministic())

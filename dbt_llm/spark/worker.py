@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..batch.lines import BatchOutcome
 from ..calls.call import Call
 from ..calls.plan import plan_call
 from ..calls.rows import now
@@ -21,12 +22,13 @@ from ..config import LlmConfig
 from ..engine import Engine, Outcome, Request
 from ..engine.budget import Budget
 from ..engine.factory import engine_for
-from ..errors import RowFailuresError
+from ..errors import DryRunStop, RowFailuresError
 from ..functions.tasks import sha256_hex
 from ..pricing import PriceTable
 from ..providers.factory import build_provider
+from .ledger import spark_budget
 from .planning import spark_config
-from .staging import LineWriter, NodeDir, read_call, staged_lines
+from .staging import LineWriter, NodeDir, read_call, staged_lines, wanted_dir
 
 
 @dataclass
@@ -39,8 +41,11 @@ class _CallState:
     answers: dict[str, str] = field(default_factory=dict)
     failed: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # One for the call (no cap on Spark): requests of one budget may share a pack (packing.signature).
+    # One for the call (shared across workers by a ledger when capped: ledger.py); requests of one
+    # budget may share a pack (packing.signature).
     budget: Budget = field(default_factory=lambda: Budget(None))
+    skipped: set[str] = field(default_factory=set)  # not sent: max_cost_usd was reached
+    unclaimed: set[str] = field(default_factory=set)  # answered by this call's batch jobs, no row claimed yet
     # `dbt show --limit N`: Spark runs a whole partition through the UDF even for a LIMIT, so a preview
     # sends at most N texts per worker process; the other rows show NULL and count as skipped.
     preview_limit: int | None = None
@@ -48,6 +53,7 @@ class _CallState:
     # An incremental model has no rollback on Spark: a batch with failed rows fails the query, so no
     # NULL is appended that a later run would never revisit (a table is rebuilt whole next run anyway).
     fail_fast: bool = False
+    incremental: bool = False
 
 
 class _Worker:
@@ -76,7 +82,10 @@ class _Worker:
         args = stored["args"]
         call = plan_call(args, str(args.get("invocation_id")), config, PriceTable(config.prices))
         state = _CallState(call, config, NodeDir(root, config.schema, call.invocation_id, call.node_id))
-        state.fail_fast = args.get("materialized") == "incremental" and call.on_error == "fail"
+        caps = (config.max_cost_usd, call.max_cost_usd)
+        state.budget = spark_budget(root, call.invocation_id, call.node_id, caps)
+        state.incremental = args.get("materialized") == "incremental"
+        state.fail_fast = state.incremental and call.on_error == "fail"
         limit = args.get("preview_limit")
         if not call.hooked and isinstance(limit, int) and limit >= 0:
             state.preview_limit = limit
@@ -85,15 +94,29 @@ class _Worker:
         for line in staged_lines(state.node.path):
             if line.get("handle") != handle or line.get("key") is None:
                 continue
+            key = str(line["key"])
             if line.get("kind") == "answer" and line.get("result") is not None:
-                state.answers[str(line["key"])] = str(line["result"])
+                state.answers[key] = str(line["result"])
+                if line.get("batch_answers"):
+                    state.unclaimed.add(key)
             elif line.get("kind") == "error":
-                state.failed.add(str(line["key"]))
+                state.failed.add(key)
+            elif line.get("kind") == "budget":
+                state.skipped.add(key)
         with self._lock:
             return self._calls.setdefault(handle, state)
 
 
 _WORKER = _Worker()
+
+
+def state_of(root: Path, handle: str) -> _CallState:
+    """A prepared call as this worker process knows it (read from its call file the first time)."""
+    return _WORKER.call(root, handle)
+
+
+def engine_of(config: LlmConfig) -> Engine:
+    return _WORKER.engine(config)[0]
 
 
 def answer_batch(
@@ -105,11 +128,16 @@ def answer_batch(
     handle = next((h for h in handles if h), None)
     if handle is None:
         return [None] * len(keys)
+    if handle.startswith(WANTED):
+        return want(Path(root), handle.removeprefix(WANTED), keys, texts, cached)
     state = _WORKER.call(Path(root), handle)
     call, config = state.call, state.config
     writer = LineWriter(state.node.path)
     batch = _sort(state, keys, texts, cached)
-    _send(state, writer, batch.misses)
+    if call.dry_run:
+        _dry(state, batch)  # priced before the statement ran (nightly.py): nothing is sent
+    else:
+        _send(state, writer, batch.misses)
     failed, skipped = _gather(state, keys, batch)
     writer.write(
         {"kind": "tally", "handle": handle, "function": call.task.function, "model": call.task.model,
@@ -148,10 +176,13 @@ def _sort(state: _CallState, keys: list[str | None], texts: list[str | None], ca
             batch.rows += 1
             if answer is not None:
                 batch.results[i], batch.hits = answer, batch.hits + 1
+            elif key in state.unclaimed:  # its batch line was this call's request: no hit
+                batch.results[i] = state.answers[key]
+                state.unclaimed.discard(key)
             elif key in state.answers:
                 batch.results[i], batch.hits = state.answers[key], batch.hits + 1
             else:
-                if key not in state.failed:
+                if key not in state.failed and key not in state.skipped:
                     batch.misses.setdefault(key, text)
                 batch.waiting.append(i)
         if state.preview_limit is not None:
@@ -196,7 +227,7 @@ def _gather(state: _CallState, keys: list[str | None], batch: _Batch) -> tuple[i
             elif key in state.failed:
                 failed += 1
             else:
-                skipped += 1  # a preview's row past its limit: not sent
+                skipped += 1  # a preview's row past its limit, the budget's, a dry run's: not sent
     return failed, skipped
 
 
@@ -208,8 +239,9 @@ def _stage(state: _CallState, writer: LineWriter, outcome: Outcome, text: str) -
     """On the engine's thread: stage the answer (grounded where the engine checked it) or the failure,
     and remember it."""
     call = state.call
+    budget = outcome.result is None and outcome.error_kind == "budget"
     line: dict[str, Any] = {
-        "kind": "answer" if outcome.result is not None else "error",
+        "kind": "answer" if outcome.result is not None else "budget" if budget else "error",
         "handle": call.handle,
         "function": call.task.function,
         "model": call.task.model,
@@ -225,6 +257,7 @@ def _stage(state: _CallState, writer: LineWriter, outcome: Outcome, text: str) -
         "rate_limited": outcome.rate_limited,
         "ungrounded": outcome.ungrounded,
         "attempts": outcome.attempts,
+        "batch_answers": int(isinstance(outcome, BatchOutcome) and outcome.ok),
         "created_at": now(),
     }
     if outcome.result is None:
@@ -234,5 +267,39 @@ def _stage(state: _CallState, writer: LineWriter, outcome: Outcome, text: str) -
     with state.lock:
         if outcome.result is not None:
             state.answers[outcome.key] = outcome.result
+            if line["batch_answers"]:
+                state.unclaimed.add(outcome.key)
+        elif budget:
+            state.skipped.add(outcome.key)
         else:
             state.failed.add(outcome.key)
+
+
+# The handle the pre-hook's pass over the model's SQL gives a call in batch mode or a dry run.
+WANTED = "wanted:"
+
+
+def want(
+    root: Path, handle: str, keys: list[str | None], texts: list[str | None], cached: list[str | None]
+) -> list[str | None]:
+    """The pre-hook's pass: stage the batch's distinct uncached texts for the call, answer nothing."""
+    writer = LineWriter(wanted_dir(root, handle))
+    seen: set[str] = set()
+    for key, text, answer in zip(keys, texts, cached, strict=True):
+        if key is not None and text is not None and answer is None and key not in seen:
+            seen.add(key)
+            writer.write({"key": key, "text": text})
+    writer.close()
+    return [None] * len(keys)
+
+
+def _dry(state: _CallState, batch: _Batch) -> None:
+    """A dry run sends nothing; an incremental model with rows to answer stops its statement, since
+    Spark has no rollback and NULLs appended to it would never be revisited."""
+    if batch.misses and state.incremental and state.preview_limit is None:
+        raise DryRunStop(
+            f"dbt_llm: dry run: {state.call.node_id} is incremental and has rows a real run would send "
+            "(priced in llm_audit); its statement was stopped so that no NULL is appended (Spark has no "
+            "rollback). Models downstream read its previous state."
+        )
+    batch.misses = {}

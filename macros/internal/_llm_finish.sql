@@ -38,7 +38,7 @@
 {%- endmacro %}
 
 {#- Spark: merge the model's staged answers, errors and row counts into the tables (in SQL, on the
-    driver), drop the staging, then fail the model on failed rows. -#}
+    driver), drop the staging, then fail the model on failed rows or texts max_cost_usd left unsent. -#}
 {% macro spark___llm_finish() -%}
   {%- if execute -%}
     {%- set payload = {'invocation_id': invocation_id, 'node_id': model.unique_id} -%}
@@ -58,6 +58,9 @@
       {%- do run_query('select dbt_llm_discard(' ~ dbt_llm._llm_spark_literal(plan.staging) ~ ')') -%}
       {%- if failed > 0 -%}
         {{ exceptions.raise_compiler_error(plan.failed_message | replace('{failed}', failed | string)) }}
+      {%- endif -%}
+      {%- if plan.budget_message -%}
+        {{ exceptions.raise_compiler_error(plan.budget_message) }}
       {%- endif -%}
     {%- endif -%}
   {%- endif -%}

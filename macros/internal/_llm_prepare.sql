@@ -5,6 +5,10 @@
   {%- if not execute -%}
     {#- At parse time: make the model's post-hook check failures and budget after all rows ran. -#}
     {%- do config(post_hook=["{{ dbt_llm._llm_finish() }}"]) -%}
+    {#- Spark answers batch mode and dry runs before the statement (_llm_before); DuckDB needs nothing. -#}
+    {%- if adapter.type() == 'spark' -%}
+      {%- do config(pre_hook=["{{ dbt_llm._llm_before() }}"]) -%}
+    {%- endif -%}
     {#- Microbatch batches of an LLM model run one after another: they share one rate limit, so running
         them at once buys nothing, and each batch's audit row is settled when dbt says it ended. At parse
         time config.get() answers '' for every key, so the model's own setting is looked for in its
