@@ -43,11 +43,16 @@ class RowCounts:
         with self._lock:
             if self._cursor is None or not short:
                 return 0
-            found = self._cursor.execute(
-                "select sequence_name, last_value from duckdb_sequences() where sequence_name in "
-                "(select unnest($names))",
-                {"names": short},
-            ).fetchall()
+            try:
+                found = self._cursor.execute(
+                    "select sequence_name, last_value from duckdb_sequences() where sequence_name in "
+                    "(select unnest($names))",
+                    {"names": short},
+                ).fetchall()
+            except duckdb.ConnectionException:
+                # dbt closed the database while the progress thread or the audit still read: the
+                # sequences are gone with it, what the post-hooks reported is what is left.
+                self._cursor, found = None, []
             live = {str(name): int(value or 0) for name, value in found}
             return sum(max(live.get(n, 0), self._reported.get(n, 0)) for n in short)
 
@@ -56,11 +61,14 @@ class RowCounts:
         with self._lock:
             if self._cursor is None:
                 return
-            found = self._cursor.execute(
-                "select database_name, schema_name, sequence_name from duckdb_sequences() "
-                "where starts_with(sequence_name, $prefix)",
-                {"prefix": PREFIX},
-            ).fetchall()
-            for database, schema, name in found:
-                self._cursor.execute(f'drop sequence if exists "{database}"."{schema}"."{name}"')
+            try:
+                found = self._cursor.execute(
+                    "select database_name, schema_name, sequence_name from duckdb_sequences() "
+                    "where starts_with(sequence_name, $prefix)",
+                    {"prefix": PREFIX},
+                ).fetchall()
+                for database, schema, name in found:
+                    self._cursor.execute(f'drop sequence if exists "{database}"."{schema}"."{name}"')
+            except duckdb.ConnectionException:
+                self._cursor = None  # closed: the next process to attach drops them
             self._reported = {}
