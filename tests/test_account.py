@@ -27,3 +27,18 @@ def test_cache_hits_are_the_rows_less_those_a_request_answered() -> None:
     assert (row.rows, row.cache_hits, row.skipped_rows, a.ledger.reused) == (9, 7, 1, 3)
     assert a.ledger.status == "running"  # a snapshot of an open row says running, whatever failed
     assert a.close("error").status == "error" and a.ledger.closed
+
+
+def test_rows_a_resolve_holds_are_not_hits_while_their_requests_run() -> None:
+    # The statement counts a chunk's rows before dbt_llm_resolve gets its misses and waits for them:
+    # live progress on a first run said "39 rows (39 cached)" while all 39 were being asked.
+    a = account()
+    a.count_rows(39)
+    a.hold(38)
+    assert a.snapshot().cache_hits == 1
+    a.count_chunk(ChunkCounts(missed=38, reused=0, failed=0, skipped=0), fatal=False)
+    assert (a.snapshot().cache_hits, a.held) == (1, 0)
+    a.count_rows(10)
+    a.hold(4)
+    a.release(4)  # a chunk that raised before it was counted holds nothing after
+    assert a.snapshot().cache_hits == 11

@@ -62,4 +62,6 @@ def test_long_runs_report_progress_in_the_dbt_log(project: DbtProject) -> None:
     assert progress, "no progress line in logs/dbt.log"
     assert "calls" in progress[0] and "tokens" in progress[0] and "so far" in progress[0]
     assert "/80 texts answered" in progress[0] and "ETA " in progress[0]
+    # A first run: no row is a hit, though the statement counted them all before their requests ended.
+    assert all("rows (0 cached, 0 reused)" in line for line in progress), progress
     assert "80 API calls" in log  # the final summary of the model

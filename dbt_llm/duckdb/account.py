@@ -46,6 +46,8 @@ class Account:
     # Rows that neither the cache table nor an earlier answer of this run answered: cache_hits is
     # the rows counted so far less these.
     unanswered: int = 0
+    # Missed rows of chunks dbt_llm_resolve holds while their requests run: not cache hits either.
+    held: int = 0
     shared: Fractions = field(default_factory=Fractions)  # a dry run's shares of requests and tokens
     # Rows are those counted in SQL (the sequences of its macro calls, read by `reader`: see
     # row_counts.py) and those counted here (count_rows), less the blank ones dbt_llm_resolve saw.
@@ -99,9 +101,22 @@ class Account:
         with self.lock:
             return not self.ledger.written
 
+    def hold(self, missed: int) -> None:
+        """A chunk's missed rows, from when dbt_llm_resolve gets them until count_chunk (or release)."""
+        with self.lock:
+            self.held += missed
+            self._cache_hits()
+
+    def release(self, missed: int) -> None:
+        """A held chunk that raised before it was counted."""
+        with self.lock:
+            self.held = max(self.held - missed, 0)
+            self._cache_hits()
+
     def count_chunk(self, chunk: ChunkCounts, *, fatal: bool) -> None:
         with self.lock:
             lg = self.ledger
+            self.held = max(self.held - chunk.missed, 0)
             self.unanswered += chunk.missed - chunk.reused
             lg.reused += chunk.reused
             lg.failed_rows += chunk.failed
@@ -125,7 +140,8 @@ class Account:
 
     def _cache_hits(self) -> None:
         self.ledger.rows = max(self.counted + self.sequenced - self.blank, 0)
-        self.ledger.cache_hits = self.ledger.rows - self.unanswered
+        # The row counter runs ahead of dbt_llm_resolve: rows it holds are not hits.
+        self.ledger.cache_hits = max(self.ledger.rows - self.unanswered - self.held, 0)
 
     # -- requests, from the engine's threads and batch mode --
     def count_queued(self, n: int) -> None:

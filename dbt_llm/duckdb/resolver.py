@@ -21,12 +21,19 @@ class Resolver:
     def resolve(self, live: LiveCall, miss_keys: list[str | None], texts_by_key: dict[str, str]) -> list[str | None]:
         """The answers of the chunk's rows; what the chunk paid for is committed before DuckDB gets them."""
         resolves = live.next_resolve()
-        if live.account.unwritten():  # the first chunk with a miss: a run killed while it waits leaves a row
-            self._writer.put_audit(live.account.snapshot())
-        fatal = self._collect_jobs(live)
-        self._sender.send(live, texts_by_key)
-        claimed = live.claim(list(texts_by_key))
-        outcomes, fatal = self._outcomes(live, claimed, list(texts_by_key), resolves, fatal)
+        # The row counter runs ahead: until the chunk is counted, its missed rows are held, not hits.
+        missed = sum(k is not None for k in miss_keys)
+        live.account.hold(missed)
+        try:
+            if live.account.unwritten():  # the first chunk with a miss: a run killed while it waits leaves a row
+                self._writer.put_audit(live.account.snapshot())
+            fatal = self._collect_jobs(live)
+            self._sender.send(live, texts_by_key)
+            claimed = live.claim(list(texts_by_key))
+            outcomes, fatal = self._outcomes(live, claimed, list(texts_by_key), resolves, fatal)
+        except BaseException:
+            live.account.release(missed)
+            raise
         chunk = live.answer(miss_keys, outcomes, fatal=fatal is not None)
         fatal = fatal or _cancelled(live, chunk) or self._batch_verdict(live, chunk)
         if claimed or fatal is not None or chunk.shared_failures:
