@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 DBT := $(CURDIR)/$(VENV)/bin/dbt
 DEMO_MODEL ?= qwen2.5-coder-1.5b
 # The embedded model runs on the CPU: the demo enriches a slice of the 200 vendors (ROWS=200 for all).
-ROWS ?= 40
+ROWS ?= 8
+# Embeddings are cheap next to completions: semantic search runs over more vendors than the enrichment.
+EMBED_ROWS ?= 40
 export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
 
 .PHONY: install test unit lint pytest demo bench clean
@@ -32,7 +34,7 @@ lint: install
 pytest: install
 	$(VENV)/bin/dbt-llm pull smollm2-135m
 	$(VENV)/bin/dbt-llm pull nomic-embed-text-v1.5
-	DBT_LLM_REQUIRE_LOCAL_MODEL=1 $(PY) -m pytest -q
+	DBT_LLM_REQUIRE_LOCAL_MODEL=1 $(PY) -m pytest -q --durations=25
 
 test: lint pytest
 
@@ -47,7 +49,7 @@ demo: $(VENV)/.installed-local
 	@echo "== dbt build of example_project on the embedded $(DEMO_MODEL) (no key, no network): first $(ROWS) of 200 vendors =="
 	cd example_project && $(DBT) deps --profiles-dir .. --quiet && \
 		DBT_LLM_TARGET=local DBT_LLM_LOCAL_MODEL=$(DEMO_MODEL) \
-		$(DBT) build --profiles-dir .. --vars '{vendor_limit: $(ROWS)}'
+		$(DBT) build --profiles-dir .. --vars '{vendor_limit: $(ROWS), embedding_limit: $(EMBED_ROWS)}'
 	@echo "== What it cost (dbt-llm costs) =="
 	$(VENV)/bin/dbt-llm costs --db example_project/example.duckdb
 	@echo "== A few enriched rows =="

@@ -9,7 +9,8 @@ select
     {{ dbt_llm.llm_embed('description', dimensions=var('embedding_dimensions', 768)) }} as embedding
 from {{ ref('raw_vendors') }}
 where nullif(trim(description), '') is not null
-{% if var('vendor_limit', none) %}
-  -- the same slice as enriched_vendors: `make demo` stays within a few minutes on the CPU
-  and vendor_id <= {{ var('vendor_limit') }}
+{%- set limit = var('embedding_limit', var('vendor_limit', none)) %}
+{% if limit %}
+  -- a slice (`make demo` embeds 40 vendors: an embedding costs a fraction of a completion on the CPU)
+  and vendor_id <= {{ limit }}
 {% endif %}
