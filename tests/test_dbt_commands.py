@@ -318,14 +318,18 @@ def test_a_run_after_a_preview_records_every_request_it_pays_for(project: DbtPro
     project.write("models/m.sql", classify_model())
     project.dbt("seed")
     project.dbt("show", "--select", "m", "--limit", "5")
-    previewed = len(project.server.requests)
-    assert 0 < previewed < 3000
+    previewed = {r.text for r in project.server.requests}
+    assert 0 < len(previewed) < 3000
     project.server.reset()
     project.dbt("run")
-    sent = len(project.server.requests)
-    assert sent == 3000 - previewed  # nothing paid twice
-    run = "select sum(api_calls), sum(cache_hits) from dbt_llm.llm_audit where command = 'run'"
-    assert project.query(run)[0] == (sent, previewed)  # and every request of the run is in its audit row
+    asked = {r.text for r in project.server.requests}
+    assert len(asked) == 3000 - len(previewed) and not asked & previewed  # nothing paid twice
+    run = "select sum(api_calls), sum(retries), sum(cache_hits) from dbt_llm.llm_audit where command = 'run'"
+    calls, retries, hits = project.query(run)[0]
+    assert (calls - retries, hits) == (len(asked), len(previewed))  # a first request per text, in the audit
+    # Every request the server got is in the audit; an attempt a loaded machine timed out before the
+    # server read it counts there too (a provider may have billed it).
+    assert len(project.server.requests) <= calls
 
 
 def test_a_snapshot_is_settled_by_its_post_hook_and_judged_by_the_tests(project: DbtProject) -> None:
