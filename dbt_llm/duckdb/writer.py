@@ -65,6 +65,9 @@ class Writer:
             self._conn = conn
             self._schema = qualified_schema
             if self._thread is None:
+                # pyarrow imports pandas (a third of a second of CPU) the first time it converts
+                # Python values: here, at the first attach, not inside the first model's statement.
+                pa.array([], pa.string())
                 self._thread = threading.Thread(target=self._loop, name="dbt-llm-writer", daemon=True)
                 self._thread.start()
 
