@@ -233,7 +233,8 @@ DEFAULT_RETRY_AFTER = 0.05
 CACHE_MIN_TOKENS = 1024  # OpenAI caches prompt prefixes from 1024 tokens on,
 CACHE_INCREMENT = 128  # in steps of 128 tokens
 
-TEXT_PREFIX = "Text: "  # a user message that starts so holds its text up to the last blank line
+EXTRACT_LEAD = "Extract the fields "  # the extraction question: one line, then `Text: ` and the text
+TEXT_LINE = "\nText: "
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PACKED_INPUT_RE = re.compile(r'<input id="([^"]+)">\n(.*?)\n</input>', re.DOTALL)
 _TRUE_WORDS = frozenset({"yes", "true", "1"})
@@ -275,15 +276,14 @@ def extract_input_text(messages: list[Any]) -> str:
 
     If the last ``user`` message contains ``<input>`` ... ``</input>``, the text
     between the first ``<input>`` and the last ``</input>`` is returned, with one
-    leading and one trailing newline removed.  If it starts with ``Text: `` (the form of
-    the extraction prompt, ``extract/4``), the text runs from there to the last blank line
-    (``\n\n``), after which the question follows (to the end when there is none).
-    Otherwise the whole content.
+    leading and one trailing newline removed.  If it is the extraction prompt's question
+    (``extract/5``: one line starting ``Extract the fields ``), the text is what follows its
+    ``Text: `` line, to the end.  Otherwise the whole content.
     """
     content = _last_user_content(messages)
-    if content.startswith(TEXT_PREFIX):
-        end = content.rfind("\n\n")
-        return content[len(TEXT_PREFIX) : end if end >= len(TEXT_PREFIX) else len(content)]
+    line = content.find(TEXT_LINE)
+    if content.startswith(EXTRACT_LEAD) and line != -1 and "\n" not in content[:line]:
+        return content[line + len(TEXT_LINE) :]
     start = content.find("<input>")
     end = content.rfind("</input>")
     if start == -1 or end == -1 or end < start + len("<input>"):

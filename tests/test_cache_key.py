@@ -55,7 +55,7 @@ def test_extract_schema_and_template_version_are_in_the_spec() -> None:
     b = build_task({"function": "extract", "fields": {"city": "string", "zip": "integer"}}, **DEFAULTS)
     c = build_task({"function": "extract", "fields": {"city": ["Paris", "Oslo"]}}, **DEFAULTS)
     assert len({a.spec_hash, b.spec_hash, c.spec_hash}) == 3
-    assert a.spec["template"] == "extract/4" and len(a.spec_hash) == 64
+    assert a.spec["template"] == "extract/5" and len(a.spec_hash) == 64
 
 
 def test_keys_are_equal_across_processes() -> None:

@@ -174,10 +174,11 @@ def test_extract_fields_and_nulls(client: httpx.Client) -> None:
     "text", ["city: Oslo", "city: Oslo\n\nsecond paragraph, zip code = 0150", "", "Text: city: Bergen"]
 )
 def test_extraction_prompt_text_is_read_back(fake: FakeOpenAI, client: httpx.Client, text: str) -> None:
-    """The extraction prompt's `Text: ...` form (extract/4): the server reads the text back exactly, blank
-    lines included, so its answer is the answer for the text alone, not for the question after it."""
+    """The extraction prompt's form (extract/5: the question's line, then `Text: ...`): the server reads
+    the text back exactly, blank lines included, so its answer is the answer for the text alone."""
     messages = prompts.extract_messages(text, ["city", "zip_code"], None, [])
-    assert messages[-1]["content"].startswith(prompts.TEXT_PREFIX)
+    question, _, rest = messages[-1]["content"].partition("\n")
+    assert question.startswith("Extract the fields city, zip_code ") and rest == prompts.TEXT_PREFIX + text
     body = {"model": "gpt-test", "messages": messages, "response_format": _body("", EXTRACT_SCHEMA)["response_format"]}
     answer = _answer(client.post("/chat/completions", json=body))
     assert fake.requests[-1].text == text

@@ -4,7 +4,6 @@ part of every cache key, so old answers are not reused for a new prompt."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 # extract/2: answers are grounded (grounding.py), so extract/1 answers are not reused.
@@ -12,10 +11,13 @@ from typing import Any
 # (README "Answer quality").
 # extract/4: the text on a `Text: ...` line, not in <input> tags (examples too): small models copied the
 # tagged request into fields.
+# extract/5: the one-line question ("Extract the fields ... Use null when absent.") before the text, and
+# nothing else of ours: extract/4 lost to that one line where most fields are present (README "Answer
+# quality").
 TEMPLATE_VERSIONS = {
     "classify": "classify/1",
     "classify_multi": "classify_multi/1",
-    "extract": "extract/4",
+    "extract": "extract/5",
     "filter": "filter/1",
     "complete": "complete/1",
     "embed": "embed/1",  # no prompt: the text is the input
@@ -67,14 +69,6 @@ def classify_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-EXTRACT_RULES = (
-    "You extract fields from a text. A field's value is the exact words of the text that state it, usually a "
-    "few words. Most texts state only a few of the fields: every other field is null. Dates are YYYY-MM-DD."
-)
-# A text that states none of the fields: answered all null in a worked turn before the real one.
-EMPTY_TEXT = "Thank you, that is all for today."
-
-
 def _extract_examples(examples: list[dict[str, Any]]) -> str:
     lines = ["Examples:"]
     for ex in examples:
@@ -82,45 +76,33 @@ def _extract_examples(examples: list[dict[str, Any]]) -> str:
     return "\n\n".join(lines)
 
 
-def _extract_system(instructions: str | None, examples: list[dict[str, Any]]) -> str:
-    system = EXTRACT_RULES
-    if instructions:
-        system += f"\n\nInstructions: {instructions}"
+def _extract_system(instructions: str | None, examples: list[dict[str, Any]]) -> str | None:
+    """What the user gave beyond the fields, if anything: no rules of ours (see extract_messages)."""
+    parts = [f"Instructions: {instructions}"] if instructions else []
     if examples:
-        system += "\n\n" + _extract_examples(examples)
-    return system
+        parts.append(_extract_examples(examples))
+    return "\n\n".join(parts) or None
 
 
-def humanise(name: str) -> str:
-    """`party_size_number` -> "party size number", `timeRange` -> "time range"."""
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).replace("_", " ").replace("-", " ").lower().strip()
-
-
-def _field_list(field_names: list[str]) -> str:
-    """Each name as the answer spells it, with its words in parentheses when they differ."""
-    return ", ".join(f"{n} ({humanise(n)})" if humanise(n) not in (n.lower(), "") else n for n in field_names)
-
-
-# The user message of an extraction: the text on a `Text:` line, a blank line, then the question (which
-# holds no blank line: tests/openai_server.py reads the text up to the last one). With the text in <input>
-# tags, qwen2.5-0.5b copied the request into fields (music_item right 0.00 -> 0.35 on SNIPS slots).
+# The user message of an extraction: the question on one line, then the text on a `Text:` line, to the
+# end (tests/openai_server.py reads it so). With the text in <input> tags, qwen2.5-0.5b copied the
+# request into fields (music_item right 0.00 -> 0.35 on SNIPS slots).
 TEXT_PREFIX = "Text: "
 
 
 def _extract_question(text: str, field_names: list[str]) -> str:
-    return f"{TEXT_PREFIX}{text}\n\nExtract these fields from the text: {_field_list(field_names)}."
+    return f"Extract the fields {', '.join(field_names)} from the text. Use null when absent.\n{TEXT_PREFIX}{text}"
 
 
 def extract_messages(
     text: str, field_names: list[str], instructions: str | None, examples: list[dict[str, Any]]
 ) -> list[Message]:
-    # Small models fill every field they are shown; a worked turn whose text states none of them,
-    # answered all null, is what teaches them null (benchmarks/quality.py: README "Answer quality").
-    # The fixed part (rules, worked turn) comes first for providers' prefix caches; the question after the text.
+    # The one-line question and the text, nothing of ours around them: every rule or worked turn
+    # measured (README "Answer quality") won where most fields are absent and lost where most are
+    # stated. The user's instructions and examples, if any, come first for providers' prefix caches.
+    system = _extract_system(instructions, examples)
     return [
-        {"role": "system", "content": _extract_system(instructions, examples)},
-        {"role": "user", "content": _extract_question(EMPTY_TEXT, field_names)},
-        {"role": "assistant", "content": json.dumps(dict.fromkeys(field_names), ensure_ascii=False)},
+        *([{"role": "system", "content": system}] if system else []),
         {"role": "user", "content": _extract_question(text, field_names)},
     ]
 
@@ -160,10 +142,10 @@ def extract_packed_messages(
 ) -> list[Message]:
     system = _extract_system(instructions, examples)
     user = (
-        f"{_packed_inputs(texts)}\n\nFor each input above, extract these fields from it: {_field_list(field_names)}. "
-        "Answer with an object mapping each id to its answer."
+        f"{_packed_inputs(texts)}\n\nFor each input above, extract the fields {', '.join(field_names)} from it. "
+        "Use null when absent. Answer with an object mapping each id to its answer."
     )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": user}]
 
 
 def _filter_system(question: str, instructions: str | None, examples: list[dict[str, Any]]) -> str:
